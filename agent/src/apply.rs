@@ -1,0 +1,322 @@
+//! The thin part: read the kernel into [`Observed`] and run a [`Plan`]'s operations in order.
+//! Decisions live in `plan`; this module only carries them out.
+
+use crate::config::{Config, ConfigError};
+use crate::desired;
+use crate::files;
+use crate::model::*;
+use crate::netlink::{self, NlError};
+use crate::plan::{self, Op, Plan};
+use crate::state::{self, State};
+use crate::sysctl;
+use overlay_router::nat::{self, NatObserved, NatSpec};
+use rtnetlink::Handle;
+use std::path::Path;
+
+#[derive(Debug)]
+pub enum AgentError {
+    /// Bad input: exit 2, nothing changed.
+    Config(ConfigError),
+    /// Kernel or I/O failure: exit 1.
+    Runtime(String),
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentError::Config(e) => write!(f, "{e}"),
+            AgentError::Runtime(e) => f.write_str(e),
+        }
+    }
+}
+impl std::error::Error for AgentError {}
+impl From<ConfigError> for AgentError {
+    fn from(e: ConfigError) -> Self {
+        AgentError::Config(e)
+    }
+}
+impl From<NlError> for AgentError {
+    fn from(e: NlError) -> Self {
+        AgentError::Runtime(e.to_string())
+    }
+}
+
+/// Dump links, addresses and routes.
+pub async fn observe_kernel(h: &Handle) -> Result<Observed, AgentError> {
+    Ok(Observed {
+        links: netlink::dump_links(h).await?,
+        addrs: netlink::dump_addrs(h).await?,
+        routes: netlink::dump_routes(h).await?,
+        ..Default::default()
+    })
+}
+
+fn io(what: &str, e: std::io::Error) -> AgentError {
+    AgentError::Runtime(format!("{what}: {e}"))
+}
+
+/// Read the sysctls, files and NAT table the plan compares against.
+pub fn observe_extras(
+    o: &mut Observed,
+    keys: &[String],
+    hosts: &Path,
+    resolv: &Path,
+    nat_spec: Option<&NatSpec>,
+) -> Result<(), AgentError> {
+    for k in keys {
+        o.sysctls.insert(
+            k.clone(),
+            sysctl::read(k).map_err(|e| io(&format!("read sysctl {k}"), e))?,
+        );
+    }
+    o.hosts =
+        files::read_optional(hosts).map_err(|e| io(&format!("read {}", hosts.display()), e))?;
+    o.resolv = if std::fs::symlink_metadata(resolv).is_ok_and(|m| m.file_type().is_symlink()) {
+        None
+    } else {
+        files::read_optional(resolv).map_err(|e| io(&format!("read {}", resolv.display()), e))?
+    };
+    o.nat = match nat_spec {
+        Some(s) => Some(nat::observe(s).map_err(|e| AgentError::Runtime(e.to_string()))?),
+        None if nat::nft_available() => {
+            // Only presence matters when no NAT is wanted.
+            let probe = NatSpec {
+                overlay: "10.0.0.0/8".parse().unwrap(),
+                underlay: "lo".into(),
+                exceptions: vec![],
+            };
+            Some(nat::observe(&probe).unwrap_or(NatObserved::Absent))
+        }
+        None => Some(NatObserved::Absent),
+    };
+    Ok(())
+}
+
+/// config → desired → observed → plan, without changing anything.
+pub async fn compute(h: &Handle, cfg: &Config) -> Result<(Desired, Observed, Plan), AgentError> {
+    let mut o = observe_kernel(h).await?;
+    let d = desired::desired(cfg, &o)?;
+    if d.nat.is_some() && !nat::nft_available() {
+        return Err(AgentError::Config(ConfigError {
+            key: "nat".into(),
+            value: "true".into(),
+            source: None,
+            reason: "the nft command (package nftables) is not installed".into(),
+        }));
+    }
+    observe_extras(
+        &mut o,
+        &plan::sysctl_keys(&d),
+        &cfg.hosts_file,
+        &cfg.resolv_conf,
+        d.nat.as_ref(),
+    )?;
+    let mut p = plan::plan_apply(&d, &o)?;
+    if !d.dns.is_empty() && o.resolv.is_none() && cfg.resolv_conf.exists() {
+        p.warnings.push(format!(
+            "{} is a symlink (systemd-resolved?); DNS not written — configure the resolver for {} instead (see README)",
+            cfg.resolv_conf.display(),
+            cfg.bridge
+        ));
+        p.ops.retain(|op| !matches!(op, Op::WriteResolv { .. }));
+    }
+    Ok((d, o, p))
+}
+
+/// Carry out one operation.
+pub async fn exec_one(
+    h: &Handle,
+    op: &Op,
+    state_dir: &Path,
+    st: &mut State,
+) -> Result<(), AgentError> {
+    match op {
+        Op::SetSysctl {
+            key,
+            value,
+            from,
+            record,
+        } => {
+            if *record && !st.sysctls.contains_key(key) {
+                if let Some(f) = from {
+                    st.sysctls.insert(key.clone(), f.clone());
+                    state::save(state_dir, st).map_err(|e| io("save state", e))?;
+                }
+            }
+            sysctl::write(key, value).map_err(|e| io(&format!("sysctl {key}"), e))?;
+        }
+        Op::DeleteLink { name, .. } => {
+            netlink::delete_link(h, name).await?;
+        }
+        Op::CreateBridge { name, mac, mtu } => {
+            record_link(st, state_dir, name)?;
+            netlink::create_bridge(h, name, parse_mac(mac), *mtu).await?;
+        }
+        Op::CreateVtep {
+            name,
+            vni,
+            port,
+            group,
+            underlay,
+            mtu,
+            master,
+        } => {
+            record_link(st, state_dir, name)?;
+            netlink::create_vtep(h, name, *vni, *port, *group, underlay, *mtu, master).await?;
+        }
+        Op::CreateDummy {
+            name,
+            veth_peer,
+            mtu,
+            master,
+        } => {
+            record_link(st, state_dir, name)?;
+            let kind = netlink::create_dummy(h, name, veth_peer, *mtu, master).await?;
+            if kind == "veth" {
+                tracing::info!(dummy = %name, peer = %veth_peer, "kernel has no dummy driver; using a veth pair");
+            }
+        }
+        Op::SetAlias { name } => netlink::set_alias(h, name).await?,
+        Op::SetMtu { name, mtu, .. } => netlink::set_mtu(h, name, *mtu).await?,
+        Op::SetMac { name, mac, .. } => netlink::set_mac(h, name, parse_mac(mac)).await?,
+        Op::SetStpOff { name } => netlink::set_stp_off(h, name).await?,
+        Op::SetMaster { name, master } => netlink::set_master(h, name, master).await?,
+        Op::SetUp { name } => netlink::set_up(h, name).await?,
+        Op::AddAddress { dev, addr } => {
+            netlink::add_address(h, dev, addr.parse().expect("planned address parses")).await?
+        }
+        Op::AddRoute {
+            gateway,
+            dev,
+            metric,
+        } => netlink::add_default_route(h, *gateway, dev, *metric).await?,
+        Op::DelRoute {
+            dst,
+            gateway,
+            dev,
+            metric,
+        } => {
+            netlink::del_route(
+                h,
+                dst.parse().expect("planned dst parses"),
+                *gateway,
+                dev,
+                *metric,
+            )
+            .await?
+        }
+        Op::WriteHosts { path, line } => {
+            let p = Path::new(path);
+            let cur = files::read_optional(p)
+                .map_err(|e| io(path, e))?
+                .unwrap_or_default();
+            files::write_atomic(p, &files::render_hosts(&cur, line.as_ref()))
+                .map_err(|e| io(path, e))?;
+        }
+        Op::WriteResolv { path, servers } => {
+            let p = Path::new(path);
+            let cur = files::read_optional(p)
+                .map_err(|e| io(path, e))?
+                .unwrap_or_default();
+            files::write_atomic(p, &files::render_resolv(&cur, servers))
+                .map_err(|e| io(path, e))?;
+        }
+        Op::EnsureNat { spec, .. } => {
+            if !st.nat {
+                st.nat = true;
+                state::save(state_dir, st).map_err(|e| io("save state", e))?;
+            }
+            nat::ensure(spec).map_err(|e| AgentError::Runtime(e.to_string()))?;
+        }
+        Op::RemoveNat => {
+            nat::remove().map_err(|e| AgentError::Runtime(e.to_string()))?;
+        }
+        Op::ForgetState => {
+            state::remove(state_dir).map_err(|e| io("remove state", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn record_link(st: &mut State, dir: &Path, name: &str) -> Result<(), AgentError> {
+    if st.links.insert(name.to_string()) {
+        state::save(dir, st).map_err(|e| io("save state", e))?;
+    }
+    Ok(())
+}
+
+fn parse_mac(s: &str) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    for (i, p) in s.split(':').take(6).enumerate() {
+        m[i] = u8::from_str_radix(p, 16).unwrap_or(0);
+    }
+    m
+}
+
+pub fn load_state(dir: &Path) -> Result<State, AgentError> {
+    Ok(state::load(dir)
+        .map_err(|e| io("load state", e))?
+        .unwrap_or_default())
+}
+
+/// Run the plan in order, stopping at the first failure (later steps depend on earlier ones).
+/// Returns the operations that were carried out.
+pub async fn execute(
+    h: &Handle,
+    p: &Plan,
+    state_dir: &Path,
+) -> Result<Vec<Op>, (Vec<Op>, AgentError)> {
+    let mut st = match load_state(state_dir) {
+        Ok(s) => s,
+        Err(e) => return Err((vec![], e)),
+    };
+    let mut done = Vec::new();
+    for op in &p.ops {
+        tracing::debug!(op = %op, "executing");
+        if let Err(e) = exec_one(h, op, state_dir, &mut st).await {
+            return Err((done, AgentError::Runtime(format!("{op}: {e}"))));
+        }
+        done.push(op.clone());
+    }
+    Ok(done)
+}
+
+/// Plan the teardown for this configuration.
+pub async fn compute_down(h: &Handle, cfg: &Config) -> Result<(Observed, Plan, State), AgentError> {
+    let mut o = observe_kernel(h).await?;
+    let st = load_state(&cfg.state_dir)?;
+    let keys: Vec<String> = st.sysctls.keys().cloned().collect();
+    observe_extras(&mut o, &keys, &cfg.hosts_file, &cfg.resolv_conf, None)?;
+    let input = plan::DownInput {
+        bridge: &cfg.bridge,
+        vtep: &cfg.vtep,
+        dummy: &cfg.dummy,
+        hosts_file: &cfg.hosts_file.to_string_lossy(),
+        resolv_conf: &cfg.resolv_conf.to_string_lossy(),
+    };
+    let mut p = plan::plan_down(&input, &o, &st);
+    if state::path(&cfg.state_dir).exists() {
+        p.ops.push(Op::ForgetState);
+    }
+    Ok((o, p, st))
+}
+
+/// Teardown runs every step even when one fails, and reports all failures.
+pub async fn execute_all(h: &Handle, p: &Plan, state_dir: &Path) -> (Vec<Op>, Vec<String>) {
+    let mut st = load_state(state_dir).unwrap_or_default();
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    for op in &p.ops {
+        if matches!(op, Op::ForgetState) && !errors.is_empty() {
+            errors.push(
+                "state file kept because earlier steps failed (re-run `overlayd down`)".into(),
+            );
+            continue;
+        }
+        match exec_one(h, op, state_dir, &mut st).await {
+            Ok(()) => done.push(op.clone()),
+            Err(e) => errors.push(format!("{op}: {e}")),
+        }
+    }
+    (done, errors)
+}

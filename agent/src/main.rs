@@ -1,0 +1,332 @@
+//! `overlayd` command line.
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use overlay_agent::apply::{self, AgentError};
+use overlay_agent::config::{self, Config, ConfigError, FileConfig, Overrides, Source};
+use overlay_agent::plan::Op;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const LONG_ABOUT: &str = "\
+overlayd turns a declared overlay node into kernel state over netlink and keeps it so.
+
+Every node of the overlay (KVM hosts, the management server, the router) gets a bridge
+(cloudbr0) holding its overlay address and a VXLAN tunnel endpoint (ethvxlan0) enslaved to it;
+IGMPv2 is forced on the underlay so an AWS Transit Gateway multicast domain floods the
+overlay's broadcast traffic to every member. The router also forwards (and may NAT) between
+overlay and VPC. The single-instance 'standalone' role uses a dummy port instead of VXLAN.
+
+Configuration comes from a TOML file (--config), OVERLAYD_* environment variables and flags;
+flags win over the environment, the environment over the file. Bad input exits with status 2
+and changes nothing.
+
+Examples:
+  overlayd plan  --role host --address 10.101.0.10/16 --gateway 10.101.0.1 --group 239.255.0.1
+  overlayd apply --config /etc/overlayd/overlayd.toml
+  OVERLAYD_ROLE=router overlayd apply --address 10.101.0.1/16 --group 239.255.0.1 --nat
+  overlayd down  --config /etc/overlayd/overlayd.toml";
+
+#[derive(Parser)]
+#[command(name = "overlayd", version, args_override_self = true, about = "Converge and keep a VXLAN overlay node (CloudStack on AWS)", long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Converge this node once; print what changed.
+    Apply(CmdArgs),
+    /// Print the ordered operations `apply` would perform; change nothing.
+    Plan(CmdArgs),
+    /// Remove what overlayd owns and restore the sysctls it changed; leave everything else.
+    Down(CmdArgs),
+    /// Check the configuration (and the host facts it depends on); change nothing.
+    Validate(CmdArgs),
+}
+
+#[derive(Args, Clone)]
+struct CmdArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Every configuration key as a flag (and OVERLAYD_<KEY> environment variable).
+#[derive(Args, Clone)]
+struct NodeArgs {
+    /// TOML configuration file [default: /etc/overlayd/overlayd.toml, ignored if absent]
+    #[arg(long, env = "OVERLAYD_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// host | management | router | standalone
+    #[arg(long, env = "OVERLAYD_ROLE")]
+    role: Option<String>,
+    /// Underlay interface carrying VXLAN [default: the interface of the default route]
+    #[arg(long, env = "OVERLAYD_UNDERLAY", value_name = "IFNAME")]
+    underlay: Option<String>,
+    /// This node's overlay address as CIDR, e.g. 10.101.0.10/16
+    #[arg(long, env = "OVERLAYD_ADDRESS", value_name = "CIDR")]
+    address: Option<String>,
+    /// The router's overlay IP (host/management only)
+    #[arg(long, env = "OVERLAYD_GATEWAY", value_name = "IP")]
+    gateway: Option<String>,
+    /// DNS server written to resolv.conf (repeatable; env: comma-separated)
+    #[arg(long, env = "OVERLAYD_DNS", value_name = "IP", value_delimiter = ',')]
+    dns: Vec<String>,
+    /// Overlay bridge name [default: cloudbr0]
+    #[arg(long, env = "OVERLAYD_BRIDGE", value_name = "IFNAME")]
+    bridge: Option<String>,
+    /// VXLAN device name; CloudStack needs eth*, bond*, ens* … [default: ethvxlan0]
+    #[arg(long, env = "OVERLAYD_VTEP", value_name = "IFNAME")]
+    vtep: Option<String>,
+    /// VXLAN network identifier, 1..16777215 [default: 100]
+    #[arg(long, env = "OVERLAYD_VNI")]
+    vni: Option<String>,
+    /// VXLAN UDP port [default: 4789]
+    #[arg(long, env = "OVERLAYD_PORT")]
+    port: Option<String>,
+    /// Multicast group for flooding, e.g. 239.255.0.1 (all roles but standalone)
+    #[arg(long, env = "OVERLAYD_GROUP", value_name = "IP")]
+    group: Option<String>,
+    /// auto (underlay MTU - 50, at most 8450) or a number [default: auto]
+    #[arg(long, env = "OVERLAYD_MTU")]
+    mtu: Option<String>,
+    /// Keep "<overlay IP> <fqdn>" in the hosts file (CloudStack resolves its own FQDN)
+    #[arg(long, env = "OVERLAYD_FQDN")]
+    fqdn: Option<String>,
+    /// Masquerade overlay traffic leaving the underlay (router/standalone)
+    #[arg(long, env = "OVERLAYD_NAT", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    nat: Option<String>,
+    /// Destination not to masquerade (repeatable; env OVERLAYD_NAT_EXCEPTIONS, comma-separated)
+    #[arg(
+        long = "nat-exception",
+        env = "OVERLAYD_NAT_EXCEPTIONS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    nat_exceptions: Vec<String>,
+    /// Dummy port for standalone [default: ethdummy0]
+    #[arg(long, env = "OVERLAYD_DUMMY", value_name = "IFNAME")]
+    dummy: Option<String>,
+    /// Metric of the default route via the gateway [default: 0]
+    #[arg(long, env = "OVERLAYD_ROUTE_METRIC", value_name = "N")]
+    route_metric: Option<String>,
+    /// Where overlayd records what it changed [default: /var/lib/overlayd]
+    #[arg(long, env = "OVERLAYD_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<String>,
+    /// Hosts file for the fqdn line [default: /etc/hosts]
+    #[arg(long, env = "OVERLAYD_HOSTS_FILE", value_name = "PATH")]
+    hosts_file: Option<String>,
+    /// resolv.conf to write DNS servers to [default: /etc/resolv.conf]
+    #[arg(long, env = "OVERLAYD_RESOLV_CONF", value_name = "PATH")]
+    resolv_conf: Option<String>,
+    /// Full resync period of `overlayd run`, seconds [default: 30]
+    #[arg(long, env = "OVERLAYD_RESYNC_INTERVAL", value_name = "SECS")]
+    resync_interval: Option<String>,
+    /// Prometheus listen address of `overlayd run`, or "off" [default: 127.0.0.1:9465]
+    #[arg(long, env = "OVERLAYD_METRICS_ADDRESS", value_name = "IP:PORT")]
+    metrics_address: Option<String>,
+}
+
+/// (key, clap id) pairs for the flags that carry configuration keys.
+const FLAG_KEYS: &[(&str, &str)] = &[
+    ("role", "role"),
+    ("underlay", "underlay"),
+    ("address", "address"),
+    ("gateway", "gateway"),
+    ("dns", "dns"),
+    ("bridge", "bridge"),
+    ("vtep", "vtep"),
+    ("vni", "vni"),
+    ("port", "port"),
+    ("group", "group"),
+    ("mtu", "mtu"),
+    ("fqdn", "fqdn"),
+    ("nat", "nat"),
+    ("nat_exceptions", "nat_exceptions"),
+    ("dummy", "dummy"),
+    ("route_metric", "route_metric"),
+    ("state_dir", "state_dir"),
+    ("hosts_file", "hosts_file"),
+    ("resolv_conf", "resolv_conf"),
+    ("resync_interval", "resync_interval"),
+    ("metrics_address", "metrics_address"),
+];
+
+fn overrides(m: &ArgMatches) -> Overrides {
+    let mut o = Overrides::default();
+    for (key, id) in FLAG_KEYS {
+        let Some(src) = m.value_source(id) else {
+            continue;
+        };
+        let source = match src {
+            ValueSource::CommandLine => Source::Flag,
+            ValueSource::EnvVariable => Source::Env,
+            _ => continue,
+        };
+        let vals: Vec<String> = m
+            .get_many::<String>(id)
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default();
+        let key: &'static str = config::KEYS.iter().find(|k| *k == key).copied().unwrap();
+        o.set(key, vals, source);
+    }
+    o
+}
+
+fn load_config(node: &NodeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
+    let file = match &node.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                key: "config".into(),
+                value: p.display().to_string(),
+                source: None,
+                reason: format!("cannot read: {e}"),
+            })?;
+            config::parse_file(&text, &p.display().to_string())?
+        }
+        None => match std::fs::read_to_string(config::DEFAULT_CONFIG) {
+            Ok(text) => config::parse_file(&text, config::DEFAULT_CONFIG)?,
+            Err(_) => FileConfig::default(),
+        },
+    };
+    config::build(&file, &overrides(m))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn fail(e: &AgentError) -> ExitCode {
+    match e {
+        AgentError::Config(c) => {
+            eprintln!("overlayd: {c}");
+            eprintln!("overlayd: nothing was changed");
+            ExitCode::from(2)
+        }
+        AgentError::Runtime(r) => {
+            eprintln!("overlayd: error: {r}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_ops(ops: &[Op], json: bool, key: &str, empty: &str) {
+    if json {
+        let v = serde_json::json!({ key: ops });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+    } else if ops.is_empty() {
+        println!("{empty}");
+    } else {
+        for (i, op) in ops.iter().enumerate() {
+            println!("{:>3}. {op}", i + 1);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let m = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&m) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let (name, sub) = m.subcommand().expect("subcommand required");
+    let args = match &cli.cmd {
+        Cmd::Apply(a) | Cmd::Plan(a) | Cmd::Down(a) | Cmd::Validate(a) => a.clone(),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OVERLAYD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+
+    let cfg = match load_config(&args.node, sub) {
+        Ok(c) => c,
+        Err(e) => return fail(&AgentError::Config(e)),
+    };
+    for w in &cfg.warnings {
+        eprintln!("overlayd: warning: {w}");
+    }
+    let rt = runtime();
+    rt.block_on(async move {
+        let h = match overlay_agent::netlink::connect() {
+            Ok(h) => h,
+            Err(e) => return fail(&AgentError::Runtime(format!("netlink socket: {e}"))),
+        };
+        match name {
+            "plan" | "validate" | "apply" => {
+                let (d, _o, p) = match apply::compute(&h, &cfg).await {
+                    Ok(x) => x,
+                    Err(e) => return fail(&e),
+                };
+                for w in &p.warnings {
+                    eprintln!("overlayd: warning: {w}");
+                }
+                match name {
+                    "validate" => {
+                        if args.json {
+                            println!("{}", serde_json::json!({"valid": true, "desired": d, "pending_ops": p.ops.len()}));
+                        } else {
+                            println!(
+                                "configuration valid: role {} on underlay {}, {} {}, mtu {}{}",
+                                d.role,
+                                d.underlay,
+                                d.bridge.name,
+                                d.bridge.address,
+                                d.bridge.mtu,
+                                match &d.vtep {
+                                    Some(v) => format!(", {} vni {} group {} port {}", v.name, v.vni, v.group, v.port),
+                                    None => String::new(),
+                                }
+                            );
+                            println!("{} operation(s) pending (see `overlayd plan`)", p.ops.len());
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    "plan" => {
+                        print_ops(&p.ops, args.json, "ops", "no changes: the node is converged");
+                        ExitCode::SUCCESS
+                    }
+                    _ => match apply::execute(&h, &p, &cfg.state_dir).await {
+                        Ok(done) => {
+                            print_ops(&done, args.json, "changes", "no changes: the node is converged");
+                            ExitCode::SUCCESS
+                        }
+                        Err((done, e)) => {
+                            print_ops(&done, args.json, "changes", "no changes made");
+                            fail(&e)
+                        }
+                    },
+                }
+            }
+            "down" => {
+                let (_o, p, _st) = match apply::compute_down(&h, &cfg).await {
+                    Ok(x) => x,
+                    Err(e) => return fail(&e),
+                };
+                for w in &p.warnings {
+                    eprintln!("overlayd: warning: {w}");
+                }
+                let (done, errors) = apply::execute_all(&h, &p, &cfg.state_dir).await;
+                print_ops(&done, args.json, "changes", "nothing to remove");
+                if errors.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    for e in &errors {
+                        eprintln!("overlayd: error: {e}");
+                    }
+                    ExitCode::from(1)
+                }
+            }
+            _ => unreachable!(),
+        }
+    })
+}

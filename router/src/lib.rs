@@ -1,0 +1,3 @@
+//! Router role pieces (NAT). See README.
+
+pub mod nat;
