@@ -16,3 +16,5 @@ pub mod netlink;
 pub mod plan;
 pub mod state;
 pub mod sysctl;
+#[cfg(test)]
+mod plan_tests;
