@@ -63,6 +63,19 @@ pub fn observe_extras(
     resolv: &Path,
     nat_spec: Option<&NatSpec>,
 ) -> Result<(), AgentError> {
+    observe_extras_with(o, keys, hosts, resolv, nat_spec, None)
+}
+
+/// As [`observe_extras`]; with `assume_nat` the nft table is not read (it sends no netlink
+/// events, so the event-driven path trusts the last full resync for it).
+pub fn observe_extras_with(
+    o: &mut Observed,
+    keys: &[String],
+    hosts: &Path,
+    resolv: &Path,
+    nat_spec: Option<&NatSpec>,
+    assume_nat: Option<NatObserved>,
+) -> Result<(), AgentError> {
     for k in keys {
         o.sysctls.insert(
             k.clone(),
@@ -76,6 +89,10 @@ pub fn observe_extras(
     } else {
         files::read_optional(resolv).map_err(|e| io(&format!("read {}", resolv.display()), e))?
     };
+    if let Some(n) = assume_nat {
+        o.nat = Some(n);
+        return Ok(());
+    }
     o.nat = match nat_spec {
         Some(s) => Some(nat::observe(s).map_err(|e| AgentError::Runtime(e.to_string()))?),
         None if nat::nft_available() => {
@@ -94,9 +111,18 @@ pub fn observe_extras(
 
 /// config → desired → observed → plan, without changing anything.
 pub async fn compute(h: &Handle, cfg: &Config) -> Result<(Desired, Observed, Plan), AgentError> {
+    compute_with(h, cfg, None).await
+}
+
+/// [`compute`], optionally trusting a known NAT state instead of running `nft`.
+pub async fn compute_with(
+    h: &Handle,
+    cfg: &Config,
+    assume_nat: Option<NatObserved>,
+) -> Result<(Desired, Observed, Plan), AgentError> {
     let mut o = observe_kernel(h).await?;
     let d = desired::desired(cfg, &o)?;
-    if d.nat.is_some() && !nat::nft_available() {
+    if d.nat.is_some() && assume_nat.is_none() && !nat::nft_available() {
         return Err(AgentError::Config(ConfigError {
             key: "nat".into(),
             value: "true".into(),
@@ -104,12 +130,13 @@ pub async fn compute(h: &Handle, cfg: &Config) -> Result<(Desired, Observed, Pla
             reason: "the nft command (package nftables) is not installed".into(),
         }));
     }
-    observe_extras(
+    observe_extras_with(
         &mut o,
         &plan::sysctl_keys(&d),
         &cfg.hosts_file,
         &cfg.resolv_conf,
         d.nat.as_ref(),
+        assume_nat,
     )?;
     let mut p = plan::plan_apply(&d, &o)?;
     if !d.dns.is_empty() && o.resolv.is_none() && cfg.resolv_conf.exists() {

@@ -153,6 +153,7 @@ pub struct FileConfig {
     pub resolv_conf: Option<String>,
     pub resync_interval: Option<toml::Value>,
     pub metrics_address: Option<String>,
+    pub control_socket: Option<String>,
 }
 
 /// Values from flags or the environment (clap fills these; env is resolved by clap so
@@ -191,6 +192,7 @@ pub const KEYS: &[&str] = &[
     "resolv_conf",
     "resync_interval",
     "metrics_address",
+    "control_socket",
 ];
 
 /// The validated configuration.
@@ -218,6 +220,7 @@ pub struct Config {
     pub resolv_conf: PathBuf,
     pub resync_interval_secs: u64,
     pub metrics_address: String,
+    pub control_socket: PathBuf,
     /// Warnings that do not refuse the configuration (printed by the CLI).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -292,6 +295,7 @@ fn file_map(f: &FileConfig) -> BTreeMap<&'static str, Raw> {
     put("resolv_conf", one(&f.resolv_conf));
     put("resync_interval", val(&f.resync_interval));
     put("metrics_address", one(&f.metrics_address));
+    put("control_socket", one(&f.control_socket));
     m
 }
 
@@ -546,14 +550,16 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                 format!("role {role} needs gateway: the router's overlay IP"),
             ))
         }
-        (Some((v, s)), false) => return Err(err(
-            "gateway",
-            v,
-            Some(s),
-            format!(
+        (Some((v, s)), false) => {
+            return Err(err(
+                "gateway",
+                v,
+                Some(s),
+                format!(
                 "role {role} must not have a gateway (the {role} is the way out of the overlay)"
             ),
-        )),
+            ))
+        }
         (None, false) => None,
         (Some((v, s)), true) => {
             let g: Ipv4Addr = v
@@ -769,6 +775,7 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let state_dir = path("state_dir", "/var/lib/overlayd")?;
     let hosts_file = path("hosts_file", "/etc/hosts")?;
     let resolv_conf = path("resolv_conf", "/etc/resolv.conf")?;
+    let control_socket = path("control_socket", "/run/overlayd/overlayd.sock")?;
     let resync_interval_secs = match get(m, "resync_interval") {
         None => 30,
         Some((v, s)) => {
@@ -822,6 +829,7 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         resolv_conf,
         resync_interval_secs,
         metrics_address,
+        control_socket,
         warnings,
     })
 }

@@ -9,12 +9,14 @@
 
 pub mod apply;
 pub mod config;
+pub mod daemon;
 pub mod desired;
 pub mod files;
+pub mod metrics;
 pub mod model;
 pub mod netlink;
 pub mod plan;
-pub mod state;
-pub mod sysctl;
 #[cfg(test)]
 mod plan_tests;
+pub mod state;
+pub mod sysctl;

@@ -44,6 +44,17 @@ enum Cmd {
     Down(CmdArgs),
     /// Check the configuration (and the host facts it depends on); change nothing.
     Validate(CmdArgs),
+    /// Run as a daemon: converge, then repair drift on every netlink event and every
+    /// resync interval. SIGTERM stops and leaves the network up; SIGUSR1 pauses, SIGUSR2
+    /// resumes, SIGHUP reloads the configuration.
+    Run(CmdArgs),
+    /// Desired vs observed state and the last reconcile (from the running daemon over its
+    /// control socket, or read from the kernel when no daemon runs).
+    Status(CmdArgs),
+    /// Ask the running daemon to stop repairing (for manual changes); `resume` undoes it.
+    Pause(CmdArgs),
+    /// Ask the running daemon to resume repairing, starting with a full reconcile.
+    Resume(CmdArgs),
 }
 
 #[derive(Args, Clone)]
@@ -129,6 +140,9 @@ struct NodeArgs {
     /// Prometheus listen address of `overlayd run`, or "off" [default: 127.0.0.1:9465]
     #[arg(long, env = "OVERLAYD_METRICS_ADDRESS", value_name = "IP:PORT")]
     metrics_address: Option<String>,
+    /// Control socket of `overlayd run` (status, pause, resume) [default: /run/overlayd/overlayd.sock]
+    #[arg(long, env = "OVERLAYD_CONTROL_SOCKET", value_name = "PATH")]
+    control_socket: Option<String>,
 }
 
 /// (key, clap id) pairs for the flags that carry configuration keys.
@@ -154,6 +168,7 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("resolv_conf", "resolv_conf"),
     ("resync_interval", "resync_interval"),
     ("metrics_address", "metrics_address"),
+    ("control_socket", "control_socket"),
 ];
 
 fn overrides(m: &ArgMatches) -> Overrides {
@@ -178,6 +193,10 @@ fn overrides(m: &ArgMatches) -> Overrides {
 }
 
 fn load_config(node: &NodeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
+    load_config_with(node, &overrides(m))
+}
+
+fn load_config_with(node: &NodeArgs, over: &Overrides) -> Result<Config, ConfigError> {
     let file = match &node.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
@@ -193,7 +212,7 @@ fn load_config(node: &NodeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
             Err(_) => FileConfig::default(),
         },
     };
-    config::build(&file, &overrides(m))
+    config::build(&file, over)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -238,7 +257,14 @@ fn main() -> ExitCode {
     };
     let (name, sub) = m.subcommand().expect("subcommand required");
     let args = match &cli.cmd {
-        Cmd::Apply(a) | Cmd::Plan(a) | Cmd::Down(a) | Cmd::Validate(a) => a.clone(),
+        Cmd::Apply(a)
+        | Cmd::Plan(a)
+        | Cmd::Down(a)
+        | Cmd::Validate(a)
+        | Cmd::Run(a)
+        | Cmd::Status(a)
+        | Cmd::Pause(a)
+        | Cmd::Resume(a) => a.clone(),
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -256,6 +282,20 @@ fn main() -> ExitCode {
         eprintln!("overlayd: warning: {w}");
     }
     let rt = runtime();
+    if name == "run" {
+        let over = overrides(sub);
+        let node = args.node.clone();
+        let opts = overlay_agent::daemon::RunOptions {
+            config_loader: Box::new(move || load_config_with(&node, &over)),
+        };
+        return match rt.block_on(overlay_agent::daemon::run(cfg, opts)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    if matches!(name, "status" | "pause" | "resume") {
+        return rt.block_on(control(name, &cfg, args.json));
+    }
     rt.block_on(async move {
         let h = match overlay_agent::netlink::connect() {
             Ok(h) => h,
@@ -329,4 +369,147 @@ fn main() -> ExitCode {
             _ => unreachable!(),
         }
     })
+}
+
+async fn control(name: &str, cfg: &Config, json: bool) -> ExitCode {
+    use overlay_agent::daemon::control_request;
+    let reply = control_request(&cfg.control_socket, name).await;
+    match (name, reply) {
+        ("status", Ok(v)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"daemon": "running", "status": v})
+                    )
+                    .unwrap()
+                );
+            } else {
+                print_daemon_status(&v);
+            }
+            ExitCode::SUCCESS
+        }
+        ("status", Err(e)) => {
+            // No daemon: read the kernel directly.
+            let h = match overlay_agent::netlink::connect() {
+                Ok(h) => h,
+                Err(e) => return fail(&AgentError::Runtime(format!("netlink socket: {e}"))),
+            };
+            match apply::compute(&h, cfg).await {
+                Ok((d, _o, p)) => {
+                    if json {
+                        let v = serde_json::json!({"daemon": "not running", "desired": d, "pending": p.ops, "converged": p.ops.is_empty()});
+                        println!("{}", serde_json::to_string_pretty(&v).unwrap());
+                    } else {
+                        println!(
+                            "daemon:    not running ({}: {e})",
+                            cfg.control_socket.display()
+                        );
+                        print_desired(&d);
+                        if p.ops.is_empty() {
+                            println!("state:     converged (kernel matches the configuration)");
+                        } else {
+                            println!(
+                                "state:     {} difference(s) — `overlayd apply` would:",
+                                p.ops.len()
+                            );
+                            for op in &p.ops {
+                                println!("             - {op}");
+                            }
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        (_, Ok(v)) => {
+            if json {
+                println!("{v}");
+            } else {
+                println!("overlayd {}d", name);
+            }
+            ExitCode::SUCCESS
+        }
+        (_, Err(e)) => {
+            eprintln!(
+                "overlayd: error: no running daemon answers on {}: {e}",
+                cfg.control_socket.display()
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print_desired(d: &overlay_agent::model::Desired) {
+    println!("role:      {} (underlay {})", d.role, d.underlay);
+    println!(
+        "bridge:    {} {} mtu {} mac {}",
+        d.bridge.name,
+        d.bridge.address,
+        d.bridge.mtu,
+        overlay_agent::model::fmt_mac(&d.bridge.mac)
+    );
+    if let Some(v) = &d.vtep {
+        println!(
+            "vtep:      {} vni {} group {} dstport {} dev {}",
+            v.name, v.vni, v.group, v.port, v.underlay
+        );
+    }
+    if let Some(r) = &d.default_route {
+        println!(
+            "route:     default via {} dev {} metric {}",
+            r.gateway, r.dev, r.metric
+        );
+    }
+    if let Some(n) = &d.nat {
+        println!(
+            "nat:       masquerade {} out of {} ({} exceptions)",
+            n.overlay,
+            n.underlay,
+            n.exceptions.len()
+        );
+    }
+}
+
+fn print_daemon_status(v: &serde_json::Value) {
+    let g = |k: &str| v.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    println!(
+        "daemon:    running (pid {}){}",
+        g("pid"),
+        if g("paused") == true { ", PAUSED" } else { "" }
+    );
+    if let Some(d) = v
+        .get("desired")
+        .and_then(|d| serde_json::from_value::<overlay_agent::model::Desired>(d.clone()).ok())
+    {
+        print_desired(&d);
+    }
+    println!(
+        "state:     {}; {} reconciles, {} repairs",
+        if g("converged") == true {
+            "converged"
+        } else {
+            "NOT converged"
+        },
+        g("reconciles"),
+        g("repairs")
+    );
+    for (label, key) in [("last:", "last"), ("changed:", "last_change")] {
+        if let Some(l) = v.get(key).filter(|l| !l.is_null()) {
+            println!(
+                "{label:<10} {} ({} µs, trigger {}){}",
+                l["at_unix_ms"],
+                l["duration_us"],
+                l["trigger"],
+                l["error"]
+                    .as_str()
+                    .map(|e| format!(" error: {e}"))
+                    .unwrap_or_default()
+            );
+            for c in l["changes"].as_array().into_iter().flatten() {
+                println!("             - {}", c.as_str().unwrap_or_default());
+            }
+        }
+    }
 }

@@ -14,7 +14,7 @@ pub const RTPROT_OVERLAYD: u8 = 79;
 /// Main routing table.
 pub const RT_TABLE_MAIN: u32 = 254;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BridgeSpec {
     pub name: String,
     pub mac: [u8; 6],
@@ -22,7 +22,7 @@ pub struct BridgeSpec {
     pub address: Ipv4Net,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct VtepSpec {
     pub name: String,
     pub vni: u32,
@@ -32,7 +32,7 @@ pub struct VtepSpec {
     pub mtu: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DummySpec {
     pub name: String,
     /// Peer name used when the kernel has no `dummy` link type and a veth pair stands in.
@@ -40,14 +40,14 @@ pub struct DummySpec {
     pub mtu: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RouteSpec {
     pub gateway: Ipv4Addr,
     pub dev: String,
     pub metric: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SysctlSpec {
     /// Path under /proc/sys, with '/' separators (e.g. `net/ipv4/ip_forward`).
     pub key: String,
@@ -58,7 +58,7 @@ pub struct SysctlSpec {
 }
 
 /// Everything the node should look like.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Desired {
     pub role: crate::config::Role,
     pub underlay: String,
@@ -75,7 +75,7 @@ pub struct Desired {
     pub resolv_conf: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
 pub struct VxlanInfo {
     pub vni: Option<u32>,
     pub port: Option<u16>,
@@ -84,7 +84,7 @@ pub struct VxlanInfo {
     pub learning: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Link {
     pub index: u32,
     pub name: String,
@@ -108,13 +108,13 @@ impl Link {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Addr {
     pub index: u32,
     pub addr: Ipv4Net,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Route {
     pub dst: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,

@@ -1,0 +1,503 @@
+//! `overlayd run`: the same spine as `apply`, run whenever the kernel changes.
+//!
+//! Level-triggered: an event only says "look again"; every reconcile re-reads the kernel.
+//! The netlink subscription is made before the first reconcile so nothing between the
+//! first dump and the first event is missed. Events are drained and coalesced (our own
+//! echoes included) into one reconcile. A netlink overrun (ENOBUFS) forces a full resync;
+//! a periodic full resync also covers what sends no events (sysctls, files, nftables).
+//! SIGTERM stops reconciling and leaves the network up; only `overlayd down` tears down.
+
+use crate::apply::{self, AgentError};
+use crate::config::Config;
+use crate::model::Desired;
+use crate::netlink;
+use crate::plan::Op;
+use futures::StreamExt;
+use netlink_packet_core::NetlinkPayload;
+use overlay_router::nat::NatObserved;
+use rtnetlink::{Handle, MulticastGroup};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Coalescing window after an event: lets a burst (someone's `ip` batch, our own echoes)
+/// settle into one reconcile without adding noticeable repair latency.
+const DEBOUNCE: Duration = Duration::from_millis(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ReconcileInfo {
+    pub at_unix_ms: u128,
+    pub duration_us: u128,
+    pub full: bool,
+    pub trigger: String,
+    pub changes: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub pid: u32,
+    pub role: String,
+    pub paused: bool,
+    pub converged: bool,
+    pub reconciles: u64,
+    pub repairs: u64,
+    pub started_unix_ms: u128,
+    pub last: Option<ReconcileInfo>,
+    pub last_change: Option<ReconcileInfo>,
+    pub desired: Option<Desired>,
+    pub pending: Vec<String>,
+}
+
+pub struct Shared {
+    pub status: Mutex<Status>,
+    pub metrics: crate::metrics::Metrics,
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// systemd notification (sd_notify protocol) without libsystemd.
+pub fn sd_notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let p = path.to_string_lossy().to_string();
+    let r = if let Some(abs) = p.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes())
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), &p)
+    };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    Some(Duration::from_micros(usec / 2))
+}
+
+struct Loop {
+    cfg: Config,
+    h: Handle,
+    shared: Arc<Shared>,
+    /// NAT state as of the last full resync (nft is not read on event-driven passes).
+    nat_known: Option<NatObserved>,
+    backoff: Option<(Instant, Duration)>,
+    last_error: Option<String>,
+    ready_sent: bool,
+}
+
+impl Loop {
+    async fn reconcile(&mut self, full: bool, trigger: &str) {
+        let t0 = Instant::now();
+        let assume = if full { None } else { self.nat_known.clone() };
+        let res = self.reconcile_inner(assume).await;
+        let dur = t0.elapsed();
+        let ok = res.is_ok();
+        self.shared.metrics.reconcile_done(dur, ok);
+        let mut info = ReconcileInfo {
+            at_unix_ms: now_ms(),
+            duration_us: dur.as_micros(),
+            full,
+            trigger: trigger.to_string(),
+            ..Default::default()
+        };
+        match res {
+            Ok((d, done)) => {
+                if self.last_error.take().is_some() {
+                    tracing::info!("reconcile succeeded again");
+                }
+                self.backoff = None;
+                for op in &done {
+                    tracing::info!(change = %op, kind = op.kind(), trigger, "repaired");
+                    self.shared.metrics.repair(op.kind());
+                }
+                info.changes = done.iter().map(|o| o.to_string()).collect();
+                let mut st = self.shared.status.lock().unwrap();
+                st.reconciles += 1;
+                st.repairs += done.len() as u64;
+                st.converged = true;
+                st.desired = Some(d);
+                st.pending.clear();
+                if !done.is_empty() {
+                    st.last_change = Some(info.clone());
+                }
+                st.last = Some(info);
+                let line = format!(
+                    "STATUS=converged; {} reconciles, {} repairs",
+                    st.reconciles, st.repairs
+                );
+                drop(st);
+                if !self.ready_sent {
+                    self.ready_sent = true;
+                    sd_notify(&format!("READY=1\n{line}"));
+                    tracing::info!("converged; ready");
+                } else if !done.is_empty() {
+                    sd_notify(&line);
+                }
+            }
+            Err((done, e)) => {
+                let msg = e.to_string();
+                if self.last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!(error = %msg, "reconcile failed; backing off");
+                    self.last_error = Some(msg.clone());
+                }
+                if matches!(e, AgentError::Runtime(_)) {
+                    self.shared.metrics.netlink_error();
+                }
+                let next = match self.backoff {
+                    None => BACKOFF_MIN,
+                    Some((_, d)) => (d * 2).min(BACKOFF_MAX),
+                };
+                self.backoff = Some((Instant::now() + next, next));
+                info.changes = done.iter().map(|o| o.to_string()).collect();
+                info.error = Some(msg.clone());
+                let mut st = self.shared.status.lock().unwrap();
+                st.reconciles += 1;
+                st.repairs += done.len() as u64;
+                st.converged = false;
+                st.last = Some(info);
+                drop(st);
+                sd_notify(&format!("STATUS=not converged: {msg}"));
+            }
+        }
+    }
+
+    async fn reconcile_inner(
+        &mut self,
+        assume_nat: Option<NatObserved>,
+    ) -> Result<(Desired, Vec<Op>), (Vec<Op>, AgentError)> {
+        let full = assume_nat.is_none();
+        let (d, _o, p) = apply::compute_with(&self.h, &self.cfg, assume_nat)
+            .await
+            .map_err(|e| (vec![], e))?;
+        if full {
+            self.nat_known = _o.nat.clone();
+        }
+        let done = apply::execute(&self.h, &p, &self.cfg.state_dir).await?;
+        if done.iter().any(|o| matches!(o, Op::EnsureNat { .. })) {
+            self.nat_known = Some(NatObserved::Matches);
+        }
+        if done.iter().any(|o| matches!(o, Op::RemoveNat)) {
+            self.nat_known = Some(NatObserved::Absent);
+        }
+        Ok((d, done))
+    }
+}
+
+/// Control socket requests: one line in, one JSON line out.
+async fn serve_control(
+    stream: UnixStream,
+    shared: Arc<Shared>,
+    tx: tokio::sync::mpsc::UnboundedSender<Control>,
+) {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut br = BufReader::new(r);
+    if br.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let reply = match line.trim() {
+        "status" => serde_json::to_string(&*shared.status.lock().unwrap()).unwrap(),
+        "pause" => {
+            let _ = tx.send(Control::Pause);
+            r#"{"ok":true,"paused":true}"#.to_string()
+        }
+        "resume" => {
+            let _ = tx.send(Control::Resume);
+            r#"{"ok":true,"paused":false}"#.to_string()
+        }
+        "reconcile" => {
+            let _ = tx.send(Control::Reconcile);
+            r#"{"ok":true}"#.to_string()
+        }
+        other => serde_json::json!({"ok": false, "error": format!("unknown command {other:?}; expected status|pause|resume|reconcile")}).to_string(),
+    };
+    let _ = w.write_all(reply.as_bytes()).await;
+    let _ = w.write_all(b"\n").await;
+}
+
+#[derive(Debug)]
+enum Control {
+    Pause,
+    Resume,
+    Reconcile,
+}
+
+fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A stale socket from a killed daemon: remove it only if nobody answers.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "another overlayd is running (control socket {} answers)",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let old = unsafe { libc::umask(0o077) };
+    let l = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let l = l?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Send one command to a running daemon.
+pub async fn control_request(path: &Path, cmd: &str) -> std::io::Result<serde_json::Value> {
+    let mut s = UnixStream::connect(path).await?;
+    s.write_all(format!("{cmd}\n").as_bytes()).await?;
+    let mut br = BufReader::new(s);
+    let mut line = String::new();
+    br.read_line(&mut line).await?;
+    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+pub struct RunOptions {
+    pub config_loader: Box<dyn Fn() -> Result<Config, crate::config::ConfigError>>,
+}
+
+/// Run until SIGTERM/SIGINT. Returns the exit status.
+pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
+    // 1. Subscribe before the first dump.
+    let (mut conn, _ev_handle, mut events) = rtnetlink::new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv4Route,
+    ])
+    .map_err(|e| AgentError::Runtime(format!("netlink subscribe: {e}")))?;
+    {
+        use netlink_sys::AsyncSocket;
+        let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(4 << 20);
+    }
+    tokio::spawn(conn);
+    let h = netlink::connect().map_err(|e| AgentError::Runtime(format!("netlink socket: {e}")))?;
+
+    let shared = Arc::new(Shared {
+        status: Mutex::new(Status {
+            pid: std::process::id(),
+            role: cfg.role.to_string(),
+            paused: false,
+            converged: false,
+            reconciles: 0,
+            repairs: 0,
+            started_unix_ms: now_ms(),
+            last: None,
+            last_change: None,
+            desired: None,
+            pending: vec![],
+        }),
+        metrics: crate::metrics::Metrics::new(cfg.role.as_str()),
+    });
+
+    let ctl_path: PathBuf = cfg.control_socket.clone();
+    let listener = bind_control(&ctl_path)
+        .map_err(|e| AgentError::Runtime(format!("control socket {}: {e}", ctl_path.display())))?;
+    let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Control>();
+
+    let metrics_task = if cfg.metrics_address != "off" {
+        let l = tokio::net::TcpListener::bind(&cfg.metrics_address)
+            .await
+            .map_err(|e| {
+                AgentError::Runtime(format!("metrics listener {}: {e}", cfg.metrics_address))
+            })?;
+        let sh = shared.clone();
+        let hh = h.clone();
+        let vtep = cfg.role.has_vtep().then(|| cfg.vtep.clone());
+        let group = cfg.group;
+        Some(tokio::spawn(crate::metrics::serve(l, move || {
+            let sh = sh.clone();
+            let hh = hh.clone();
+            let vtep = vtep.clone();
+            async move { render_metrics(&sh, &hh, vtep.as_deref(), group).await }
+        })))
+    } else {
+        None
+    };
+
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let mut usr1 =
+        signal(SignalKind::user_defined1()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let mut usr2 =
+        signal(SignalKind::user_defined2()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+
+    let mut resync = tokio::time::interval(Duration::from_secs(cfg.resync_interval_secs));
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await; // first tick is immediate; the initial reconcile below covers it
+    let wd = watchdog_interval();
+    let mut wd_tick = tokio::time::interval(wd.unwrap_or(Duration::from_secs(3600)));
+
+    let mut lp = Loop {
+        cfg,
+        h,
+        shared: shared.clone(),
+        nat_known: None,
+        backoff: None,
+        last_error: None,
+        ready_sent: false,
+    };
+    tracing::info!(role = %lp.cfg.role, bridge = %lp.cfg.bridge, "overlayd run: starting");
+    lp.reconcile(true, "start").await;
+
+    let mut paused = false;
+    loop {
+        let backoff_at = lp.backoff.map(|(t, _)| tokio::time::Instant::from_std(t));
+        let mut dirty: Option<(bool, &'static str)> = None;
+        tokio::select! {
+            ev = events.next() => {
+                let Some((msg, _)) = ev else {
+                    return Err(AgentError::Runtime("netlink event stream closed".into()));
+                };
+                let mut overrun = matches!(msg.payload, NetlinkPayload::Overrun(_));
+                lp.shared.metrics.event(overrun);
+                // Coalesce: wait a moment, then drain everything queued (our echoes too).
+                tokio::time::sleep(DEBOUNCE).await;
+                while let Ok((m, _)) = events.try_recv() {
+                    let o = matches!(m.payload, NetlinkPayload::Overrun(_));
+                    lp.shared.metrics.event(o);
+                    overrun |= o;
+                }
+                if overrun {
+                    tracing::warn!("netlink overrun: events were lost; full resync");
+                }
+                dirty = Some((overrun, if overrun { "overrun" } else { "event" }));
+            }
+            _ = resync.tick() => { dirty = Some((true, "resync")); }
+            _ = async { match backoff_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                lp.backoff = lp.backoff.map(|(_, d)| (Instant::now(), d));
+                dirty = Some((true, "retry"));
+            }
+            _ = wd_tick.tick(), if wd.is_some() => { sd_notify("WATCHDOG=1"); }
+            c = listener.accept() => {
+                if let Ok((s, _)) = c {
+                    tokio::spawn(serve_control(s, shared.clone(), ctl_tx.clone()));
+                }
+            }
+            Some(c) = ctl_rx.recv() => match c {
+                Control::Pause => { paused = set_paused(&lp, true); }
+                Control::Resume => { paused = set_paused(&lp, false); dirty = Some((true, "resume")); }
+                Control::Reconcile => { dirty = Some((true, "request")); }
+            },
+            _ = usr1.recv() => { paused = set_paused(&lp, true); }
+            _ = usr2.recv() => { paused = set_paused(&lp, false); dirty = Some((true, "resume")); }
+            _ = hup.recv() => {
+                match (opts.config_loader)() {
+                    Ok(c) => {
+                        tracing::info!("configuration reloaded");
+                        lp.cfg = c;
+                        lp.backoff = None;
+                        dirty = Some((true, "reload"));
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload refused; keeping the running configuration"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        if let Some((full, trigger)) = dirty {
+            let in_backoff = lp.backoff.is_some_and(|(t, _)| Instant::now() < t);
+            if !paused && !in_backoff {
+                lp.reconcile(full, trigger).await;
+            }
+        }
+    }
+    tracing::info!("stopping; the overlay stays up (use `overlayd down` to remove it)");
+    sd_notify("STOPPING=1");
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&ctl_path);
+    Ok(())
+}
+
+fn set_paused(lp: &Loop, p: bool) -> bool {
+    let mut st = lp.shared.status.lock().unwrap();
+    if st.paused != p {
+        tracing::warn!(
+            paused = p,
+            "{}",
+            if p {
+                "paused: manual changes will not be repaired until resume"
+            } else {
+                "resumed"
+            }
+        );
+    }
+    st.paused = p;
+    drop(st);
+    lp.shared.metrics.set_paused(p);
+    sd_notify(if p {
+        "STATUS=paused by operator"
+    } else {
+        "STATUS=resumed"
+    });
+    p
+}
+
+async fn render_metrics(
+    sh: &Shared,
+    h: &Handle,
+    vtep: Option<&str>,
+    group: Option<std::net::Ipv4Addr>,
+) -> String {
+    let mut k = crate::metrics::KernelSample::default();
+    let (converged, underlay) = {
+        let st = sh.status.lock().unwrap();
+        (
+            st.converged,
+            st.desired.as_ref().map(|d| d.underlay.clone()),
+        )
+    };
+    k.converged = Some(converged);
+    k.group = group;
+    k.underlay = underlay.clone();
+    if let Some(v) = vtep {
+        if let Ok(links) = netlink::dump_links(h).await {
+            let l = links.iter().find(|l| l.name == v);
+            k.vtep_up = Some(l.is_some_and(|l| l.up));
+            if let Some(l) = l {
+                k.fdb_entries = crate::metrics::fdb_count(h, l.index).await.ok();
+            }
+        }
+        if let (Some(u), Some(g)) = (&underlay, group) {
+            if let Ok(t) = std::fs::read_to_string("/proc/net/igmp") {
+                k.igmp_member = Some(crate::metrics::igmp_membership(&t, u, g).member);
+            }
+        }
+    }
+    sh.metrics.render(&k)
+}

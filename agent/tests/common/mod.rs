@@ -1,0 +1,177 @@
+//! Network-namespace fixtures for the agent's root tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Root + netns available? Under CI=true a missing capability is a failure, not a skip.
+pub fn require_root(test: &str) -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root
+        && Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{test}: needs root and network namespaces (CI=true: failing, not skipping)");
+        }
+        eprintln!("SKIP {test}: needs root and network namespaces");
+    }
+    ok
+}
+
+pub fn overlayd() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join("overlayd");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --bins` first",
+        p.display()
+    );
+    p
+}
+
+fn check(o: Output, what: &str) -> String {
+    if !o.status.success() {
+        panic!(
+            "{what} failed ({}):\nstdout: {}\nstderr: {}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn sh(cmd: &str) -> String {
+    check(Command::new("sh").arg("-c").arg(cmd).output().unwrap(), cmd)
+}
+
+/// A namespace pair: `node` (the overlayd under test, underlay eth0 10.77.0.2/24) and
+/// `peer` (the other end of eth0). Both deleted on drop, even when the test panics.
+pub struct Ns {
+    pub name: String,
+    pub peer: String,
+    pub dir: PathBuf,
+}
+
+impl Ns {
+    pub fn new(tag: &str) -> Ns {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("oa{}{}{}", std::process::id() % 100000, tag, n);
+        let peer = format!("{name}p");
+        let dir = std::env::temp_dir().join(format!("overlayd-test-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        let ns = Ns { name, peer, dir };
+        sh(&format!(
+            "ip netns add {n} && ip netns add {p} && \
+             ip netns exec {n} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
+             ip netns exec {p} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
+             ip link add eth0 netns {n} type veth peer name eth0 netns {p} && \
+             ip -n {n} link set lo up && ip -n {n} addr add 10.77.0.2/24 dev eth0 && ip -n {n} link set eth0 up && \
+             ip -n {p} link set lo up && ip -n {p} addr add 10.77.0.1/24 dev eth0 && ip -n {p} link set eth0 up",
+            n = ns.name,
+            p = ns.peer
+        ));
+        ns
+    }
+
+    pub fn ip(&self, args: &str) -> String {
+        sh(&format!("ip -n {} {args}", self.name))
+    }
+
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} {cmd}", self.name))
+    }
+
+    /// Flags that keep overlayd's files inside this test's directory.
+    pub fn base_args(&self) -> Vec<String> {
+        let d = self.dir.display();
+        vec![
+            "--underlay".into(),
+            "eth0".into(),
+            "--state-dir".into(),
+            format!("{d}/state"),
+            "--hosts-file".into(),
+            format!("{d}/hosts"),
+            "--resolv-conf".into(),
+            format!("{d}/resolv.conf"),
+            "--control-socket".into(),
+            format!("{d}/ctl.sock"),
+            "--metrics-address".into(),
+            "off".into(),
+        ]
+    }
+
+    pub fn host_args(&self) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--role",
+            "host",
+            "--address",
+            "10.101.0.10/16",
+            "--gateway",
+            "10.101.0.1",
+            "--group",
+            "239.255.0.1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(self.base_args());
+        v
+    }
+
+    pub fn overlayd(&self, sub: &str, args: &[String]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(overlayd())
+            .arg(sub)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn overlayd_ok(&self, sub: &str, args: &[String]) -> String {
+        check(self.overlayd(sub, args), &format!("overlayd {sub}"))
+    }
+
+    /// Number of planned operations (0 = converged).
+    pub fn pending(&self, args: &[String]) -> usize {
+        let out = self.overlayd_ok("plan", &[args, &["--json".to_string()]].concat());
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["ops"].as_array().unwrap().len()
+    }
+
+    pub fn sysctl(&self, key: &str) -> String {
+        self.exec(&format!("cat /proc/sys/{key}"))
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.peer])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,255 @@
+//! The executor in network namespaces: apply converges, every drift is repaired by the
+//! next apply, down removes exactly what overlayd owns. Needs root (fails under CI=true
+//! without it).
+
+mod common;
+use common::*;
+
+#[test]
+fn apply_converges_then_second_apply_changes_nothing() {
+    if !require_root("apply_converges") {
+        return;
+    }
+    let ns = Ns::new("cv");
+    let mut args = ns.host_args();
+    args.extend(["--fqdn", "node1.example.internal", "--dns", "10.77.0.1"].map(String::from));
+    let out = ns.overlayd_ok("apply", &args);
+    assert!(out.contains("create vxlan ethvxlan0"), "{out}");
+    assert_eq!(ns.pending(&args), 0);
+    let out = ns.overlayd_ok("apply", &args);
+    assert!(out.contains("no changes"), "{out}");
+    let link = ns.ip("-d link show ethvxlan0");
+    assert!(
+        link.contains("vxlan id 100")
+            && link.contains("group 239.255.0.1")
+            && link.contains("dstport 4789"),
+        "{link}"
+    );
+    assert!(link.contains("master cloudbr0"), "{link}");
+    let br = ns.ip("-d link show cloudbr0");
+    assert!(
+        br.contains("02:0f:0a:65:00:0a") && br.contains("stp_state 0") && br.contains("mtu 1450"),
+        "{br}"
+    );
+    assert!(ns
+        .ip("route show default")
+        .contains("via 10.101.0.1 dev cloudbr0"));
+    assert_eq!(ns.sysctl("net/ipv4/conf/eth0/force_igmp_version"), "2");
+    assert_eq!(ns.sysctl("net/ipv6/conf/cloudbr0/disable_ipv6"), "1");
+    let hosts = std::fs::read_to_string(ns.dir.join("hosts")).unwrap();
+    assert!(
+        hosts.starts_with("10.101.0.10\tnode1.example.internal node1\t# overlayd\n"),
+        "{hosts}"
+    );
+    let resolv = std::fs::read_to_string(ns.dir.join("resolv.conf")).unwrap();
+    assert!(resolv.contains("nameserver 10.77.0.1"), "{resolv}");
+}
+
+#[test]
+fn every_drift_is_repaired_by_the_next_apply() {
+    if !require_root("every_drift") {
+        return;
+    }
+    let ns = Ns::new("dr");
+    let args = ns.host_args();
+    ns.overlayd_ok("apply", &args);
+    let breaks: &[(&str, &str)] = &[
+        ("vtep deleted", "ip link del ethvxlan0"),
+        ("bridge deleted", "ip link del cloudbr0"),
+        ("vtep down", "ip link set ethvxlan0 down"),
+        ("bridge down", "ip link set cloudbr0 down"),
+        ("vtep detached", "ip link set ethvxlan0 nomaster"),
+        ("vtep wrong vni", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 200 dstport 4789 group 239.255.0.1 dev eth0'"),
+        ("vtep wrong group", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 100 dstport 4789 group 239.255.7.7 dev eth0'"),
+        ("vtep wrong port", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 100 dstport 8472 group 239.255.0.1 dev eth0'"),
+        ("mtu changed", "ip link set ethvxlan0 mtu 1400"),
+        ("bridge mtu changed", "ip link set cloudbr0 mtu 1300"),
+        ("address removed", "ip addr flush dev cloudbr0"),
+        ("default route removed", "ip route del default"),
+        ("igmp version reset", "sh -c 'echo 0 > /proc/sys/net/ipv4/conf/eth0/force_igmp_version'"),
+        ("bridge mac changed", "ip link set cloudbr0 address 02:aa:bb:cc:dd:ee"),
+        ("stp on", "ip link set cloudbr0 type bridge stp_state 1"),
+    ];
+    for (what, cmd) in breaks {
+        ns.exec(cmd);
+        assert!(ns.pending(&args) > 0, "{what}: drift not seen by plan");
+        let out = ns.overlayd_ok("apply", &args);
+        assert_eq!(
+            ns.pending(&args),
+            0,
+            "{what}: not repaired by one apply:\n{out}"
+        );
+        let link = ns.ip("-d link show ethvxlan0");
+        assert!(
+            link.contains("vxlan id 100")
+                && link.contains("master cloudbr0")
+                && link.contains("UP"),
+            "{what}: {link}"
+        );
+        assert!(
+            ns.ip("-d link show cloudbr0").contains("02:0f:0a:65:00:0a"),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn down_removes_everything_owned_and_leaves_foreign_state() {
+    if !require_root("down_removes") {
+        return;
+    }
+    let ns = Ns::new("dn");
+    // Foreign state that must survive.
+    ns.exec("sh -c 'ip link add brx type bridge && ip addr add 192.168.50.1/24 dev brx && ip link set brx up && ip route add 192.168.60.0/24 via 192.168.50.2 dev brx && echo 1 > /proc/sys/net/ipv4/conf/eth0/rp_filter'");
+    let before = (
+        ns.ip("-br link show brx"),
+        ns.ip("route show"),
+        ns.sysctl("net/ipv4/conf/eth0/rp_filter"),
+    );
+    let mut args = ns.host_args();
+    args.extend(["--fqdn", "h1.example"].map(String::from));
+    ns.overlayd_ok("apply", &args);
+    let out = ns.overlayd_ok("down", &args);
+    assert!(
+        out.contains("delete link cloudbr0") && out.contains("delete link ethvxlan0"),
+        "{out}"
+    );
+    let links = ns.ip("-br link");
+    assert!(
+        !links.contains("cloudbr0") && !links.contains("ethvxlan0"),
+        "{links}"
+    );
+    assert_eq!(ns.sysctl("net/ipv4/conf/eth0/force_igmp_version"), "0");
+    assert!(!std::fs::read_to_string(ns.dir.join("hosts"))
+        .unwrap()
+        .contains("overlayd"));
+    assert!(!ns.dir.join("state/state.json").exists());
+    let after = (
+        ns.ip("-br link show brx"),
+        ns.ip("route show"),
+        ns.sysctl("net/ipv4/conf/eth0/rp_filter"),
+    );
+    assert_eq!(before, after);
+    // Idempotent.
+    assert!(ns.overlayd_ok("down", &args).contains("nothing to remove"));
+}
+
+#[test]
+fn router_forwarding_and_nat_then_down_restores() {
+    if !require_root("router_nat") {
+        return;
+    }
+    let ns = Ns::new("rt");
+    let mut args: Vec<String> = [
+        "--role",
+        "router",
+        "--address",
+        "10.101.0.1/16",
+        "--group",
+        "239.255.0.1",
+        "--nat",
+        "--nat-exception",
+        "10.77.0.0/24",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(ns.base_args());
+    ns.overlayd_ok("apply", &args);
+    assert_eq!(ns.sysctl("net/ipv4/ip_forward"), "1");
+    let rules = ns.exec("nft list table ip overlayd");
+    assert!(
+        rules.contains("masquerade") && rules.contains("10.77.0.0/24"),
+        "{rules}"
+    );
+    assert!(
+        !ns.ip("route show").contains("default"),
+        "router must not get an overlay default route"
+    );
+    ns.exec("nft flush chain ip overlayd postrouting");
+    assert!(ns.pending(&args) > 0);
+    ns.overlayd_ok("apply", &args);
+    assert_eq!(ns.pending(&args), 0);
+    ns.overlayd_ok("down", &args);
+    assert_eq!(ns.sysctl("net/ipv4/ip_forward"), "0");
+    assert!(!ns.exec("nft list tables").contains("overlayd"));
+}
+
+#[test]
+fn standalone_uses_dummy_or_veth_fallback() {
+    if !require_root("standalone") {
+        return;
+    }
+    let ns = Ns::new("sa");
+    let mut args: Vec<String> = ["--role", "standalone", "--address", "10.100.0.1/16"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(ns.base_args());
+    let kernel_has_dummy = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "link", "add", "probe0", "type", "dummy"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if kernel_has_dummy {
+        ns.ip("link del probe0");
+    }
+    ns.overlayd_ok("apply", &args);
+    let d = ns.ip("-d link show ethdummy0");
+    if kernel_has_dummy {
+        assert!(d.contains("dummy"), "{d}");
+    } else {
+        eprintln!("kernel has no dummy driver: checking the veth fallback");
+        assert!(d.contains("veth"), "{d}");
+        assert!(ns.ip("link show ethdummy0p").contains("UP"));
+    }
+    assert!(d.contains("master cloudbr0"), "{d}");
+    assert_eq!(ns.pending(&args), 0);
+    assert!(!ns.ip("-br link").contains("ethvxlan0"));
+    ns.overlayd_ok("down", &args);
+    assert!(!ns.ip("-br link").contains("ethdummy0"));
+}
+
+#[test]
+fn bad_input_exits_2_and_changes_nothing() {
+    if !require_root("bad_input") {
+        return;
+    }
+    let ns = Ns::new("bi");
+    let snap = || {
+        (
+            ns.ip("-d link"),
+            ns.ip("addr"),
+            ns.ip("route"),
+            ns.sysctl("net/ipv4/conf/eth0/force_igmp_version"),
+        )
+    };
+    let before = snap();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("--group", "10.1.1.1", &[]),
+        ("--vni", "0", &[]),
+        ("--mtu", "1451", &[]),
+        ("--underlay", "eth9", &[]),
+        ("--address", "10.77.0.9/16", &["--gateway", "10.77.0.1"]),
+    ];
+    for (flag, val, extra) in cases {
+        let mut args = ns.host_args();
+        args.extend([flag.to_string(), val.to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = ns.overlayd("apply", &args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{flag} {val}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(val),
+            "{flag}: error must name the value: {err}"
+        );
+    }
+    assert_eq!(before, snap());
+    assert!(!ns.dir.join("state").exists());
+}
