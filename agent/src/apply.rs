@@ -95,8 +95,8 @@ pub fn observe_extras_with(
     }
     o.nat = match nat_spec {
         Some(s) => Some(nat::observe(s).map_err(|e| AgentError::Runtime(e.to_string()))?),
-        None if nat::nft_available() => {
-            // Only presence matters when no NAT is wanted.
+        None => {
+            // Only presence matters when no NAT is wanted (missing nft = no table).
             let probe = NatSpec {
                 overlay: "10.0.0.0/8".parse().unwrap(),
                 underlay: "lo".into(),
@@ -104,7 +104,6 @@ pub fn observe_extras_with(
             };
             Some(nat::observe(&probe).unwrap_or(NatObserved::Absent))
         }
-        None => Some(NatObserved::Absent),
     };
     Ok(())
 }
@@ -122,6 +121,12 @@ pub async fn compute_with(
 ) -> Result<(Desired, Observed, Plan), AgentError> {
     let mut o = observe_kernel(h).await?;
     let d = desired::desired(cfg, &o)?;
+    // Hosts and management never own a NAT table: don't spawn nft for them.
+    let assume_nat = if d.nat.is_none() && !cfg.role.forwards() {
+        Some(NatObserved::Absent)
+    } else {
+        assume_nat
+    };
     if d.nat.is_some() && assume_nat.is_none() && !nat::nft_available() {
         return Err(AgentError::Config(ConfigError {
             key: "nat".into(),
@@ -313,7 +318,8 @@ pub async fn compute_down(h: &Handle, cfg: &Config) -> Result<(Observed, Plan, S
     let mut o = observe_kernel(h).await?;
     let st = load_state(&cfg.state_dir)?;
     let keys: Vec<String> = st.sysctls.keys().cloned().collect();
-    observe_extras(&mut o, &keys, &cfg.hosts_file, &cfg.resolv_conf, None)?;
+    let assume = (!st.nat && !cfg.role.forwards()).then_some(NatObserved::Absent);
+    observe_extras_with(&mut o, &keys, &cfg.hosts_file, &cfg.resolv_conf, None, assume)?;
     let input = plan::DownInput {
         bridge: &cfg.bridge,
         vtep: &cfg.vtep,

@@ -1,1 +1,166 @@
-fn main() {}
+//! overlay-lab: the emulated VPC. Builds a VXLAN overlay of CloudStack-style nodes in network
+//! namespaces, configures every node with the real `overlayd apply`, and checks reachability.
+//! See docs/lab.md.
+
+mod lab;
+mod probe;
+mod sys;
+mod topo;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const AFTER_HELP: &str = "\
+Topology (prefix P, default \"olab\"):
+  P-vpc      the VPC: bridge `ul` = node subnet 10.0.0.0/22 + TGW multicast domain stand-in
+             (IGMP snooping, IGMPv2 querier from 0.0.0.0, no flooding of unjoined groups,
+             IGMPv3 reports dropped like a TGW does), bridge `cl` = client subnet 10.0.8.0/24,
+             forwarding on, route 10.101.0.0/16 -> router 10.0.0.4 (the VPC route table)
+  P-router   overlayd --role router    eth0 10.0.0.4    cloudbr0 10.101.0.1/16
+  P-mgmt     overlayd --role management eth0 10.0.0.5   cloudbr0 10.101.0.2/16
+  P-hN       overlayd --role host      eth0 10.0.0.(9+N) cloudbr0 10.101.0.(9+N)/16
+  P-hN-vmK   a VM: eth0 (peer vmK on cloudbr0 of hN), 10.101.128.10+, default via 10.101.0.1
+  P-client   VPC client 10.0.8.10, default via 10.0.8.1
+Files: /run/overlay-lab/P/ (lab.json, per node: overlayd.toml, state/, hosts, resolv.conf).
+
+Examples:
+  overlay-lab up                         # 2 hosts, prints reachability matrix + membership
+  overlay-lab up --hosts 250 --prefix big --json > big.json
+  overlay-lab status --prefix big
+  overlay-lab check --prefix big --full-matrix
+  ip netns exec olab-h1 overlayd plan --json ...   # see `status` for the exact flags
+  overlay-lab down --prefix big
+
+Exit status: 0 ok; 1 runtime failure or incomplete reachability; 2 bad usage.";
+
+#[derive(Parser)]
+#[command(
+    name = "overlay-lab",
+    version,
+    about = "Emulated AWS VPC + TGW multicast domain in network namespaces, every overlay node \
+             configured by the real overlayd",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a lab, run `overlayd apply` on every node, add VMs, check reachability.
+    Up(UpArgs),
+    /// Remove every namespace and file of a lab (idempotent).
+    Down(DownArgs),
+    /// Show what exists: nodes, addresses, whether overlayd plans are empty, multicast membership.
+    Status(StatusArgs),
+    /// Re-run the reachability check and membership report on an existing lab.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Lab name; every namespace is called PREFIX-<node>. [a-z0-9], starts with a letter.
+    #[arg(long, short = 'p', default_value = "olab", env = "OVERLAY_LAB_PREFIX")]
+    pub prefix: String,
+    /// Machine-readable JSON on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone)]
+pub struct ProbeOpts {
+    /// Seconds to wait for full reachability before reporting failures.
+    #[arg(long, default_value_t = 20.0)]
+    pub timeout: f64,
+    /// Probe every ordered pair even for big labs (default: full up to 64 endpoints, else sampled).
+    #[arg(long)]
+    pub full_matrix: bool,
+    /// Number of source endpoints in a sampled matrix.
+    #[arg(long, default_value_t = 24)]
+    pub sample: usize,
+    /// Skip the reachability check.
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Number of KVM hosts (1..=1000).
+    #[arg(long, short = 'n', default_value_t = 2)]
+    pub hosts: usize,
+    /// VMs per host (0..=8).
+    #[arg(long, default_value_t = 2)]
+    pub vms_per_host: usize,
+    /// VXLAN multicast group (IPv4 multicast).
+    #[arg(long, default_value = "239.255.0.1")]
+    pub group: Ipv4Addr,
+    /// VXLAN network identifier.
+    #[arg(long, default_value_t = 100)]
+    pub vni: u32,
+    /// MTU of the underlay links (AWS ENIs: 9001).
+    #[arg(long, default_value_t = 9001)]
+    pub underlay_mtu: u32,
+    /// overlayd binary (default: `overlayd` next to this executable, else from PATH).
+    #[arg(long, env = "OVERLAY_LAB_OVERLAYD")]
+    pub overlayd: Option<PathBuf>,
+    /// Tear down an existing lab with the same prefix first.
+    #[arg(long)]
+    pub replace: bool,
+    /// Parallel workers for namespace setup and overlayd runs.
+    #[arg(long, short = 'j', default_value_t = 8)]
+    pub jobs: usize,
+    /// Let IGMPv3 reports through (a real TGW ignores them; default: dropped and counted).
+    #[arg(long)]
+    pub accept_igmpv3: bool,
+    #[command(flatten)]
+    pub probe: ProbeOpts,
+}
+
+#[derive(Args)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// overlayd binary used for `plan` (default: the one recorded by `up`).
+    #[arg(long, env = "OVERLAY_LAB_OVERLAYD")]
+    pub overlayd: Option<PathBuf>,
+    /// Do not run `overlayd plan` per node.
+    #[arg(long)]
+    pub no_plan: bool,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub probe: ProbeOpts,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Up(a) => lab::up(a),
+        Cmd::Down(a) => lab::down(a),
+        Cmd::Status(a) => lab::status(a),
+        Cmd::Check(a) => lab::check(a),
+    };
+    match r {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let usage = e.downcast_ref::<lab::UsageError>().is_some();
+            eprintln!("overlay-lab: error: {e:#}");
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
