@@ -319,7 +319,14 @@ pub async fn compute_down(h: &Handle, cfg: &Config) -> Result<(Observed, Plan, S
     let st = load_state(&cfg.state_dir)?;
     let keys: Vec<String> = st.sysctls.keys().cloned().collect();
     let assume = (!st.nat && !cfg.role.forwards()).then_some(NatObserved::Absent);
-    observe_extras_with(&mut o, &keys, &cfg.hosts_file, &cfg.resolv_conf, None, assume)?;
+    observe_extras_with(
+        &mut o,
+        &keys,
+        &cfg.hosts_file,
+        &cfg.resolv_conf,
+        None,
+        assume,
+    )?;
     let input = plan::DownInput {
         bridge: &cfg.bridge,
         vtep: &cfg.vtep,

@@ -494,8 +494,10 @@ async fn render_metrics(
             }
         }
         if let (Some(u), Some(g)) = (&underlay, group) {
-            if let Ok(t) = std::fs::read_to_string("/proc/net/igmp") {
-                k.igmp_member = Some(crate::metrics::igmp_membership(&t, u, g).member);
+            if let Ok(t) = std::fs::read_to_string("/proc/thread-self/net/igmp") {
+                let info = crate::metrics::igmp_membership(&t, u, g);
+                k.igmp_querier_version = info.querier_version();
+                k.igmp_member = Some(info.member);
             }
         }
     }

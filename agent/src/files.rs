@@ -105,8 +105,9 @@ pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            // EBUSY: target is a mount point; EXDEV cannot happen (same dir).
-            if e.raw_os_error() == Some(libc::EBUSY) {
+            // EBUSY: the target is a mount point. EROFS: the directory is read-only and
+            // only the file is bind-mounted writable (systemd ReadWritePaths=/etc/hosts).
+            if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EROFS)) {
                 std::fs::write(path, content)
             } else {
                 Err(e)

@@ -266,14 +266,15 @@ fn main() -> ExitCode {
         | Cmd::Pause(a)
         | Cmd::Resume(a) => a.clone(),
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OVERLAYD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let fmt = fmt.with_ansi(false);
+    if journald {
+        // The journal stamps each line itself.
+        fmt.without_time().with_env_filter(log_filter(name)).init();
+    } else {
+        fmt.with_env_filter(log_filter(name)).init();
+    }
     let cfg = match load_config(&args.node, sub) {
         Ok(c) => c,
         Err(e) => return fail(&AgentError::Config(e)),
@@ -512,4 +513,10 @@ fn print_daemon_status(v: &serde_json::Value) {
             }
         }
     }
+}
+
+fn log_filter(cmd: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("OVERLAYD_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if cmd == "run" { "info" } else { "warn" })
+    })
 }

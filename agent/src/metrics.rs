@@ -29,7 +29,7 @@ pub const DURATION_BUCKETS: [f64; 16] = [
 /// Content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Reconciles {
     ok: u64,
     error: u64,
@@ -161,17 +161,7 @@ impl Metrics {
         );
         w.sample("process_start_time_seconds", &[], self.start_unix);
 
-        let r = {
-            let g = lock(&self.reconciles);
-            Reconciles {
-                ok: g.ok,
-                error: g.error,
-                buckets: g.buckets,
-                sum_seconds: g.sum_seconds,
-                last_end_unix: g.last_end_unix,
-                last_ok: g.last_ok,
-            }
-        };
+        let r = lock(&self.reconciles).clone();
         w.family(
             "overlayd_reconcile_total",
             "counter",
@@ -326,7 +316,7 @@ impl Metrics {
             w.family(
                 "overlayd_converged",
                 "gauge",
-                "1 if the last reconcile pass found the kernel matching the configuration.",
+                "1 if the last reconcile pass succeeded: the kernel matches the configuration.",
             );
             w.sample("overlayd_converged", &[], bool_value(c));
         }
@@ -578,7 +568,9 @@ where
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(_) => return,
         }
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() > MAX_REQUEST_HEAD {
+        let end_of_head =
+            buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n");
+        if end_of_head || buf.len() > MAX_REQUEST_HEAD {
             break;
         }
     }
@@ -1096,6 +1088,7 @@ mod tests {
             ));
             out.push(http(addr, "HEAD /metrics HTTP/1.0\r\n\r\n"));
             out.push(http(addr, "\r\n\r\n"));
+            out.push(http(addr, "GET /metrics HTTP/1.0\n\n"));
             out
         });
         let responses = rt.block_on(async move {
@@ -1135,6 +1128,8 @@ mod tests {
             "HEAD reports the GET length"
         );
         assert_eq!(split_response(&responses[6]).0, "HTTP/1.1 400 Bad Request");
+        // bare-LF request heads are answered too, not left to time out
+        assert_eq!(split_response(&responses[7]).0, "HTTP/1.1 200 OK");
     }
 
     /// A named network namespace for the test, deleted on drop (also after a failure).
@@ -1236,7 +1231,7 @@ mod tests {
         }
         let ns = Netns::new("f");
         ns.ip("link add br0 type bridge");
-        ns.ip("link add eth0 type dummy");
+        ns.ip("link add eth0 type veth peer name p0");
         ns.ip("addr add 192.0.2.1/24 dev eth0");
         ns.ip("link set eth0 up");
         ns.ip("link add vx0 type vxlan id 42 dstport 4789 local 192.0.2.1 dev eth0 nolearning");
