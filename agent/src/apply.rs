@@ -292,25 +292,68 @@ pub fn load_state(dir: &Path) -> Result<State, AgentError> {
 }
 
 /// Run the plan in order, stopping at the first failure (later steps depend on earlier ones).
-/// Returns the operations that were carried out.
+/// Returns the operations that were carried out. `o` is the observation the plan came from.
 pub async fn execute(
     h: &Handle,
     p: &Plan,
+    o: &Observed,
     state_dir: &Path,
 ) -> Result<Vec<Op>, (Vec<Op>, AgentError)> {
+    if p.ops.is_empty() {
+        return Ok(vec![]);
+    }
     let mut st = match load_state(state_dir) {
         Ok(s) => s,
         Err(e) => return Err((vec![], e)),
     };
+    // Record everything this plan will change in one write, before the first change:
+    // a crash at any later point still leaves `down` what it needs.
+    if record_plan(&mut st, p) {
+        if let Err(e) = state::save(state_dir, &st) {
+            return Err((vec![], io("save state", e)));
+        }
+    }
+    netlink::seed_indexes(&o.links);
     let mut done = Vec::new();
     for op in &p.ops {
         tracing::debug!(op = %op, "executing");
         if let Err(e) = exec_one(h, op, state_dir, &mut st).await {
+            netlink::clear_indexes();
             return Err((done, AgentError::Runtime(format!("{op}: {e}"))));
         }
         done.push(op.clone());
     }
+    netlink::clear_indexes();
     Ok(done)
+}
+
+/// Add to the state what `p` is about to change; true when something was added.
+fn record_plan(st: &mut State, p: &Plan) -> bool {
+    let before = st.clone();
+    for op in &p.ops {
+        match op {
+            Op::SetSysctl {
+                key,
+                from: Some(f),
+                record: true,
+                ..
+            } => {
+                st.sysctls.entry(key.clone()).or_insert_with(|| f.clone());
+            }
+            Op::CreateBridge { name, .. } | Op::CreateVtep { name, .. } => {
+                st.links.insert(name.clone());
+            }
+            Op::CreateDummy {
+                name, veth_peer, ..
+            } => {
+                st.links.insert(name.clone());
+                st.links.insert(veth_peer.clone());
+            }
+            Op::EnsureNat { .. } => st.nat = true,
+            _ => {}
+        }
+    }
+    *st != before
 }
 
 /// Plan the teardown for this configuration.

@@ -191,13 +191,13 @@ impl Loop {
         assume_nat: Option<NatObserved>,
     ) -> Result<(Desired, Vec<Op>), (Vec<Op>, AgentError)> {
         let full = assume_nat.is_none();
-        let (d, _o, p) = apply::compute_with(&self.h, &self.cfg, assume_nat)
+        let (d, o, p) = apply::compute_with(&self.h, &self.cfg, assume_nat)
             .await
             .map_err(|e| (vec![], e))?;
         if full {
-            self.nat_known = _o.nat.clone();
+            self.nat_known = o.nat.clone();
         }
-        let done = apply::execute(&self.h, &p, &self.cfg.state_dir).await?;
+        let done = apply::execute(&self.h, &p, &o, &self.cfg.state_dir).await?;
         if done.iter().any(|o| matches!(o, Op::EnsureNat { .. })) {
             self.nat_known = Some(NatObserved::Matches);
         }

@@ -304,7 +304,7 @@ fn main() -> ExitCode {
         };
         match name {
             "plan" | "validate" | "apply" => {
-                let (d, _o, p) = match apply::compute(&h, &cfg).await {
+                let (d, o, p) = match apply::compute(&h, &cfg).await {
                     Ok(x) => x,
                     Err(e) => return fail(&e),
                 };
@@ -336,7 +336,7 @@ fn main() -> ExitCode {
                         print_ops(&p.ops, args.json, "ops", "no changes: the node is converged");
                         ExitCode::SUCCESS
                     }
-                    _ => match apply::execute(&h, &p, &cfg.state_dir).await {
+                    _ => match apply::execute(&h, &p, &o, &cfg.state_dir).await {
                         Ok(done) => {
                             print_ops(&done, args.json, "changes", "no changes: the node is converged");
                             ExitCode::SUCCESS

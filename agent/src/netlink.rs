@@ -193,10 +193,45 @@ pub async fn dump_routes(h: &Handle) -> R<Vec<Route>> {
     Ok(out)
 }
 
+/// Name → ifindex for the duration of one plan execution: seeded from the observation
+/// the plan was made from, so each step costs one netlink round trip, not two.
+static INDEXES: std::sync::Mutex<Option<std::collections::HashMap<String, u32>>> =
+    std::sync::Mutex::new(None);
+
+/// Start an execution: forget old indexes, trust the fresh observation.
+pub fn seed_indexes(links: &[Link]) {
+    let m = links.iter().map(|l| (l.name.clone(), l.index)).collect();
+    *INDEXES.lock().unwrap() = Some(m);
+}
+
+/// Stop trusting cached indexes (e.g. after a failure).
+pub fn clear_indexes() {
+    *INDEXES.lock().unwrap() = None;
+}
+
+fn forget_index(name: &str) {
+    if let Some(m) = INDEXES.lock().unwrap().as_mut() {
+        m.remove(name);
+    }
+}
+
 async fn index_of(h: &Handle, name: &str) -> R<u32> {
+    if let Some(i) = INDEXES
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|m| m.get(name).copied())
+    {
+        return Ok(i);
+    }
     let mut s = h.link().get().match_name(name.to_string()).execute();
     match s.try_next().await {
-        Ok(Some(m)) => Ok(m.header.index),
+        Ok(Some(m)) => {
+            if let Some(c) = INDEXES.lock().unwrap().as_mut() {
+                c.insert(name.to_string(), m.header.index);
+            }
+            Ok(m.header.index)
+        }
         Ok(None) => Err(NlError {
             what: format!("find link {name}"),
             errno: Some(libc::ENODEV),
@@ -346,7 +381,9 @@ pub async fn set_up(h: &Handle, name: &str) -> R<()> {
 }
 
 pub async fn delete_link(h: &Handle, name: &str) -> R<bool> {
-    let i = match index_of(h, name).await {
+    let i = index_of(h, name).await;
+    forget_index(name);
+    let i = match i {
         Ok(i) => i,
         Err(e) if e.errno == Some(libc::ENODEV) => return Ok(false),
         Err(e) => return Err(e),

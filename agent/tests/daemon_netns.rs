@@ -284,7 +284,9 @@ fn idle_daemon_makes_no_netlink_writes() {
     let args = daemon_args(&ns, ns.host_args());
     let _d = Daemon::start(&ns, &args);
     wait_converged(&ns, &args);
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the kernel's own deferred notifications (linkwatch operstate, up to ~1 s late
+    // under load) pass before watching.
+    std::thread::sleep(Duration::from_millis(2000));
     // Watch every link/address/route/neighbour-free change for 3 s (3 resyncs).
     let out = ns.exec("timeout 3 ip monitor link address route || true");
     assert!(
