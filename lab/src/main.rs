@@ -3,6 +3,7 @@
 //! See docs/lab.md.
 
 mod lab;
+mod nl;
 mod probe;
 mod sys;
 mod topo;
@@ -13,27 +14,34 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const AFTER_HELP: &str = "\
-Topology (prefix P, default \"olab\"):
-  P-vpc      the VPC: bridge `ul` = node subnet 10.0.0.0/22 + TGW multicast domain stand-in
-             (IGMP snooping, IGMPv2 querier from 0.0.0.0, no flooding of unjoined groups,
-             IGMPv3 reports dropped like a TGW does), bridge `cl` = client subnet 10.0.8.0/24,
-             forwarding on, route 10.101.0.0/16 -> router 10.0.0.4 (the VPC route table)
-  P-router   overlayd --role router    eth0 10.0.0.4    cloudbr0 10.101.0.1/16
-  P-mgmt     overlayd --role management eth0 10.0.0.5   cloudbr0 10.101.0.2/16
-  P-hN       overlayd --role host      eth0 10.0.0.(9+N) cloudbr0 10.101.0.(9+N)/16
-  P-hN-vmK   a VM: eth0 (peer vmK on cloudbr0 of hN), 10.101.128.10+, default via 10.101.0.1
-  P-client   VPC client 10.0.8.10, default via 10.0.8.1
-Files: /run/overlay-lab/P/ (lab.json, per node: overlayd.toml, state/, hosts, resolv.conf).
+Topology (prefix P, default \"olab\"; full description in docs/lab.md):
+  P-vpc      the VPC router: bridge `ul` = node subnet 10.0.0.0/22 and TGW multicast domain
+             stand-in (IGMP snooping, IGMPv2 querier from 0.0.0.0 started after the nodes
+             joined, unjoined groups not flooded, IGMPv3 reports dropped and counted, as a TGW
+             ignores them); bridge `cl` = client subnet 10.0.8.0/24; forwarding on; route
+             10.101.0.0/16 -> router 10.0.0.4 (the VPC route table entry)
+  P-router   overlayd --role router      eth0 10.0.0.4/22   cloudbr0 10.101.0.1/16
+  P-mgmt     overlayd --role management  eth0 10.0.0.5/22   cloudbr0 10.101.0.2/16
+  P-hN       overlayd --role host        eth0 10.0.0.(9+N)  cloudbr0 10.101.0.(9+N)/16
+  P-hN-vmK   a VM: eth0 10.101.128.10+ (peer vmK on cloudbr0 of hN), default via 10.101.0.1
+  P-client   VPC client 10.0.8.10/24, default via 10.0.8.1 (reaches the overlay via router)
+Every node is configured by the real `overlayd apply` run inside its namespace.
+Files: /run/overlay-lab/P/ (lab.json; per node: overlayd.toml, state/, hosts, resolv.conf).
+
+Reachability: ICMP echo from every endpoint to every other (full matrix) while the pairs fit
+the kernel's ARP table (one table for all namespaces, net.ipv4.neigh.default.gc_thresh3);
+bigger labs get a sampled matrix (always router, mgmt, client, first/last host and VM), and
+the output says SAMPLED.
 
 Examples:
-  overlay-lab up                         # 2 hosts, prints reachability matrix + membership
+  overlay-lab up                          # 2 hosts: matrix + multicast membership
   overlay-lab up --hosts 250 --prefix big --json > big.json
-  overlay-lab status --prefix big
-  overlay-lab check --prefix big --full-matrix
-  ip netns exec olab-h1 overlayd plan --json ...   # see `status` for the exact flags
+  overlay-lab status --prefix big         # addresses, overlayd plan per node, membership
+  overlay-lab check --prefix big          # reachability + membership again
   overlay-lab down --prefix big
 
-Exit status: 0 ok; 1 runtime failure or incomplete reachability; 2 bad usage.";
+Exit status: 0 ok; 1 runtime failure or incomplete reachability (the lab stays up for
+inspection); 2 bad usage or the prefix already exists (see --replace).";
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +54,10 @@ Exit status: 0 ok; 1 runtime failure or incomplete reachability; 2 bad usage.";
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Run overlayd through `ip netns exec NS` (private mount namespace, /sys of the node)
+    /// instead of entering only the node's network namespace (faster; overlayd needs no /sys).
+    #[arg(long, global = true, env = "OVERLAY_LAB_IP_NETNS_EXEC", value_parser = clap::builder::BoolishValueParser::new())]
+    ip_netns_exec: bool,
 }
 
 #[derive(Subcommand)]
@@ -75,7 +87,8 @@ pub struct ProbeOpts {
     /// Seconds to wait for full reachability before reporting failures.
     #[arg(long, default_value_t = 20.0)]
     pub timeout: f64,
-    /// Probe every ordered pair even for big labs (default: full up to 64 endpoints, else sampled).
+    /// Probe every ordered pair even for big labs (default: full matrix while it fits the ARP
+    /// table budget and has at most 64 endpoints, else sampled).
     #[arg(long)]
     pub full_matrix: bool,
     /// Number of source endpoints in a sampled matrix.
@@ -149,6 +162,7 @@ pub struct CheckArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    lab::IP_NETNS_EXEC.store(cli.ip_netns_exec, std::sync::atomic::Ordering::Relaxed);
     let r = match cli.cmd {
         Cmd::Up(a) => lab::up(a),
         Cmd::Down(a) => lab::down(a),

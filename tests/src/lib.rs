@@ -30,7 +30,9 @@ pub fn heavy_lock() -> MutexGuard<'static, ()> {
 
 /// `ot<pid%10000><abbrev>`: valid as an overlay-lab prefix ([a-z0-9], starts with a letter).
 pub fn unique_prefix(abbrev: &str) -> String {
-    assert!(abbrev.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert!(abbrev
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     let p = format!("ot{}{}", std::process::id() % 10000, abbrev);
     assert!(p.len() <= 16, "prefix {p} too long");
     p
@@ -118,7 +120,10 @@ pub fn ready(test: &str) -> bool {
     if in_ci() {
         panic!("{test}: cannot run ({why}) and CI=true: failing instead of skipping");
     }
-    eprintln!("SKIPPED {test}: {why}");
+    // written to the stderr handle directly: the test harness captures eprintln! output of
+    // passing tests, and a skip should be visible
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
     false
 }
 
@@ -517,7 +522,35 @@ pub fn snapshot(ns: &str, extra_sysctls: &[&str]) -> Snapshot {
     }
 }
 
-/// Readable diff of two snapshots for assertion messages.
+/// Wait (at most 10 s) until no IPv6 address in `ns` is still tentative (DAD finishing right
+/// after links come up produces netlink events that are nobody's change).
+pub fn wait_ipv6_settled(ns: &str) {
+    wait_for(Duration::from_secs(10), || {
+        Command::new("ip")
+            .args(["-n", ns, "-6", "addr", "show", "tentative"])
+            .output()
+            .map(|o| o.status.success() && o.stdout.is_empty())
+            .unwrap_or(true)
+    });
+}
+
+/// A snapshot once the namespace has settled (link operstate changes are asynchronous after a
+/// link comes up): two equal snapshots 200 ms apart, at most 5 s.
+pub fn settled_snapshot(ns: &str, extra_sysctls: &[&str]) -> Snapshot {
+    let mut last = snapshot(ns, extra_sysctls);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = snapshot(ns, extra_sysctls);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// Readable diff of two snapshots for assertion messages: only the entries that differ.
 pub fn diff(a: &Snapshot, b: &Snapshot) -> String {
     let mut s = String::new();
     for (name, x, y) in [
@@ -526,10 +559,13 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> String {
         ("routes", &a.routes, &b.routes),
         ("rules", &a.rules, &b.rules),
     ] {
-        if x != y {
-            s.push_str(&format!(
-                "{name} differ:\n  before: {x}\n  after:  {y}\n"
-            ));
+        let xs = x.as_array().cloned().unwrap_or_default();
+        let ys = y.as_array().cloned().unwrap_or_default();
+        for e in xs.iter().filter(|e| !ys.contains(e)) {
+            s.push_str(&format!("{name} before only: {e}\n"));
+        }
+        for e in ys.iter().filter(|e| !xs.contains(e)) {
+            s.push_str(&format!("{name} after only:  {e}\n"));
         }
     }
     for (p, q) in a.sysctls.iter().zip(&b.sysctls) {
@@ -728,4 +764,129 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     f()
+}
+
+/// A NETLINK_ROUTE socket inside a namespace, subscribed to link, address, route and rule
+/// notifications (IPv4 and IPv6). Subscribed before it is returned, so nothing that happens
+/// afterwards can be missed (unlike a monitor process that needs time to start).
+pub struct NetlinkWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl NetlinkWatch {
+    pub fn start(ns: &str) -> Result<NetlinkWatch> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let path = Path::new(NETNS_DIR).join(ns);
+        let fd = std::thread::spawn(move || -> Result<OwnedFd> {
+            let nsf = std::fs::File::open(&path)?;
+            // SAFETY: valid fd; affects only this short-lived thread.
+            if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns: {}", std::io::Error::last_os_error());
+            }
+            // SAFETY: plain socket/bind/setsockopt calls on a fresh descriptor.
+            unsafe {
+                let fd = libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_ROUTE,
+                );
+                if fd < 0 {
+                    bail!("netlink socket: {}", std::io::Error::last_os_error());
+                }
+                let owned = OwnedFd::from_raw_fd(fd);
+                let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+                sa.nl_family = libc::AF_NETLINK as u16;
+                sa.nl_groups = (libc::RTMGRP_LINK
+                    | libc::RTMGRP_IPV4_IFADDR
+                    | libc::RTMGRP_IPV4_ROUTE
+                    | libc::RTMGRP_IPV4_RULE
+                    | libc::RTMGRP_IPV6_IFADDR
+                    | libc::RTMGRP_IPV6_ROUTE) as u32;
+                if libc::bind(
+                    fd,
+                    &sa as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_nl>() as u32,
+                ) != 0
+                {
+                    bail!("netlink bind: {}", std::io::Error::last_os_error());
+                }
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 100_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                Ok(owned)
+            }
+        })
+        .join()
+        .map_err(|_| anyhow!("netlink watch thread panicked"))??;
+        Ok(NetlinkWatch { fd })
+    }
+
+    /// Everything received so far, waiting until the socket has been quiet for `quiet`
+    /// (bounded by 10 s). Each event as "RTM_NEWLINK ifindex 4" and the like.
+    pub fn drain(&self, quiet: Duration) -> Vec<String> {
+        use std::os::fd::AsRawFd;
+        let mut events = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        let start = Instant::now();
+        let mut last = Instant::now();
+        while last.elapsed() < quiet && start.elapsed() < Duration::from_secs(10) {
+            // SAFETY: valid buffer and fd.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if n <= 0 {
+                continue;
+            }
+            last = Instant::now();
+            let n = n as usize;
+            let mut off = 0;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+                if len < 16 {
+                    break;
+                }
+                let name = match ty {
+                    16 => "RTM_NEWLINK",
+                    17 => "RTM_DELLINK",
+                    20 => "RTM_NEWADDR",
+                    21 => "RTM_DELADDR",
+                    24 => "RTM_NEWROUTE",
+                    25 => "RTM_DELROUTE",
+                    32 => "RTM_NEWRULE",
+                    33 => "RTM_DELRULE",
+                    _ => "other",
+                };
+                // ifindex of link (ifinfomsg) and address (ifaddrmsg) messages
+                let detail = match ty {
+                    16 | 17 if off + 24 <= n => format!(
+                        " ifindex {}",
+                        i32::from_ne_bytes(buf[off + 20..off + 24].try_into().unwrap())
+                    ),
+                    20 | 21 if off + 24 <= n => format!(
+                        " family {} ifindex {}",
+                        buf[off + 16],
+                        u32::from_ne_bytes(buf[off + 20..off + 24].try_into().unwrap())
+                    ),
+                    _ => String::new(),
+                };
+                events.push(format!("{name} (type {ty}){detail}"));
+                off += (len + 3) & !3;
+            }
+        }
+        events
+    }
 }

@@ -1,0 +1,1354 @@
+//! The commands: up, down, status, check.
+
+use crate::nl::{self, Nl};
+use crate::probe;
+use crate::sys::{self, ip_batch, par_try, run_ok, run_timeout};
+use crate::topo::{self, Endpoint, Node, Role, Topology, Vm};
+use crate::{CheckArgs, DownArgs, ProbeOpts, StatusArgs, UpArgs};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const RUN_ROOT: &str = "/run/overlay-lab";
+const FULL_MATRIX_MAX: usize = 64;
+/// AWS quota: members per TGW multicast group (not adjustable).
+const TGW_GROUP_MEMBER_LIMIT: usize = 100;
+
+/// A bad command line (exit status 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// What `up` records in /run/overlay-lab/P/lab.json for `status`, `check` and `down`.
+#[derive(Serialize, Deserialize)]
+struct LabFile {
+    overlayd: PathBuf,
+    state: String,
+    topology: Topology,
+}
+
+fn run_dir(prefix: &str) -> PathBuf {
+    Path::new(RUN_ROOT).join(prefix)
+}
+
+fn node_dir(prefix: &str, node: &str) -> PathBuf {
+    run_dir(prefix).join(node)
+}
+
+fn check_prefix(p: &str) -> Result<()> {
+    topo::validate_prefix(p).map_err(usage)
+}
+
+/// Locate overlayd: explicit path, else next to our own executable, else PATH.
+fn find_overlayd(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.components().count() == 1 && !p.exists() {
+            if let Some(found) = search_path(&p.to_string_lossy()) {
+                return Ok(found);
+            }
+        }
+        if !p.is_file() {
+            return Err(usage(format!(
+                "overlayd binary {} does not exist (from --overlayd / OVERLAY_LAB_OVERLAYD)",
+                p.display()
+            )));
+        }
+        return Ok(std::fs::canonicalize(&p)?);
+    }
+    if let Ok(me) = std::env::current_exe() {
+        if let Some(dir) = me.parent() {
+            let cand = dir.join("overlayd");
+            if cand.is_file() {
+                return Ok(cand);
+            }
+        }
+    }
+    search_path("overlayd").ok_or_else(|| {
+        usage(
+            "cannot find overlayd: not next to overlay-lab and not on PATH; build it \
+             (cargo build -p overlay-agent) or pass --overlayd PATH",
+        )
+    })
+}
+
+fn search_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The flags every overlayd invocation for `node` gets (after the subcommand).
+fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
+    let dir = node_dir(&t.prefix, &n.name);
+    let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let mut a: Vec<String> = vec![
+        "--config".into(),
+        d("overlayd.toml"),
+        "--role".into(),
+        n.role.as_str().into(),
+        "--underlay".into(),
+        "eth0".into(),
+        "--address".into(),
+        format!("{}/{}", n.overlay_ip, topo::OVERLAY_LEN),
+        "--group".into(),
+        t.group.to_string(),
+        "--vni".into(),
+        t.vni.to_string(),
+        "--dns".into(),
+        topo::UNDERLAY_DNS.to_string(),
+        "--state-dir".into(),
+        d("state"),
+        "--hosts-file".into(),
+        d("hosts"),
+        "--resolv-conf".into(),
+        d("resolv.conf"),
+    ];
+    if n.role != Role::Router {
+        a.extend([
+            "--gateway".into(),
+            topo::OVERLAY_ROUTER.to_string(),
+            "--fqdn".into(),
+            format!("{}.{}.lab.internal", n.name, t.prefix),
+        ]);
+    }
+    a
+}
+
+/// overlayd SUB FLAGS... inside the node's namespace, with a clean OVERLAYD_* environment.
+/// Like `ip netns exec NS overlayd ...` for the network namespace (overlayd uses netlink and
+/// /proc/sys/net only, both per network namespace), but without `ip netns exec`'s private
+/// mount namespace, whose copy of ~1000 netns mounts costs more than overlayd itself in big
+/// labs. `--ip-netns-exec` (or OVERLAY_LAB_IP_NETNS_EXEC=1) uses the real `ip netns exec`.
+fn overlayd_cmd(overlayd: &Path, t: &Topology, n: &Node, sub: &[&str]) -> Result<Command> {
+    let mut c = if ip_netns_exec() {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &n.ns]).arg(overlayd);
+        c
+    } else {
+        let mut c = Command::new(overlayd);
+        let f = std::fs::File::open(Path::new(sys::NETNS_DIR).join(&n.ns))
+            .with_context(|| format!("namespace {} does not exist", n.ns))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        // keep the namespace file open until the child has entered it (dropped with `c`)
+        let keep = std::sync::Arc::new(f);
+        // SAFETY: setns(2) is async-signal-safe; fd stays open because `keep` lives in the
+        // closure, which lives as long as the Command.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+                let _ = &keep;
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c
+    };
+    c.args(sub);
+    c.args(overlayd_flags(t, n));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("OVERLAYD_") {
+            c.env_remove(k);
+        }
+    }
+    Ok(c)
+}
+
+pub static IP_NETNS_EXEC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn ip_netns_exec() -> bool {
+    IP_NETNS_EXEC.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The command as a human would type it.
+fn overlayd_cmdline(overlayd: &Path, t: &Topology, n: &Node, sub: &[&str]) -> String {
+    let mut v = vec![
+        "ip".to_string(),
+        "netns".into(),
+        "exec".into(),
+        n.ns.clone(),
+        overlayd.display().to_string(),
+    ];
+    v.extend(sub.iter().map(|s| s.to_string()));
+    v.extend(overlayd_flags(t, n));
+    v.join(" ")
+}
+
+fn write_lab_file(t: &Topology, overlayd: &Path, state: &str) -> Result<()> {
+    let f = LabFile {
+        overlayd: overlayd.to_path_buf(),
+        state: state.into(),
+        topology: t.clone(),
+    };
+    let p = run_dir(&t.prefix).join("lab.json");
+    std::fs::write(&p, serde_json::to_vec_pretty(&f)?)
+        .with_context(|| format!("writing {}", p.display()))
+}
+
+fn read_lab_file(prefix: &str) -> Result<LabFile> {
+    let p = run_dir(prefix).join("lab.json");
+    let b = std::fs::read(&p).map_err(|_| {
+        anyhow!(
+            "no lab {prefix:?} here ({} missing); create one with `overlay-lab up --prefix {prefix}`",
+            p.display()
+        )
+    })?;
+    serde_json::from_slice(&b).with_context(|| format!("parsing {}", p.display()))
+}
+
+struct Phases {
+    start: Instant,
+    last: Instant,
+    list: Vec<(String, f64)>,
+    verbose: bool,
+}
+
+impl Phases {
+    fn new(verbose: bool) -> Phases {
+        let now = Instant::now();
+        Phases {
+            start: now,
+            last: now,
+            list: Vec::new(),
+            verbose,
+        }
+    }
+    fn done(&mut self, what: &str) {
+        let now = Instant::now();
+        let s = (now - self.last).as_secs_f64();
+        self.last = now;
+        if self.verbose {
+            eprintln!("  {what:<44} {s:6.2} s");
+        }
+        self.list.push((what.to_string(), s));
+    }
+    fn total(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+pub fn up(a: UpArgs) -> Result<u8> {
+    let prefix = a.common.prefix.clone();
+    check_prefix(&prefix)?;
+    if a.hosts == 0 || a.hosts > topo::MAX_HOSTS {
+        return Err(usage(format!(
+            "--hosts {}: must be 1..={} (the /22 underlay holds that many)",
+            a.hosts,
+            topo::MAX_HOSTS
+        )));
+    }
+    if a.vms_per_host > topo::MAX_VMS_PER_HOST {
+        return Err(usage(format!(
+            "--vms-per-host {}: must be 0..={}",
+            a.vms_per_host,
+            topo::MAX_VMS_PER_HOST
+        )));
+    }
+    if !a.group.is_multicast() {
+        return Err(usage(format!(
+            "--group {}: not an IPv4 multicast address",
+            a.group
+        )));
+    }
+    if !(1280..=65535).contains(&a.underlay_mtu) {
+        return Err(usage(format!(
+            "--underlay-mtu {}: must be 1280..=65535",
+            a.underlay_mtu
+        )));
+    }
+    let overlayd = find_overlayd(a.overlayd.clone())?;
+    sys::require_root()?;
+
+    let existing = sys::lab_namespaces(&prefix);
+    if !existing.is_empty() || run_dir(&prefix).exists() {
+        if !a.replace {
+            return Err(usage(format!(
+                "lab {prefix:?} already exists ({} namespaces, run dir {}): run \
+                 `overlay-lab down --prefix {prefix}` first, pass --replace, or pick another --prefix",
+                existing.len(),
+                run_dir(&prefix).display()
+            )));
+        }
+        teardown(&prefix)?;
+    }
+
+    let t = Topology::new(
+        &prefix,
+        a.hosts,
+        a.vms_per_host,
+        a.group,
+        a.vni,
+        a.underlay_mtu,
+    );
+    let jobs = a.jobs.max(1);
+    let mut ph = Phases::new(!a.common.json);
+    if !a.common.json {
+        eprintln!(
+            "overlay-lab up: prefix {prefix}, {} hosts, {} VMs, overlayd {}",
+            a.hosts,
+            t.vms.len(),
+            overlayd.display()
+        );
+    }
+    std::fs::create_dir_all(RUN_ROOT)?;
+    // create_dir (not _all) doubles as a lock against a concurrent `up` of the same prefix
+    std::fs::create_dir(run_dir(&prefix))
+        .with_context(|| format!("creating {}", run_dir(&prefix).display()))?;
+    write_lab_file(&t, &overlayd, "building")?;
+
+    let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, &mut ph);
+    let applies = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = write_lab_file(&t, &overlayd, "failed");
+            return Err(e.context(format!(
+                "building lab {prefix:?} failed; it was left as is for inspection \
+                 (`overlay-lab status --prefix {prefix}`), remove it with \
+                 `overlay-lab down --prefix {prefix}`"
+            )));
+        }
+    };
+    write_lab_file(&t, &overlayd, "up")?;
+    let built_s = ph.total();
+
+    let reach = if a.probe.no_check {
+        None
+    } else {
+        let r = reachability(&t, &a.probe);
+        ph.done("reachability check");
+        Some(r)
+    };
+    let membership = membership(&t).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    let total = ph.total();
+    let ok = reach.as_ref().map(|r| r.all_ok()).unwrap_or(true);
+
+    if a.common.json {
+        let out = json!({
+            "prefix": prefix,
+            "state": "up",
+            "overlayd": overlayd,
+            "hosts": a.hosts,
+            "namespaces": t.namespaces(),
+            "nodes": t.nodes.iter().map(|n| {
+                let mut v = node_json(n);
+                v["overlayd_flags"] = json!(overlayd_flags(&t, n));
+                v["apply_output"] = json!(applies.iter().find(|(name, _)| name == &n.name).map(|x| &x.1));
+                v
+            }).collect::<Vec<_>>(),
+            "vms": t.vms,
+            "client": {"ns": t.client_ns, "ip": t.client_ip},
+            "timings": {
+                "phases": ph.list.iter().map(|(k, s)| json!({"phase": k, "seconds": s})).collect::<Vec<_>>(),
+                "built_seconds": built_s,
+                "total_seconds": total,
+                "reachable_seconds": reach.as_ref().and_then(|r| r.full_after).map(|d| built_s + d.as_secs_f64()),
+            },
+            "reachability": reach.as_ref().map(|r| r.to_json()),
+            "membership": membership,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let mut s = String::new();
+        writeln!(
+            s,
+            "lab {prefix:?} built in {built_s:.2} s ({} namespaces)",
+            t.namespaces().len()
+        )?;
+        if let Some(r) = &reach {
+            s.push_str(&r.render());
+            if let Some(d) = r.full_after {
+                writeln!(
+                    s,
+                    "full reachability {:.2} s after `up` started",
+                    built_s + d.as_secs_f64()
+                )?;
+            }
+        }
+        s.push_str(&render_membership(&membership));
+        writeln!(s, "total {total:.2} s")?;
+        writeln!(
+            s,
+            "next: overlay-lab status --prefix {prefix}; overlay-lab down --prefix {prefix}"
+        )?;
+        print!("{s}");
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+fn node_json(n: &Node) -> Value {
+    json!({
+        "name": n.name, "ns": n.ns, "role": n.role.as_str(),
+        "underlay_ip": n.underlay_ip, "overlay_ip": n.overlay_ip, "vpc_port": n.vpc_port,
+    })
+}
+
+/// Everything up to (not including) the reachability check. Returns apply output per node.
+fn build(
+    t: &Topology,
+    overlayd: &Path,
+    jobs: usize,
+    drop_v3: bool,
+    ph: &mut Phases,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let p = &t.prefix;
+    let infra: Vec<String> = t
+        .namespaces()
+        .into_iter()
+        .filter(|n| !t.vms.iter().any(|v| &v.ns == n))
+        .collect();
+    sys::create_namespaces(&infra)?;
+    // per-node files
+    for n in &t.nodes {
+        let d = node_dir(p, &n.name);
+        std::fs::create_dir_all(d.join("state"))?;
+        std::fs::write(
+            d.join("overlayd.toml"),
+            "# overlay-lab: every setting is passed as a flag\n",
+        )?;
+        std::fs::write(
+            d.join("hosts"),
+            format!("127.0.0.1 localhost\n# overlay-lab node {}\n", n.name),
+        )?;
+        std::fs::write(d.join("resolv.conf"), "")?;
+    }
+    nl::in_netns(&t.client_ns, nl::disable_ipv6)?;
+    ph.done(&format!("{} namespaces + node files", infra.len()));
+
+    // The VPC: underlay bridge (querier switched on later), client bridge, veths to every node.
+    let mtu = t.underlay_mtu;
+    let ul = topo::UNDERLAY_BRIDGE;
+    let cl = topo::CLIENT_BRIDGE;
+    let mut b = String::new();
+    writeln!(b, "link set lo up")?;
+    writeln!(
+        b,
+        "link add {ul} mtu {mtu} type bridge mcast_snooping 1 mcast_querier 0 \
+         mcast_igmp_version 2 mcast_query_use_ifaddr 0 \
+         mcast_query_response_interval 10"
+    )?;
+    writeln!(b, "link add {cl} type bridge")?;
+    writeln!(
+        b,
+        "addr add {}/{} dev {ul}",
+        topo::UNDERLAY_GW,
+        topo::UNDERLAY_LEN
+    )?;
+    writeln!(
+        b,
+        "addr add {}/{} dev {cl}",
+        topo::CLIENT_GW,
+        topo::CLIENT_LEN
+    )?;
+    for n in &t.nodes {
+        let port = &n.vpc_port;
+        writeln!(
+            b,
+            "link add {port} mtu {mtu} type veth peer name eth0 netns {} mtu {mtu}",
+            n.ns
+        )?;
+        writeln!(b, "link set {port} master {ul}")?;
+        writeln!(b, "link set {port} type bridge_slave mcast_flood off")?;
+        writeln!(b, "link set {port} up")?;
+    }
+    writeln!(
+        b,
+        "link add c-client type veth peer name eth0 netns {}",
+        t.client_ns
+    )?;
+    writeln!(b, "link set c-client master {cl}")?;
+    writeln!(b, "link set c-client up")?;
+    writeln!(b, "link set {ul} up")?;
+    writeln!(b, "link set {cl} up")?;
+    writeln!(
+        b,
+        "route add {}/{} via {}",
+        topo::OVERLAY_NET,
+        topo::OVERLAY_LEN,
+        t.router().underlay_ip
+    )?;
+    ip_batch(Some(&t.vpc_ns), &b)?;
+    run_ok(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            &t.vpc_ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]),
+        None,
+    )?;
+    if drop_v3 {
+        let rules = "table bridge tgw {\n  chain pre {\n    type filter hook prerouting priority 0;\n    \
+                     igmp type membership-report-v3 counter drop comment \"a TGW ignores IGMPv3\"\n  }\n}\n";
+        run_ok(
+            Command::new("ip").args(["netns", "exec", &t.vpc_ns, "nft", "-f", "-"]),
+            Some(rules),
+        )
+        .context("installing the IGMPv3 drop rule (nftables); use --accept-igmpv3 to skip")?;
+    }
+    ph.done("vpc: bridges, veths, route table");
+
+    // Underlay addresses of nodes and client (netlink from worker threads, no processes).
+    let mut cfgs: Vec<(String, Ipv4Addr, u8, Option<Ipv4Addr>)> = t
+        .nodes
+        .iter()
+        .map(|n| {
+            let gw = (n.role == Role::Router).then_some(topo::UNDERLAY_GW);
+            (n.ns.clone(), n.underlay_ip, topo::UNDERLAY_LEN, gw)
+        })
+        .collect();
+    cfgs.push((
+        t.client_ns.clone(),
+        t.client_ip,
+        topo::CLIENT_LEN,
+        Some(topo::CLIENT_GW),
+    ));
+    par_try(&cfgs, jobs, |(ns, ip, len, gw)| {
+        nl::in_netns(ns, || {
+            let mut nl = Nl::new()?;
+            nl.link_up("lo")?;
+            nl.add_addr("eth0", *ip, *len)?;
+            nl.link_up("eth0")?;
+            if let Some(gw) = gw {
+                nl.add_default_route(*gw)?;
+            }
+            Ok(())
+        })
+        .with_context(|| format!("underlay of {ns}"))
+    })?;
+    ph.done("underlay addresses");
+
+    // The real overlayd, concurrently.
+    let outs = sys::par_map(&t.nodes, jobs, |n| -> Result<(String, Vec<String>)> {
+        let mut c = overlayd_cmd(overlayd, t, n, &["apply"])?;
+        let o = run_timeout(&mut c, None, Duration::from_secs(60))
+            .with_context(|| format!("overlayd apply on {}", n.name))?;
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        if !o.status.success() {
+            bail!(
+                "overlayd apply on node {} (namespace {}) failed with {}:\n{}{}\ncommand: {}",
+                n.name,
+                n.ns,
+                o.status,
+                String::from_utf8_lossy(&o.stderr),
+                stdout,
+                overlayd_cmdline(overlayd, t, n, &["apply"])
+            );
+        }
+        Ok((n.name.clone(), stdout.lines().map(str::to_string).collect()))
+    });
+    let applies: Vec<(String, Vec<String>)> = outs.into_iter().collect::<Result<_>>()?;
+    ph.done(&format!("overlayd apply x{}", t.nodes.len()));
+
+    // The TGW's periodic general query: only now, so the nodes' first joins are unsolicited
+    // (that is what exposes an IGMPv3 first report).
+    ip_batch(
+        Some(&t.vpc_ns),
+        &format!("link set {ul} type bridge mcast_querier 1\n"),
+    )?;
+    let querier_on = Instant::now();
+
+    if !t.vms.is_empty() {
+        let vm_mtu = cloudbr0_mtu(&t.nodes[2].ns)?;
+        let vm_ns: Vec<String> = t.vms.iter().map(|v| v.ns.clone()).collect();
+        sys::create_namespaces(&vm_ns)?;
+        par_try(&vm_ns, jobs, |ns| nl::in_netns(ns, nl::disable_ipv6))?;
+        let hosts: Vec<&Node> = t.nodes.iter().filter(|n| n.role == Role::Host).collect();
+        par_try(&hosts, jobs, |h| {
+            let vms: Vec<&Vm> = t.vms.iter().filter(|v| v.host == h.name).collect();
+            let files: Vec<std::fs::File> = vms
+                .iter()
+                .map(|v| {
+                    std::fs::File::open(Path::new(sys::NETNS_DIR).join(&v.ns))
+                        .with_context(|| format!("namespace {}", v.ns))
+                })
+                .collect::<Result<_>>()?;
+            nl::in_netns(&h.ns, || {
+                let mut nl = Nl::new()?;
+                let br = nl::ifindex("cloudbr0").context("cloudbr0 (made by overlayd apply)")?;
+                for (v, f) in vms.iter().zip(&files) {
+                    nl.add_veth(&v.host_port, Some(br), vm_mtu, "eth0", f)?;
+                }
+                Ok(())
+            })
+            .with_context(|| format!("VM ports on {}", h.name))
+        })?;
+        par_try(&t.vms, jobs, |v| {
+            nl::in_netns(&v.ns, || {
+                let mut nl = Nl::new()?;
+                nl.link_up("lo")?;
+                nl.add_addr("eth0", v.ip, topo::OVERLAY_LEN)?;
+                nl.link_up("eth0")?;
+                nl.add_default_route(topo::OVERLAY_ROUTER)?;
+                Ok(())
+            })
+            .with_context(|| format!("VM {}", v.name))
+        })?;
+        ph.done(&format!("{} VMs on cloudbr0 (mtu {vm_mtu})", t.vms.len()));
+    }
+    // For one query response interval (0.1 s) after the querier starts, the bridge floods
+    // nothing (it waits for other queriers); a probe in that window loses its first ARP and
+    // waits a 1 s ARP retransmit. Let that window pass.
+    let ready = querier_on + Duration::from_millis(150);
+    if let Some(d) = ready.checked_duration_since(Instant::now()) {
+        std::thread::sleep(d);
+    }
+    ph.done("querier start-up window");
+    Ok(applies)
+}
+
+fn cloudbr0_mtu(ns: &str) -> Result<u32> {
+    let out = run_ok(
+        Command::new("ip").args(["-n", ns, "-j", "link", "show", "dev", "cloudbr0"]),
+        None,
+    )
+    .with_context(|| format!("overlayd apply succeeded but {ns} has no cloudbr0"))?;
+    let v: Value = serde_json::from_str(&out)?;
+    v[0]["mtu"]
+        .as_u64()
+        .map(|m| m as u32)
+        .ok_or_else(|| anyhow!("no mtu in `ip -j link show cloudbr0` of {ns}"))
+}
+
+/// Remove namespaces and run dir of a lab. Idempotent.
+fn teardown(prefix: &str) -> Result<usize> {
+    let mut names = sys::lab_namespaces(prefix);
+    if let Ok(f) = read_lab_file(prefix) {
+        for n in f.topology.namespaces() {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let existing = names
+        .iter()
+        .filter(|n| Path::new(sys::NETNS_DIR).join(n).exists())
+        .count();
+    sys::delete_namespaces(&names)?;
+    let d = run_dir(prefix);
+    if d.exists() {
+        std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+    }
+    let left = sys::lab_namespaces(prefix);
+    if !left.is_empty() {
+        bail!("namespaces still present after down: {}", left.join(" "));
+    }
+    Ok(existing)
+}
+
+pub fn down(a: DownArgs) -> Result<u8> {
+    check_prefix(&a.common.prefix)?;
+    sys::require_root()?;
+    let t0 = Instant::now();
+    let n = teardown(&a.common.prefix)?;
+    if a.common.json {
+        println!(
+            "{}",
+            json!({"prefix": a.common.prefix, "removed_namespaces": n, "seconds": t0.elapsed().as_secs_f64()})
+        );
+    } else if n == 0 {
+        println!("lab {:?}: nothing to remove", a.common.prefix);
+    } else {
+        println!(
+            "lab {:?}: removed {n} namespaces and {} in {:.2} s",
+            a.common.prefix,
+            run_dir(&a.common.prefix).display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(0)
+}
+
+pub fn status(a: StatusArgs) -> Result<u8> {
+    let prefix = &a.common.prefix;
+    check_prefix(prefix)?;
+    sys::require_root()?;
+    let present = sys::lab_namespaces(prefix);
+    let lf = read_lab_file(prefix).ok();
+    let Some(lf) = lf else {
+        if a.common.json {
+            println!(
+                "{}",
+                json!({"prefix": prefix, "state": if present.is_empty() {"absent"} else {"unknown"}, "namespaces": present})
+            );
+        } else if present.is_empty() {
+            println!("lab {prefix:?}: absent");
+        } else {
+            println!(
+                "lab {prefix:?}: no lab.json, but {} namespaces exist: {}",
+                present.len(),
+                present.join(" ")
+            );
+        }
+        return Ok(0);
+    };
+    let t = &lf.topology;
+    let overlayd = match a.overlayd {
+        Some(p) => Some(find_overlayd(Some(p))?),
+        None => Some(lf.overlayd.clone()).filter(|p| p.is_file()),
+    };
+    let nodes: Vec<Value> = sys::par_map(&t.nodes, 8, |n| {
+        let exists = present.contains(&n.ns);
+        let addrs = if exists { addresses(&n.ns) } else { vec![] };
+        let plan = match (&overlayd, exists, a.no_plan) {
+            (Some(od), true, false) => plan_ops(od, t, n),
+            _ => Value::Null,
+        };
+        let mut v = node_json(n);
+        v["overlayd_flags"] = json!(overlayd_flags(t, n));
+        v["present"] = json!(exists);
+        v["addresses"] = json!(addrs);
+        v["plan"] = plan;
+        v
+    });
+    let vms_present = t.vms.iter().filter(|v| present.contains(&v.ns)).count();
+    let membership = if present.contains(&t.vpc_ns) {
+        membership(t).unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+    } else {
+        Value::Null
+    };
+    let plan_cmd = t.nodes.first().map(|n| {
+        overlayd_cmdline(
+            overlayd.as_deref().unwrap_or(Path::new("overlayd")),
+            t,
+            n,
+            &["plan"],
+        )
+    });
+    if a.common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "prefix": prefix, "state": lf.state, "overlayd": lf.overlayd,
+                "namespaces": present, "nodes": nodes,
+                "vms": {"total": t.vms.len(), "present": vms_present},
+                "client": {"ns": t.client_ns, "ip": t.client_ip, "present": present.contains(&t.client_ns)},
+                "membership": membership,
+            }))?
+        );
+        return Ok(0);
+    }
+    let mut s = String::new();
+    writeln!(
+        s,
+        "lab {prefix:?}: state {}, {} of {} namespaces present, overlayd {}",
+        lf.state,
+        present.len(),
+        t.namespaces().len(),
+        lf.overlayd.display()
+    )?;
+    writeln!(
+        s,
+        "{:<8} {:<11} {:<14} {:<38} plan",
+        "node", "role", "namespace", "addresses"
+    )?;
+    for v in &nodes {
+        let plan = match &v["plan"] {
+            Value::Null => "-".to_string(),
+            p if p.get("ops").is_some() => {
+                let k = p["ops"].as_array().map(|x| x.len()).unwrap_or(0);
+                if k == 0 {
+                    "converged".into()
+                } else {
+                    format!("{k} ops pending")
+                }
+            }
+            p => format!("error: {}", p["error"].as_str().unwrap_or("?")),
+        };
+        let addrs: Vec<String> = v["addresses"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        writeln!(
+            s,
+            "{:<8} {:<11} {:<14} {:<38} {}",
+            v["name"].as_str().unwrap_or(""),
+            v["role"].as_str().unwrap_or(""),
+            if v["present"].as_bool() == Some(true) {
+                v["ns"].as_str().unwrap_or("").to_string()
+            } else {
+                "(missing)".into()
+            },
+            addrs.join(" "),
+            plan
+        )?;
+    }
+    writeln!(
+        s,
+        "VMs: {vms_present} of {} present; client {} ({})",
+        t.vms.len(),
+        t.client_ip,
+        if present.contains(&t.client_ns) {
+            "present"
+        } else {
+            "missing"
+        }
+    )?;
+    if !membership.is_null() {
+        s.push_str(&render_membership(&membership));
+    }
+    if let Some(c) = plan_cmd {
+        writeln!(s, "plan of the router by hand: {c}")?;
+    }
+    print!("{s}");
+    Ok(0)
+}
+
+fn addresses(ns: &str) -> Vec<String> {
+    let Ok(out) = run_ok(
+        Command::new("ip").args(["-n", ns, "-j", "-4", "addr", "show"]),
+        None,
+    ) else {
+        return vec![];
+    };
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    let mut r = Vec::new();
+    for l in v.as_array().into_iter().flatten() {
+        let dev = l["ifname"].as_str().unwrap_or("?");
+        if dev == "lo" {
+            continue;
+        }
+        for ai in l["addr_info"].as_array().into_iter().flatten() {
+            if let (Some(ip), Some(len)) = (ai["local"].as_str(), ai["prefixlen"].as_u64()) {
+                r.push(format!("{dev}={ip}/{len}"));
+            }
+        }
+    }
+    r
+}
+
+fn plan_ops(overlayd: &Path, t: &Topology, n: &Node) -> Value {
+    let mut c = match overlayd_cmd(overlayd, t, n, &["plan", "--json"]) {
+        Ok(c) => c,
+        Err(e) => return json!({"error": format!("{e:#}")}),
+    };
+    match run_timeout(&mut c, None, Duration::from_secs(30)) {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| json!({"error": format!("plan output is not JSON: {e}")})),
+        Ok(o) => {
+            json!({"error": format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim())})
+        }
+        Err(e) => json!({"error": format!("{e:#}")}),
+    }
+}
+
+pub fn check(a: CheckArgs) -> Result<u8> {
+    check_prefix(&a.common.prefix)?;
+    sys::require_root()?;
+    let lf = read_lab_file(&a.common.prefix)?;
+    let r = reachability(&lf.topology, &a.probe);
+    let m = membership(&lf.topology).unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+    if a.common.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"prefix": a.common.prefix, "reachability": r.to_json(), "membership": m})
+            )?
+        );
+    } else {
+        print!("{}{}", r.render(), render_membership(&m));
+    }
+    Ok(if r.all_ok() { 0 } else { 1 })
+}
+
+// ---------------------------------------------------------------- reachability
+
+struct Reach {
+    eps: Vec<Endpoint>,
+    pairs: Vec<(usize, usize)>,
+    rtt: Vec<Option<Duration>>,
+    sampled: bool,
+    full_after: Option<Duration>,
+    errors: Vec<String>,
+    skipped: bool,
+}
+
+impl Reach {
+    fn all_ok(&self) -> bool {
+        self.skipped || self.rtt.iter().all(Option::is_some)
+    }
+
+    fn to_json(&self) -> Value {
+        let n = self.eps.len();
+        let ok = self.rtt.iter().filter(|r| r.is_some()).count();
+        json!({
+            "mode": if self.sampled {"sampled"} else {"full"},
+            "endpoints": self.eps.iter().map(|e| json!({"name": e.name, "ip": e.ip})).collect::<Vec<_>>(),
+            "pairs_total": n * n.saturating_sub(1),
+            "pairs_probed": self.pairs.len(),
+            "ok": ok,
+            "all_ok": self.all_ok(),
+            "seconds_to_full": self.full_after.map(|d| d.as_secs_f64()),
+            "errors": self.errors,
+            "results": self.pairs.iter().zip(&self.rtt).map(|(&(s, d), r)| json!({
+                "from": self.eps[s].name, "to": self.eps[d].name, "ok": r.is_some(),
+                "ms": r.map(|x| x.as_secs_f64() * 1000.0),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::new();
+        if self.skipped {
+            return "reachability: skipped (--no-check)\n".into();
+        }
+        let n = self.eps.len();
+        let ok = self.rtt.iter().filter(|r| r.is_some()).count();
+        let verdict = match self.full_after {
+            Some(d) => format!(
+                "all reachable, {:.2} s after the first probe",
+                d.as_secs_f64()
+            ),
+            None => format!("{} UNREACHABLE", self.pairs.len() - ok),
+        };
+        if !self.sampled {
+            let _ = writeln!(
+                s,
+                "reachability: FULL matrix, {n} endpoints, {} ordered pairs: {ok} ok, {verdict}",
+                self.pairs.len()
+            );
+            let _ = writeln!(
+                s,
+                "  (row = from, column = to; '.' answered, 'X' no answer, '-' self)"
+            );
+            let w = self
+                .eps
+                .iter()
+                .map(|e| e.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(6);
+            let mut head = format!("  {:>3} {:<w$} {:<15} ", "", "", "");
+            for j in 0..n {
+                head.push_str(&format!("{:>3}", j + 1));
+            }
+            let _ = writeln!(s, "{head}");
+            let mut grid = vec![vec!['-'; n]; n];
+            for (&(a, b), r) in self.pairs.iter().zip(&self.rtt) {
+                grid[a][b] = if r.is_some() { '.' } else { 'X' };
+            }
+            for (i, e) in self.eps.iter().enumerate() {
+                let mut line = format!("  {:>3} {:<w$} {:<15} ", i + 1, e.name, e.ip.to_string());
+                for c in &grid[i] {
+                    line.push_str(&format!("{c:>3}"));
+                }
+                let _ = writeln!(s, "{line}");
+            }
+        } else {
+            let srcs: std::collections::BTreeSet<usize> = self.pairs.iter().map(|p| p.0).collect();
+            let _ = writeln!(
+                s,
+                "reachability: SAMPLED matrix (not every pair was probed): {} of {n} endpoints as \
+                 sources, {} of {} ordered pairs probed: {ok} ok, {verdict}",
+                srcs.len(),
+                self.pairs.len(),
+                n * (n - 1)
+            );
+            let _ = writeln!(
+                s,
+                "  (sampled because the kernel's ARP table, shared by all namespaces, holds \
+                 net.ipv4.neigh.default.gc_thresh3 entries; raise it and use \
+                 `overlay-lab check --full-matrix` to probe every pair)"
+            );
+            for src in srcs {
+                let mine: Vec<usize> = (0..self.pairs.len())
+                    .filter(|&k| self.pairs[k].0 == src)
+                    .collect();
+                let good = mine.iter().filter(|&&k| self.rtt[k].is_some()).count();
+                let bad: Vec<&str> = mine
+                    .iter()
+                    .filter(|&&k| self.rtt[k].is_none())
+                    .map(|&k| self.eps[self.pairs[k].1].name.as_str())
+                    .collect();
+                let targets: Vec<&str> = mine
+                    .iter()
+                    .map(|&k| self.eps[self.pairs[k].1].name.as_str())
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  {:<10} -> {good}/{} ok{}   [{}]",
+                    self.eps[src].name,
+                    mine.len(),
+                    if bad.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", NO ANSWER from {}", bad.join(" "))
+                    },
+                    targets.join(" ")
+                );
+            }
+        }
+        for e in &self.errors {
+            let _ = writeln!(s, "  probe error: {e}");
+        }
+        s
+    }
+}
+
+/// Deterministic pseudo-random numbers for sampling (same lab, same sample).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n.max(1)
+    }
+}
+
+/// The kernel's ARP table is one table for all namespaces (net.ipv4.neigh.default.gc_thresh3,
+/// 1024 by default): every probed pair can add up to ~3 entries (both ends + underlay), and
+/// past the limit new neighbours fail ("neighbor table overflow"), which would show up as false
+/// unreachability. Returns (entries now, gc_thresh3).
+fn arp_table() -> (usize, usize) {
+    let out = Command::new("ip")
+        .args(["-s", "ntable", "show", "name", "arp_cache"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let field = |k: &str| -> Option<usize> {
+        let w: Vec<&str> = out.split_whitespace().collect();
+        w.iter()
+            .position(|x| *x == k)
+            .and_then(|i| w.get(i + 1))
+            .and_then(|v| v.parse().ok())
+    };
+    (
+        field("entries").unwrap_or(0),
+        field("thresh3").unwrap_or(1024),
+    )
+}
+
+/// How many pairs fit into what is left of the ARP table.
+fn pair_budget() -> usize {
+    let (entries, thresh3) = arp_table();
+    (thresh3.saturating_sub(entries).saturating_sub(100) / 3).max(16)
+}
+
+fn choose_pairs(eps: &[Endpoint], o: &ProbeOpts, budget: usize) -> (Vec<(usize, usize)>, bool) {
+    let n = eps.len();
+    if o.full_matrix || (n <= FULL_MATRIX_MAX && n * (n - 1) <= budget) {
+        let mut v = Vec::with_capacity(n * n);
+        for a in 0..n {
+            for b in 0..n {
+                if a != b {
+                    v.push((a, b));
+                }
+            }
+        }
+        return (v, false);
+    }
+    // Always: router, management, client, first and last host, first and last VM.
+    let idx = |name: &str| eps.iter().position(|e| e.name == name);
+    let hosts: Vec<usize> = (0..n)
+        .filter(|&i| eps[i].name.starts_with('h') && !eps[i].name.contains("-vm"))
+        .collect();
+    let vms: Vec<usize> = (0..n).filter(|&i| eps[i].name.contains("-vm")).collect();
+    let mut key: Vec<usize> = [idx("router"), idx("mgmt"), idx("client")]
+        .into_iter()
+        .flatten()
+        .collect();
+    key.extend(hosts.first().into_iter().chain(hosts.last()));
+    key.extend(vms.first().into_iter().chain(vms.last()));
+    let mut seen = std::collections::HashSet::new();
+    key.retain(|k| seen.insert(*k));
+    let mut rng = Lcg(0x0005_eed0_f1ab);
+    let per_source = 10.min(n - 1).max(key.len().saturating_sub(1));
+    let want_sources = o.sample.min(budget / per_source).max(key.len()).min(n);
+    let mut sources = key.clone();
+    while sources.len() < want_sources {
+        let c = rng.next(n);
+        if !sources.contains(&c) {
+            sources.push(c);
+        }
+    }
+    let mut pairs = Vec::new();
+    for &s in &sources {
+        let mut targets: Vec<usize> = key.iter().copied().filter(|&k| k != s).collect();
+        while targets.len() < per_source {
+            let c = rng.next(n);
+            if c != s && !targets.contains(&c) {
+                targets.push(c);
+            }
+        }
+        pairs.extend(targets.into_iter().map(|d| (s, d)));
+    }
+    (pairs, true)
+}
+
+fn reachability(t: &Topology, o: &ProbeOpts) -> Reach {
+    let eps = t.endpoints();
+    if o.no_check {
+        return Reach {
+            eps,
+            pairs: vec![],
+            rtt: vec![],
+            sampled: false,
+            full_after: None,
+            errors: vec![],
+            skipped: true,
+        };
+    }
+    let (pairs, sampled) = choose_pairs(&eps, o, pair_budget());
+    let timeout = Duration::from_secs_f64(o.timeout.clamp(0.1, 600.0));
+    let r = probe::probe(&eps, &pairs, timeout);
+    let full_after = if r.rtt.iter().all(Option::is_some) {
+        r.rtt
+            .iter()
+            .flatten()
+            .max()
+            .copied()
+            .or(Some(Duration::ZERO))
+    } else {
+        None
+    };
+    Reach {
+        eps,
+        pairs,
+        rtt: r.rtt,
+        sampled,
+        full_after,
+        errors: r.errors,
+        skipped: false,
+    }
+}
+
+// ---------------------------------------------------------------- membership
+
+/// IPv4 groups the underlay bridge (TGW stand-in) learned, with the node behind each port, and
+/// the number of IGMPv3 reports the stand-in dropped.
+fn membership(t: &Topology) -> Result<Value> {
+    let out = run_ok(
+        Command::new("bridge").args([
+            "-n",
+            &t.vpc_ns,
+            "-j",
+            "mdb",
+            "show",
+            "dev",
+            topo::UNDERLAY_BRIDGE,
+        ]),
+        None,
+    )?;
+    let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+    let mut groups: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for blk in v.as_array().into_iter().flatten() {
+        for e in blk["mdb"].as_array().into_iter().flatten() {
+            let grp = e["grp"].as_str().unwrap_or("");
+            if !grp.contains('.') {
+                continue; // IPv6 (MLD) entries are not part of the TGW picture
+            }
+            let port = e["port"].as_str().unwrap_or("").to_string();
+            let node = t
+                .node_by_port(&port)
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| format!("({port})"));
+            groups
+                .entry(grp.to_string())
+                .or_default()
+                .push((port, node));
+        }
+    }
+    let nft = Command::new("ip")
+        .args([
+            "netns", "exec", &t.vpc_ns, "nft", "list", "table", "bridge", "tgw",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let v3 = nft.and_then(|s| {
+        let i = s.find("counter packets ")?;
+        s[i + 16..].split_whitespace().next()?.parse::<u64>().ok()
+    });
+    let missing: Vec<&str> = t
+        .nodes
+        .iter()
+        .filter(|n| {
+            !groups
+                .get(&t.group.to_string())
+                .map(|m| m.iter().any(|(p, _)| p == &n.vpc_port))
+                .unwrap_or(false)
+        })
+        .map(|n| n.name.as_str())
+        .collect();
+    Ok(json!({
+        "group": t.group,
+        "groups": groups.iter().map(|(g, m)| json!({
+            "group": g,
+            "ports": m.iter().map(|x| &x.0).collect::<Vec<_>>(),
+            "nodes": m.iter().map(|x| &x.1).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "nodes_not_joined": missing,
+        "igmpv3_reports_dropped": v3,
+    }))
+}
+
+fn render_membership(m: &Value) -> String {
+    let mut s = String::new();
+    if let Some(e) = m.get("error") {
+        let _ = writeln!(s, "membership: unavailable: {}", e.as_str().unwrap_or("?"));
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "underlay multicast membership (bridge mdb of the TGW stand-in):"
+    );
+    let groups = m["groups"].as_array().cloned().unwrap_or_default();
+    if groups.is_empty() {
+        let _ = writeln!(s, "  (no IPv4 group learned)");
+    }
+    for g in groups {
+        let nodes: Vec<String> = g["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        let shown = if nodes.len() > 40 {
+            format!("{} ... ({} members)", nodes[..40].join(" "), nodes.len())
+        } else {
+            nodes.join(" ")
+        };
+        let _ = writeln!(
+            s,
+            "  {:<15} {} members: {shown}",
+            g["group"].as_str().unwrap_or(""),
+            nodes.len()
+        );
+        if nodes.len() > TGW_GROUP_MEMBER_LIMIT {
+            let _ = writeln!(
+                s,
+                "  WARNING: a real TGW multicast group holds at most {TGW_GROUP_MEMBER_LIMIT} \
+                 members (quota, not adjustable); the bridge here does not enforce it"
+            );
+        }
+    }
+    if let Some(miss) = m["nodes_not_joined"].as_array().filter(|a| !a.is_empty()) {
+        let names: Vec<&str> = miss.iter().filter_map(|x| x.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "  NOT joined to {}: {}",
+            m["group"].as_str().unwrap_or(""),
+            names.join(" ")
+        );
+    }
+    match m["igmpv3_reports_dropped"].as_u64() {
+        Some(0) => {
+            let _ = writeln!(s, "  IGMPv3 reports dropped by the TGW stand-in: 0");
+        }
+        Some(k) => {
+            let _ = writeln!(
+                s,
+                "  IGMPv3 reports dropped by the TGW stand-in: {k} (a node joined with IGMPv3 \
+                 before forcing v2: a real TGW would ignore that join until its next query)"
+            );
+        }
+        None => {}
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(full: bool) -> ProbeOpts {
+        ProbeOpts {
+            timeout: 1.0,
+            full_matrix: full,
+            sample: 24,
+            no_check: false,
+        }
+    }
+
+    fn topo(hosts: usize) -> Topology {
+        Topology::new("t", hosts, 2, Ipv4Addr::new(239, 255, 0, 1), 100, 9001)
+    }
+
+    #[test]
+    fn small_lab_gets_the_full_matrix() {
+        let eps = topo(2).endpoints();
+        let (pairs, sampled) = choose_pairs(&eps, &opts(false), 300);
+        assert!(!sampled);
+        assert_eq!(pairs.len(), 9 * 8);
+        assert!(pairs.iter().all(|(a, b)| a != b));
+    }
+
+    #[test]
+    fn big_lab_is_sampled_within_budget_and_keeps_key_endpoints() {
+        let eps = topo(250).endpoints();
+        let (pairs, sampled) = choose_pairs(&eps, &opts(false), 200);
+        assert!(sampled);
+        assert!(pairs.len() <= 200 + 10, "{} pairs", pairs.len());
+        let name = |i: usize| eps[i].name.as_str();
+        for key in [
+            "router", "mgmt", "client", "h1", "h250", "h1-vm1", "h250-vm2",
+        ] {
+            assert!(
+                pairs.iter().any(|&(a, _)| name(a) == key),
+                "{key} not a source"
+            );
+            assert!(
+                pairs.iter().any(|&(_, b)| name(b) == key),
+                "{key} not a target"
+            );
+        }
+        assert!(pairs
+            .iter()
+            .any(|&(a, b)| name(a).contains("-vm") && name(b) == "client"));
+        let mut uniq = pairs.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), pairs.len(), "duplicate pairs");
+        // deterministic
+        assert_eq!(pairs, choose_pairs(&eps, &opts(false), 200).0);
+    }
+
+    #[test]
+    fn full_matrix_flag_wins() {
+        let eps = topo(20).endpoints();
+        let (pairs, sampled) = choose_pairs(&eps, &opts(true), 16);
+        assert!(!sampled);
+        assert_eq!(pairs.len(), eps.len() * (eps.len() - 1));
+    }
+
+    #[test]
+    fn overlayd_flags_per_role() {
+        let t = topo(1);
+        let r = overlayd_flags(&t, &t.nodes[0]);
+        assert!(!r.contains(&"--gateway".to_string()));
+        assert!(r.windows(2).any(|w| w[0] == "--role" && w[1] == "router"));
+        let h = overlayd_flags(&t, &t.nodes[2]);
+        assert!(h
+            .windows(2)
+            .any(|w| w[0] == "--gateway" && w[1] == "10.101.0.1"));
+        assert!(h
+            .windows(2)
+            .any(|w| w[0] == "--state-dir" && w[1] == "/run/overlay-lab/t/h1/state"));
+    }
+}

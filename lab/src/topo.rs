@@ -1,0 +1,256 @@
+//! The lab's addressing plan: which namespaces exist, what they are called and which addresses
+//! they get. Everything here is pure computation so that `up`, `status` and `down` agree.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// Underlay (the emulated VPC subnet of the overlay nodes): 10.0.0.0/22.
+pub const UNDERLAY_LEN: u8 = 22;
+/// The VPC router's address in the node subnet (AWS: subnet base + 1).
+pub const UNDERLAY_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// The "Amazon DNS" address (subnet base + 2); handed to overlayd as `--dns`, nothing answers.
+pub const UNDERLAY_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// Second subnet holding the VPC client: 10.0.8.0/24.
+pub const CLIENT_LEN: u8 = 24;
+pub const CLIENT_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 1);
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 10);
+/// Overlay.
+pub const OVERLAY_NET: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 0);
+pub const OVERLAY_LEN: u8 = 16;
+pub const OVERLAY_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 1);
+/// First VM address.
+pub const VM_BASE: Ipv4Addr = Ipv4Addr::new(10, 101, 128, 10);
+
+/// Bridge in the vpc namespace standing in for the node subnet + TGW multicast domain.
+pub const UNDERLAY_BRIDGE: &str = "ul";
+/// Bridge in the vpc namespace for the client subnet.
+pub const CLIENT_BRIDGE: &str = "cl";
+
+pub const MAX_HOSTS: usize = 1000;
+pub const MAX_VMS_PER_HOST: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Router,
+    Management,
+    Host,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Router => "router",
+            Role::Management => "management",
+            Role::Host => "host",
+        }
+    }
+}
+
+/// One overlay node (router, management or KVM host): a namespace whose `eth0` is a port of the
+/// underlay bridge and which is configured by `overlayd apply`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub ns: String,
+    pub role: Role,
+    /// `eth0` address (prefix length UNDERLAY_LEN).
+    pub underlay_ip: Ipv4Addr,
+    /// Overlay address on cloudbr0 (prefix length OVERLAY_LEN).
+    pub overlay_ip: Ipv4Addr,
+    /// Name of the underlay bridge port (in the vpc namespace) that leads to this node.
+    pub vpc_port: String,
+}
+
+/// A "VM": a namespace with `eth0` whose peer is a port of its host's cloudbr0.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Vm {
+    pub name: String,
+    pub ns: String,
+    pub host: String,
+    /// Port name in the host namespace (enslaved to cloudbr0).
+    pub host_port: String,
+    pub ip: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Topology {
+    pub prefix: String,
+    pub group: Ipv4Addr,
+    pub vni: u32,
+    pub underlay_mtu: u32,
+    pub vpc_ns: String,
+    pub client_ns: String,
+    pub client_ip: Ipv4Addr,
+    pub nodes: Vec<Node>,
+    pub vms: Vec<Vm>,
+}
+
+pub fn add(ip: Ipv4Addr, n: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip) + n as u32)
+}
+
+/// Check a lab prefix: it becomes the start of every namespace name (`P-...`), so it must not
+/// contain '-' (otherwise `down` of prefix "a" could hit lab "a-b").
+pub fn validate_prefix(p: &str) -> Result<(), String> {
+    let ok_chars = p
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if p.is_empty() || p.len() > 16 || !ok_chars || !p.starts_with(|c: char| c.is_ascii_lowercase())
+    {
+        return Err(format!(
+            "invalid --prefix {p:?}: use 1-16 characters [a-z0-9], starting with a letter \
+             (it starts every namespace name, as \"{p}-<node>\")"
+        ));
+    }
+    Ok(())
+}
+
+impl Topology {
+    pub fn new(
+        prefix: &str,
+        hosts: usize,
+        vms_per_host: usize,
+        group: Ipv4Addr,
+        vni: u32,
+        underlay_mtu: u32,
+    ) -> Topology {
+        let ns = |n: &str| format!("{prefix}-{n}");
+        let mut nodes = vec![
+            Node {
+                name: "router".into(),
+                ns: ns("router"),
+                role: Role::Router,
+                underlay_ip: Ipv4Addr::new(10, 0, 0, 4),
+                overlay_ip: OVERLAY_ROUTER,
+                vpc_port: "u-router".into(),
+            },
+            Node {
+                name: "mgmt".into(),
+                ns: ns("mgmt"),
+                role: Role::Management,
+                underlay_ip: Ipv4Addr::new(10, 0, 0, 5),
+                overlay_ip: Ipv4Addr::new(10, 101, 0, 2),
+                vpc_port: "u-mgmt".into(),
+            },
+        ];
+        let mut vms = Vec::new();
+        for i in 1..=hosts {
+            let name = format!("h{i}");
+            for j in 1..=vms_per_host {
+                let vname = format!("{name}-vm{j}");
+                vms.push(Vm {
+                    ns: ns(&vname),
+                    host: name.clone(),
+                    host_port: format!("vm{j}"),
+                    ip: add(VM_BASE, (i - 1) * vms_per_host + (j - 1)),
+                    name: vname,
+                });
+            }
+            nodes.push(Node {
+                ns: ns(&name),
+                role: Role::Host,
+                underlay_ip: add(Ipv4Addr::new(10, 0, 0, 10), i - 1),
+                overlay_ip: add(Ipv4Addr::new(10, 101, 0, 10), i - 1),
+                vpc_port: format!("u-{name}"),
+                name,
+            });
+        }
+        Topology {
+            prefix: prefix.to_string(),
+            group,
+            vni,
+            underlay_mtu,
+            vpc_ns: ns("vpc"),
+            client_ns: ns("client"),
+            client_ip: CLIENT_IP,
+            nodes,
+            vms,
+        }
+    }
+
+    pub fn router(&self) -> &Node {
+        &self.nodes[0]
+    }
+
+    /// All namespaces of the lab, infrastructure first.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v = vec![self.vpc_ns.clone(), self.client_ns.clone()];
+        v.extend(self.nodes.iter().map(|n| n.ns.clone()));
+        v.extend(self.vms.iter().map(|m| m.ns.clone()));
+        v
+    }
+
+    /// Reachability endpoints: (name, namespace, address).
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut v: Vec<Endpoint> = self
+            .nodes
+            .iter()
+            .map(|n| Endpoint {
+                name: n.name.clone(),
+                ns: n.ns.clone(),
+                ip: n.overlay_ip,
+            })
+            .collect();
+        v.extend(self.vms.iter().map(|m| Endpoint {
+            name: m.name.clone(),
+            ns: m.ns.clone(),
+            ip: m.ip,
+        }));
+        v.push(Endpoint {
+            name: "client".into(),
+            ns: self.client_ns.clone(),
+            ip: self.client_ip,
+        });
+        v
+    }
+
+    pub fn node_by_port(&self, port: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.vpc_port == port)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub ns: String,
+    pub ip: Ipv4Addr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_fit_and_names_are_short() {
+        let t = Topology::new(
+            "abcdefghijklmnop",
+            MAX_HOSTS,
+            MAX_VMS_PER_HOST,
+            Ipv4Addr::new(239, 255, 0, 1),
+            100,
+            9001,
+        );
+        let last = t.nodes.last().unwrap();
+        // still inside the /22 underlay and below the first VM address
+        assert!(u32::from(last.underlay_ip) < u32::from(Ipv4Addr::new(10, 0, 3, 255)));
+        assert!(u32::from(last.overlay_ip) < u32::from(VM_BASE));
+        assert!(u32::from(t.vms.last().unwrap().ip) < u32::from(Ipv4Addr::new(10, 101, 255, 255)));
+        for n in &t.nodes {
+            assert!(n.vpc_port.len() <= 15, "{}", n.vpc_port);
+        }
+        let mut ips: Vec<_> = t.endpoints().iter().map(|e| e.ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), t.endpoints().len());
+    }
+
+    #[test]
+    fn prefix_rules() {
+        assert!(validate_prefix("lab1").is_ok());
+        assert!(validate_prefix("a-b").is_err());
+        assert!(validate_prefix("").is_err());
+        assert!(validate_prefix("1a").is_err());
+        assert!(validate_prefix("Abc").is_err());
+    }
+}

@@ -1,0 +1,191 @@
+//! The lab as a test bed: `overlay-lab up` (2 hosts, real overlayd) gives full reachability
+//! (every node and VM with every other, VMs and nodes with the VPC client through the router),
+//! every node joins the group with IGMPv2, plans are empty, and `down` leaves nothing behind.
+
+use overlay_tests::*;
+use serde_json::Value;
+
+#[test]
+fn lab_up_full_reachability_then_down_leaves_nothing() {
+    if !ready("lab_up_full_reachability_then_down_leaves_nothing") {
+        return;
+    }
+    let _heavy = heavy_lock();
+    let prefix = unique_prefix("lab");
+    let lab = Lab::up(
+        &prefix,
+        &["--hosts", "2", "--timeout", "20", "--full-matrix"],
+    )
+    .unwrap();
+    let up = &lab.up;
+
+    // topology as documented
+    let nodes: Vec<&str> = up["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["router", "mgmt", "h1", "h2"]);
+    assert_eq!(up["vms"].as_array().unwrap().len(), 4);
+
+    // full matrix, every pair answered
+    let r = &up["reachability"];
+    assert_eq!(r["mode"], "full", "{r}");
+    let results = r["results"].as_array().unwrap();
+    assert_eq!(results.len(), 9 * 8, "9 endpoints, all ordered pairs");
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|x| x["ok"] != Value::Bool(true))
+        .map(|x| format!("{} -> {}", x["from"], x["to"]))
+        .collect();
+    assert!(failed.is_empty(), "unreachable pairs: {failed:?}");
+    for vm in ["h1-vm1", "h2-vm2"] {
+        for (a, b) in [(vm, "client"), ("client", vm)] {
+            assert!(
+                results
+                    .iter()
+                    .any(|x| x["from"] == a && x["to"] == b && x["ok"] == true),
+                "{a} -> {b} not probed or failed"
+            );
+        }
+    }
+
+    // the TGW stand-in learned every node as a member of the group, and no IGMPv3 join
+    let m = &up["membership"];
+    assert_eq!(m["nodes_not_joined"], serde_json::json!([]), "{m}");
+    assert_eq!(m["igmpv3_reports_dropped"], 0, "{m}");
+    let g = m["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "239.255.0.1")
+        .expect("group 239.255.0.1 learned");
+    let mut members: Vec<&str> = g["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    members.sort();
+    assert_eq!(members, ["h1", "h2", "mgmt", "router"]);
+
+    // status: everything present, every node converged (plan empty)
+    let st = lab.status();
+    assert_eq!(st["state"], "up");
+    for n in st["nodes"].as_array().unwrap() {
+        assert_eq!(n["present"], true, "{n}");
+        let ops = n["plan"]["ops"].as_array();
+        assert!(
+            ops.map(|o| o.is_empty()).unwrap_or(false),
+            "plan of {} not empty: {}",
+            n["name"],
+            n["plan"]
+        );
+    }
+
+    // a second `up` on the same prefix is refused clearly, changing nothing
+    let again = lab_cmd(&["up", "--prefix", &prefix]).unwrap();
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // down removes every namespace and the run dir; a second down is fine
+    let down = lab_cmd(&["down", "--prefix", &prefix]).unwrap();
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(namespaces_with_prefix(&prefix), Vec::<String>::new());
+    assert!(!std::path::Path::new("/run/overlay-lab")
+        .join(&prefix)
+        .exists());
+    let down2 = lab_cmd(&["down", "--prefix", &prefix]).unwrap();
+    assert!(down2.status.success(), "{}", text(&down2));
+    drop(lab);
+}
+
+#[test]
+fn lab_rejects_bad_usage_with_exit_2() {
+    if !ready("lab_rejects_bad_usage_with_exit_2") {
+        return;
+    }
+    for args in [
+        &["up", "--prefix", "bad-prefix"][..],
+        &["up", "--prefix", "otbad", "--hosts", "0"][..],
+        &["up", "--prefix", "otbad", "--group", "10.0.0.1"][..],
+        &[
+            "up",
+            "--prefix",
+            "otbad",
+            "--overlayd",
+            "/nonexistent/overlayd",
+        ][..],
+    ] {
+        let o = lab_cmd(args).unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(!o.stderr.is_empty());
+        assert!(namespaces_with_prefix("otbad").is_empty());
+    }
+}
+
+#[test]
+fn lab_with_20_hosts_is_sampled_and_reachable() {
+    if !ready("lab_with_20_hosts_is_sampled_and_reachable") {
+        return;
+    }
+    let _heavy = heavy_lock();
+    let prefix = unique_prefix("l20");
+    let lab = Lab::up(&prefix, &["--hosts", "20", "--timeout", "20"]).unwrap();
+    let r = &lab.up["reachability"];
+    assert_eq!(
+        r["mode"], "sampled",
+        "63 endpoints exceed the full-matrix budget"
+    );
+    assert_eq!(r["all_ok"], true, "{r}");
+    let results = r["results"].as_array().unwrap();
+    assert!(
+        results.len() >= 60,
+        "too few pairs probed: {}",
+        results.len()
+    );
+    for must in ["router", "mgmt", "client", "h1", "h20", "h1-vm1", "h20-vm2"] {
+        assert!(
+            results.iter().any(|x| x["from"] == must),
+            "{must} not among the sampled sources"
+        );
+    }
+    let m = &lab.up["membership"];
+    assert_eq!(m["nodes_not_joined"], serde_json::json!([]), "{m}");
+    assert_eq!(lab.up["namespaces"].as_array().unwrap().len(), 2 + 22 + 40);
+
+    // `check` re-probes the same lab
+    let o = lab_cmd(&["check", "--prefix", &prefix, "--json"]).unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let c: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(c["reachability"]["all_ok"], true);
+    drop(lab);
+    assert!(namespaces_with_prefix(&prefix).is_empty());
+}
+
+#[test]
+fn down_removes_stray_namespaces_of_a_crashed_lab() {
+    if !ready("down_removes_stray_namespaces_of_a_crashed_lab") {
+        return;
+    }
+    let prefix = unique_prefix("crash");
+    // what an `up` killed half-way leaves: namespaces without lab.json
+    let names = [format!("{prefix}-vpc"), format!("{prefix}-h7")];
+    let _guard = NsGuard::new(&[&names[0], &names[1]]);
+    let st = lab_cmd(&["status", "--prefix", &prefix, "--json"]).unwrap();
+    assert!(st.status.success(), "{}", text(&st));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["state"], "unknown");
+    let up = lab_cmd(&["up", "--prefix", &prefix]).unwrap();
+    assert_eq!(up.status.code(), Some(2), "{}", text(&up));
+    let o = lab_cmd(&["down", "--prefix", &prefix]).unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(namespaces_with_prefix(&prefix).is_empty());
+    // other labs' namespaces are not touched (prefix + '-' is the boundary)
+    let other = format!("{prefix}x-vpc");
+    let _g2 = NsGuard::new(&[&other]);
+    let o = lab_cmd(&["down", "--prefix", &prefix]).unwrap();
+    assert!(o.status.success());
+    assert!(ns_exists(&other));
+}
