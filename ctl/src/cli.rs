@@ -1,0 +1,319 @@
+//! Command line.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::aws::{self, AwsOpts};
+use crate::bootstrap;
+use crate::config;
+use crate::ctx::{Ctx, Mode};
+use crate::error::{exit_code, UsageError};
+use crate::iam;
+use crate::teardown;
+
+const LONG_ABOUT: &str = "\
+Provisions the AWS side of a CloudStack-on-KVM overlay cloud: a transit gateway with a
+multicast domain (IGMPv2) for the VXLAN overlay, security groups, the router's routes,
+EFS for primary/secondary storage, database credentials in Secrets Manager and a MySQL 8.0
+RDS instance.
+
+AWS is the state: every resource is tagged overlay:cluster=<name> and found again by that
+tag, so every command can be re-run. A bootstrap of a converged cluster changes nothing;
+a bootstrap after a failure resumes where it stopped.
+
+Typical use:
+  overlayctl plan      --config cluster.toml     # what would be created/kept/changed
+  overlayctl bootstrap --config cluster.toml     # create or adopt everything, then print next steps
+  overlayctl status    --config cluster.toml -o json
+  overlayctl teardown  --config cluster.toml --yes
+  overlayctl iam-policy --for bootstrap          # least-privilege policy for the above
+
+Credentials come from the standard AWS chain (environment, --profile / AWS_PROFILE,
+SSO cache, instance role). Exit status: 0 ok, 1 AWS or runtime failure, 2 bad input
+(nothing was changed).";
+
+const CONFIG_HELP: &str = "\
+Cluster file (TOML). Keys: name, region, vpc_id, subnet_id (the overlay nodes' dedicated
+subnet), second_subnet_id (another AZ, for the RDS subnet group), overlay_cidr,
+multicast_group, router_instance_id, route_table_ids (default: every route table of the
+VPC), access_cidr (who may reach the UI/services), efs_throughput_mibps (25),
+db_instance_class (db.m6g.large), db_allocated_storage_gib (20), db_max_storage_gib (100),
+zones ([\"zone1\"]).";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "overlayctl", version, about = "Provision the AWS side of the overlay cloud", long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// AWS region (default: the cluster file's region, then AWS_REGION / the profile).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// AWS shared-config profile to take credentials and region from.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Send every AWS call to this endpoint (an emulator such as scripts/aws-emulator).
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Output format of read commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Seconds between polls while waiting for AWS (fractions allowed).
+    #[arg(
+        long,
+        global = true,
+        env = "OVERLAYCTL_POLL_INTERVAL",
+        default_value = "10",
+        value_name = "SECS"
+    )]
+    pub poll_interval: f64,
+    /// Give up waiting for one resource after this many seconds (a re-run resumes).
+    #[arg(
+        long,
+        global = true,
+        env = "OVERLAYCTL_WAIT_TIMEOUT",
+        default_value = "3600",
+        value_name = "SECS"
+    )]
+    pub wait_timeout: f64,
+    /// No progress lines on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or adopt every resource, wait until ready, then print what to do next.
+    Bootstrap {
+        #[arg(long, short = 'c', value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+    },
+    /// Show, per resource, whether bootstrap would create, keep or change it. Changes nothing.
+    Plan {
+        #[arg(long, short = 'c', value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+    },
+    /// List each resource of the cluster and its state.
+    Status {
+        #[arg(long, short = 'c', value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+    },
+    /// Delete, in reverse order, every resource tagged with the cluster (asks unless --yes).
+    Teardown {
+        #[arg(long, short = 'c', value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Print a least-privilege IAM policy (JSON) for overlayctl itself or for overlayd on nodes.
+    IamPolicy {
+        /// Who the policy is for.
+        #[arg(long = "for", value_parser = ["bootstrap", "agent"], value_name = "bootstrap|agent")]
+        for_: String,
+    },
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("overlayctl: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("overlayctl: bad input: {u}");
+            } else {
+                eprintln!("overlayctl: error: {e:#}");
+            }
+            exit_code(&e)
+        }
+    }
+}
+
+fn check_durations(cli: &Cli) -> Result<(Duration, Duration), UsageError> {
+    let ok = |v: f64| v.is_finite() && v >= 0.0;
+    if !ok(cli.poll_interval) || cli.poll_interval > 3600.0 {
+        return Err(UsageError::new(
+            "--poll-interval",
+            &cli.poll_interval.to_string(),
+            "must be 0..3600 seconds",
+        ));
+    }
+    if !ok(cli.wait_timeout) || cli.wait_timeout < 1.0 {
+        return Err(UsageError::new(
+            "--wait-timeout",
+            &cli.wait_timeout.to_string(),
+            "must be at least 1 second",
+        ));
+    }
+    Ok((
+        Duration::from_secs_f64(cli.poll_interval),
+        Duration::from_secs_f64(cli.wait_timeout),
+    ))
+}
+
+async fn make_ctx(cli: &Cli, config: &Path, mode: Mode) -> Result<Ctx> {
+    let (poll, timeout) = check_durations(cli)?;
+    let cluster = config::load(config)?;
+    if let Some(r) = &cli.region {
+        if r != &cluster.cfg.region {
+            return Err(UsageError::new(
+                "--region",
+                r,
+                &format!(
+                    "differs from the cluster file's region {}",
+                    cluster.cfg.region
+                ),
+            )
+            .into());
+        }
+    }
+    let opts = AwsOpts {
+        region: cli.region.clone(),
+        profile: cli.profile.clone(),
+        endpoint_url: cli.endpoint_url.clone(),
+    };
+    let clients = aws::clients(&opts, Some(&cluster.cfg.region)).await?;
+    Ok(Ctx {
+        clients,
+        cluster,
+        mode,
+        poll,
+        timeout,
+        items: Mutex::new(Vec::new()),
+        quiet: cli.quiet,
+    })
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into())
+    );
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    if let Some(u) = &cli.endpoint_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(UsageError::new(
+                "--endpoint-url",
+                u,
+                "must start with http:// or https://",
+            )
+            .into());
+        }
+    }
+    match &cli.command {
+        Command::IamPolicy { for_ } => {
+            let p = iam::policy(for_, cli.region.as_deref())
+                .ok_or_else(|| UsageError::new("--for", for_, "must be bootstrap or agent"))?;
+            print_json(&p);
+            Ok(0)
+        }
+        Command::Bootstrap { config } => {
+            let ctx = make_ctx(&cli, config, Mode::Apply).await?;
+            let report = bootstrap::run(&ctx).await?;
+            if cli.output == Output::Json {
+                print_json(&report);
+            } else {
+                bootstrap::print_summary("bootstrap", &report.items);
+                if report.errors.is_empty() {
+                    bootstrap::print_outputs(&report.outputs);
+                }
+            }
+            if report.errors.is_empty() {
+                Ok(0)
+            } else {
+                for e in &report.errors {
+                    eprintln!("overlayctl: error: {e}");
+                }
+                eprintln!("overlayctl: bootstrap incomplete; fix the cause and re-run to resume");
+                Ok(1)
+            }
+        }
+        Command::Plan { config } | Command::Status { config } => {
+            let status = matches!(cli.command, Command::Status { .. });
+            let ctx = make_ctx(&cli, config, Mode::Plan).await?;
+            let report = bootstrap::run(&ctx).await?;
+            if cli.output == Output::Json {
+                if status {
+                    print_json(
+                        &serde_json::json!({"resources": report.items, "outputs": report.outputs, "errors": report.errors}),
+                    );
+                } else {
+                    print_json(&serde_json::json!({"plan": report.items, "errors": report.errors}));
+                }
+            } else {
+                bootstrap::print_items(&report.items, status);
+            }
+            for e in &report.errors {
+                eprintln!("overlayctl: error: {e}");
+            }
+            Ok(if report.errors.is_empty() { 0 } else { 1 })
+        }
+        Command::Teardown { config, yes } => {
+            let ctx = make_ctx(&cli, config, Mode::Apply).await?;
+            if !yes {
+                if !std::io::stdin().is_terminal() {
+                    return Err(UsageError::new(
+                        "--yes",
+                        "",
+                        "teardown without a terminal needs --yes",
+                    )
+                    .into());
+                }
+                eprint!(
+                    "Delete every resource tagged overlay:cluster={} in {}? Type the cluster name to confirm: ",
+                    ctx.name(),
+                    ctx.clients.region
+                );
+                let _ = std::io::stderr().flush();
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                if line.trim() != ctx.name() {
+                    eprintln!("overlayctl: teardown cancelled");
+                    return Ok(1);
+                }
+            }
+            let errors = teardown::run(&ctx).await;
+            let items = ctx.take_items();
+            if cli.output == Output::Json {
+                print_json(&serde_json::json!({"deleted": items, "errors": errors}));
+            } else if items.is_empty() && errors.is_empty() {
+                println!("nothing tagged overlay:cluster={} left", ctx.name());
+            } else {
+                bootstrap::print_summary("teardown", &items);
+            }
+            for e in &errors {
+                eprintln!("overlayctl: error: {e}");
+            }
+            Ok(if errors.is_empty() { 0 } else { 1 })
+        }
+    }
+}

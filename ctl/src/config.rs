@@ -1,0 +1,560 @@
+//! The cluster file (TOML) and the checks that need no AWS call.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::error::UsageError;
+
+/// Tag key that marks every resource overlayctl owns.
+pub const CLUSTER_TAG: &str = "overlay:cluster";
+/// Tag key naming the role of a resource inside the cluster (vtep, router, efs, ...).
+pub const ROLE_TAG: &str = "overlay:role";
+
+fn default_efs_throughput() -> f64 {
+    25.0
+}
+fn default_db_class() -> String {
+    "db.m6g.large".to_string()
+}
+fn default_db_storage() -> i32 {
+    20
+}
+fn default_db_max_storage() -> i32 {
+    100
+}
+fn default_zones() -> Vec<String> {
+    vec!["zone1".to_string()]
+}
+
+/// The cluster file, keys exactly as operators write them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    pub region: String,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    pub second_subnet_id: String,
+    pub overlay_cidr: String,
+    pub multicast_group: String,
+    pub router_instance_id: String,
+    #[serde(default)]
+    pub route_table_ids: Option<Vec<String>>,
+    pub access_cidr: String,
+    #[serde(default = "default_efs_throughput")]
+    pub efs_throughput_mibps: f64,
+    #[serde(default = "default_db_class")]
+    pub db_instance_class: String,
+    #[serde(default = "default_db_storage")]
+    pub db_allocated_storage_gib: i32,
+    #[serde(default = "default_db_max_storage")]
+    pub db_max_storage_gib: i32,
+    #[serde(default = "default_zones")]
+    pub zones: Vec<String>,
+}
+
+/// The cluster file after validation, with parsed addresses.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub cfg: ClusterConfig,
+    pub overlay: Ipv4Net,
+    pub group: Ipv4Addr,
+    pub access: Ipv4Net,
+}
+
+impl Cluster {
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+    /// `overlay-<name>-<suffix>`: the Name tag / identifier of a resource.
+    pub fn res_name(&self, suffix: &str) -> String {
+        format!("overlay-{}-{}", self.cfg.name, suffix)
+    }
+    pub fn db_instance_id(&self) -> String {
+        format!("overlay-{}-db", self.cfg.name)
+    }
+    pub fn db_subnet_group(&self) -> String {
+        format!("overlay-{}-db", self.cfg.name)
+    }
+    pub fn db_parameter_group(&self) -> String {
+        format!("overlay-{}-mysql80", self.cfg.name)
+    }
+    pub fn secret_name(&self, which: &str) -> String {
+        format!("overlay/{}/db-{}", self.cfg.name, which)
+    }
+    pub fn efs_token(&self) -> String {
+        format!("overlay-{}-efs", self.cfg.name)
+    }
+}
+
+pub fn load(path: &Path) -> Result<Cluster, UsageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError::new(
+            "--config",
+            &path.display().to_string(),
+            &format!("cannot read: {e}"),
+        )
+    })?;
+    parse(&text)
+}
+
+pub fn parse(text: &str) -> Result<Cluster, UsageError> {
+    let cfg: ClusterConfig = toml::from_str(text).map_err(|e| {
+        let msg = e.message().to_string();
+        // serde names the offending key between backticks for unknown/missing fields.
+        let field = msg
+            .split('`')
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_else(|| "config".to_string());
+        UsageError::new(&field, "", msg.trim())
+    })?;
+    validate(cfg)
+}
+
+fn check_id(field: &str, value: &str, prefix: &str) -> Result<(), UsageError> {
+    let rest = value.strip_prefix(prefix).and_then(|r| r.strip_prefix('-'));
+    let ok = match rest {
+        Some(hex) => {
+            (hex.len() == 8 || hex.len() == 17)
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(
+            field,
+            value,
+            &format!(
+                "not a valid id (expected {prefix}- followed by 8 or 17 lowercase hex digits)"
+            ),
+        ))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), UsageError> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(
+            "name",
+            name,
+            "must be 1-32 chars of lowercase letters, digits and single hyphens, starting with a letter \
+             (it is used in RDS identifiers)",
+        ))
+    }
+}
+
+fn check_region(region: &str) -> Result<(), UsageError> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts.last().unwrap().chars().all(|c| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError::new(
+            "region",
+            region,
+            "not an AWS region name (e.g. eu-west-1)",
+        ))
+    }
+}
+
+fn parse_net(field: &str, value: &str) -> Result<Ipv4Net, UsageError> {
+    let net: Ipv4Net = value
+        .parse()
+        .map_err(|_| UsageError::new(field, value, "not an IPv4 CIDR (a.b.c.d/len)"))?;
+    if net.trunc() != net {
+        return Err(UsageError::new(
+            field,
+            value,
+            &format!("host bits set; did you mean {}?", net.trunc()),
+        ));
+    }
+    Ok(net)
+}
+
+pub fn validate(cfg: ClusterConfig) -> Result<Cluster, UsageError> {
+    check_name(&cfg.name)?;
+    check_region(&cfg.region)?;
+    check_id("vpc_id", &cfg.vpc_id, "vpc")?;
+    check_id("subnet_id", &cfg.subnet_id, "subnet")?;
+    check_id("second_subnet_id", &cfg.second_subnet_id, "subnet")?;
+    if cfg.second_subnet_id == cfg.subnet_id {
+        return Err(UsageError::new(
+            "second_subnet_id",
+            &cfg.second_subnet_id,
+            "must differ from subnet_id (RDS needs subnets in two AZs)",
+        ));
+    }
+    check_id("router_instance_id", &cfg.router_instance_id, "i")?;
+    if let Some(rts) = &cfg.route_table_ids {
+        if rts.is_empty() {
+            return Err(UsageError::new(
+                "route_table_ids",
+                "[]",
+                "must list at least one route table (omit the key to use every route table of the VPC)",
+            ));
+        }
+        for rt in rts {
+            check_id("route_table_ids", rt, "rtb")?;
+        }
+    }
+    let overlay = parse_net("overlay_cidr", &cfg.overlay_cidr)?;
+    if overlay.prefix_len() > 28 {
+        return Err(UsageError::new(
+            "overlay_cidr",
+            &cfg.overlay_cidr,
+            "prefix longer than /28",
+        ));
+    }
+    let access = parse_net("access_cidr", &cfg.access_cidr)?;
+    let group: Ipv4Addr = cfg.multicast_group.parse().map_err(|_| {
+        UsageError::new(
+            "multicast_group",
+            &cfg.multicast_group,
+            "not an IPv4 address",
+        )
+    })?;
+    if !group.is_multicast() {
+        return Err(UsageError::new(
+            "multicast_group",
+            &cfg.multicast_group,
+            "not a multicast address (224.0.0.0/4)",
+        ));
+    }
+    let o = group.octets();
+    if o[0] == 224 && o[1] == 0 && o[2] == 0 {
+        return Err(UsageError::new(
+            "multicast_group",
+            &cfg.multicast_group,
+            "224.0.0.0/24 is link-local control traffic and is not forwarded by a transit gateway",
+        ));
+    }
+    if !(cfg.efs_throughput_mibps >= 1.0 && cfg.efs_throughput_mibps <= 3414.0) {
+        return Err(UsageError::new(
+            "efs_throughput_mibps",
+            &cfg.efs_throughput_mibps.to_string(),
+            "must be between 1 and 3414",
+        ));
+    }
+    if !cfg.db_instance_class.starts_with("db.") || cfg.db_instance_class.split('.').count() != 3 {
+        return Err(UsageError::new(
+            "db_instance_class",
+            &cfg.db_instance_class,
+            "not an RDS instance class (e.g. db.m6g.large)",
+        ));
+    }
+    if !(20..=65536).contains(&cfg.db_allocated_storage_gib) {
+        return Err(UsageError::new(
+            "db_allocated_storage_gib",
+            &cfg.db_allocated_storage_gib.to_string(),
+            "must be between 20 and 65536",
+        ));
+    }
+    if cfg.db_max_storage_gib < cfg.db_allocated_storage_gib {
+        return Err(UsageError::new(
+            "db_max_storage_gib",
+            &cfg.db_max_storage_gib.to_string(),
+            "must be at least db_allocated_storage_gib",
+        ));
+    }
+    if cfg.zones.is_empty() {
+        return Err(UsageError::new(
+            "zones",
+            "[]",
+            "must name at least one CloudStack zone",
+        ));
+    }
+    for z in &cfg.zones {
+        if z.is_empty()
+            || !z
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(UsageError::new(
+                "zones",
+                z,
+                "zone names are letters, digits, - and _",
+            ));
+        }
+    }
+    Ok(Cluster {
+        cfg,
+        overlay,
+        group,
+        access,
+    })
+}
+
+/// Facts read from AWS that the bad-input checks need.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub vpc_exists: bool,
+    pub vpc_cidrs: Vec<Ipv4Net>,
+    /// (subnet id, vpc id, availability zone, cidr) when it exists.
+    pub subnet: Option<(String, String, String, Ipv4Net)>,
+    pub second_subnet: Option<(String, String, String, Ipv4Net)>,
+    /// (subnet id of the primary ENI, vpc id) when the instance exists.
+    pub router: Option<(String, String)>,
+    /// Route tables of the VPC.
+    pub vpc_route_tables: Vec<String>,
+}
+
+/// Checks that need facts from AWS; pure so it can be unit-tested.
+pub fn validate_facts(c: &Cluster, f: &Facts) -> Result<(), UsageError> {
+    let cfg = &c.cfg;
+    if !f.vpc_exists {
+        return Err(UsageError::new(
+            "vpc_id",
+            &cfg.vpc_id,
+            "no such VPC in this region",
+        ));
+    }
+    for v in &f.vpc_cidrs {
+        if v.contains(&c.overlay.network()) || c.overlay.contains(&v.network()) {
+            return Err(UsageError::new(
+                "overlay_cidr",
+                &cfg.overlay_cidr,
+                &format!("overlaps the VPC CIDR {v}"),
+            ));
+        }
+    }
+    let (sid, svpc, saz, _) = f
+        .subnet
+        .as_ref()
+        .ok_or_else(|| UsageError::new("subnet_id", &cfg.subnet_id, "no such subnet"))?;
+    if svpc != &cfg.vpc_id {
+        return Err(UsageError::new(
+            "subnet_id",
+            sid,
+            &format!("is in {svpc}, not in vpc_id {}", cfg.vpc_id),
+        ));
+    }
+    let (sid2, svpc2, saz2, _) = f.second_subnet.as_ref().ok_or_else(|| {
+        UsageError::new("second_subnet_id", &cfg.second_subnet_id, "no such subnet")
+    })?;
+    if svpc2 != &cfg.vpc_id {
+        return Err(UsageError::new(
+            "second_subnet_id",
+            sid2,
+            &format!("is in {svpc2}, not in vpc_id {}", cfg.vpc_id),
+        ));
+    }
+    if saz2 == saz {
+        return Err(UsageError::new(
+            "second_subnet_id",
+            sid2,
+            &format!("is in the same availability zone ({saz}) as subnet_id; RDS needs two AZs"),
+        ));
+    }
+    let (rsub, _) = f.router.as_ref().ok_or_else(|| {
+        UsageError::new(
+            "router_instance_id",
+            &cfg.router_instance_id,
+            "no such instance",
+        )
+    })?;
+    if rsub != &cfg.subnet_id {
+        return Err(UsageError::new(
+            "router_instance_id",
+            &cfg.router_instance_id,
+            &format!(
+                "its primary interface is in {rsub}, not in subnet_id {}",
+                cfg.subnet_id
+            ),
+        ));
+    }
+    if let Some(rts) = &cfg.route_table_ids {
+        for rt in rts {
+            if !f.vpc_route_tables.contains(rt) {
+                return Err(UsageError::new(
+                    "route_table_ids",
+                    rt,
+                    "not a route table of vpc_id",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const GOOD: &str = r#"
+name = "lab1"
+region = "eu-west-1"
+vpc_id = "vpc-0123456789abcdef0"
+subnet_id = "subnet-0123456789abcdef0"
+second_subnet_id = "subnet-0123456789abcdef1"
+overlay_cidr = "100.64.0.0/16"
+multicast_group = "239.1.1.1"
+router_instance_id = "i-0123456789abcdef0"
+access_cidr = "203.0.113.0/24"
+"#;
+
+    fn with(key: &str, value: &str) -> String {
+        let mut out = String::new();
+        let mut found = false;
+        for line in GOOD.lines() {
+            if line.starts_with(&format!("{key} =")) {
+                out.push_str(&format!("{key} = {value}\n"));
+                found = true;
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        if !found {
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+        out
+    }
+
+    fn err_field(text: &str) -> String {
+        parse(text).unwrap_err().field
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.cfg.efs_throughput_mibps, 25.0);
+        assert_eq!(c.cfg.db_instance_class, "db.m6g.large");
+        assert_eq!(c.cfg.db_allocated_storage_gib, 20);
+        assert_eq!(c.cfg.db_max_storage_gib, 100);
+        assert_eq!(c.cfg.zones, vec!["zone1"]);
+        assert!(c.cfg.route_table_ids.is_none());
+    }
+
+    #[test]
+    fn malformed_ids_name_the_field() {
+        assert_eq!(err_field(&with("vpc_id", "\"vpc-xyz\"")), "vpc_id");
+        assert_eq!(err_field(&with("subnet_id", "\"sub-0123\"")), "subnet_id");
+        assert_eq!(
+            err_field(&with("router_instance_id", "\"i-123\"")),
+            "router_instance_id"
+        );
+        assert_eq!(
+            err_field(&with("route_table_ids", "[\"rtb-zz\"]")),
+            "route_table_ids"
+        );
+        assert_eq!(
+            err_field(&with("second_subnet_id", "\"subnet-0123456789abcdef0\"")),
+            "second_subnet_id"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        assert_eq!(
+            err_field(&with("multicast_group", "\"10.0.0.1\"")),
+            "multicast_group"
+        );
+        assert_eq!(
+            err_field(&with("multicast_group", "\"224.0.0.5\"")),
+            "multicast_group"
+        );
+        assert_eq!(
+            err_field(&with("overlay_cidr", "\"100.64.0.1/16\"")),
+            "overlay_cidr"
+        );
+        assert_eq!(err_field(&with("access_cidr", "\"nope\"")), "access_cidr");
+        assert_eq!(err_field(&with("name", "\"Lab_1\"")), "name");
+        assert_eq!(err_field(&with("region", "\"mars\"")), "region");
+        assert_eq!(
+            err_field(&with("db_max_storage_gib", "10")),
+            "db_max_storage_gib"
+        );
+        assert_eq!(
+            err_field(&with("efs_throughput_mibps", "0")),
+            "efs_throughput_mibps"
+        );
+        assert_eq!(err_field(&with("zones", "[]")), "zones");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let e = parse(&format!("{GOOD}\nvpcid = \"x\"\n")).unwrap_err();
+        assert!(e.to_string().contains("vpcid"), "{e}");
+    }
+
+    fn facts() -> Facts {
+        Facts {
+            vpc_exists: true,
+            vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            subnet: Some((
+                "subnet-0123456789abcdef0".into(),
+                "vpc-0123456789abcdef0".into(),
+                "eu-west-1a".into(),
+                "10.0.1.0/24".parse().unwrap(),
+            )),
+            second_subnet: Some((
+                "subnet-0123456789abcdef1".into(),
+                "vpc-0123456789abcdef0".into(),
+                "eu-west-1b".into(),
+                "10.0.2.0/24".parse().unwrap(),
+            )),
+            router: Some((
+                "subnet-0123456789abcdef0".into(),
+                "vpc-0123456789abcdef0".into(),
+            )),
+            vpc_route_tables: vec![],
+        }
+    }
+
+    #[test]
+    fn facts_ok() {
+        validate_facts(&parse(GOOD).unwrap(), &facts()).unwrap();
+    }
+
+    #[test]
+    fn facts_errors_name_the_field() {
+        let c = parse(GOOD).unwrap();
+        let mut f = facts();
+        f.vpc_cidrs.push("100.64.8.0/24".parse().unwrap());
+        assert_eq!(validate_facts(&c, &f).unwrap_err().field, "overlay_cidr");
+        let mut f = facts();
+        f.subnet.as_mut().unwrap().1 = "vpc-0000000000000000f".into();
+        assert_eq!(validate_facts(&c, &f).unwrap_err().field, "subnet_id");
+        let mut f = facts();
+        f.second_subnet.as_mut().unwrap().2 = "eu-west-1a".into();
+        assert_eq!(
+            validate_facts(&c, &f).unwrap_err().field,
+            "second_subnet_id"
+        );
+        let mut f = facts();
+        f.router = Some((
+            "subnet-0123456789abcdef1".into(),
+            "vpc-0123456789abcdef0".into(),
+        ));
+        assert_eq!(
+            validate_facts(&c, &f).unwrap_err().field,
+            "router_instance_id"
+        );
+        let mut f = facts();
+        f.vpc_exists = false;
+        assert_eq!(validate_facts(&c, &f).unwrap_err().field, "vpc_id");
+    }
+}

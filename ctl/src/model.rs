@@ -1,0 +1,435 @@
+//! Pure domain logic: desired security-group rules, diffs, route decisions, DB settings.
+//! No SDK calls here, so everything is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Security-group roles, in creation order (groups referenced by others first).
+pub const SG_ROLES: [&str; 5] = ["vtep", "router", "mgmt", "efs", "db"];
+
+pub const VXLAN_PORT: i32 = 4789;
+
+/// Source of an ingress rule.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    Cidr(String),
+    Group(String),
+}
+
+/// One ingress permission, normalised (protocol as a number string, ports -1 when unused).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Perm {
+    pub proto: String,
+    pub from: i32,
+    pub to: i32,
+    pub source: Source,
+    pub why: String,
+}
+
+impl Perm {
+    pub fn new(proto: &str, from: i32, to: i32, source: Source, why: &str) -> Self {
+        let proto = norm_proto(proto);
+        let (from, to) = if uses_ports(&proto) {
+            (from, to)
+        } else {
+            (-1, -1)
+        };
+        Perm {
+            proto,
+            from,
+            to,
+            source,
+            why: why.to_string(),
+        }
+    }
+    /// The identity used to compare rules (without the description).
+    pub fn key(&self) -> (String, i32, i32, Source) {
+        (self.proto.clone(), self.from, self.to, self.source.clone())
+    }
+    pub fn describe(&self) -> String {
+        let p = match self.proto.as_str() {
+            "6" => "tcp",
+            "17" => "udp",
+            "2" => "igmp",
+            "-1" => "all",
+            o => o,
+        };
+        let src = match &self.source {
+            Source::Cidr(c) => c.clone(),
+            Source::Group(g) => g.clone(),
+        };
+        if self.from == -1 {
+            format!("{p} from {src}")
+        } else if self.from == self.to {
+            format!("{p}/{} from {src}", self.from)
+        } else {
+            format!("{p}/{}-{} from {src}", self.from, self.to)
+        }
+    }
+}
+
+pub fn norm_proto(p: &str) -> String {
+    match p.to_ascii_lowercase().as_str() {
+        "tcp" => "6".into(),
+        "udp" => "17".into(),
+        "icmp" => "1".into(),
+        "igmp" => "2".into(),
+        "all" => "-1".into(),
+        other => other.into(),
+    }
+}
+
+fn uses_ports(proto: &str) -> bool {
+    matches!(proto, "6" | "17" | "1")
+}
+
+/// What the rules of the groups refer to.
+#[derive(Debug, Clone)]
+pub struct RuleInputs {
+    pub subnet_cidr: String,
+    pub access_cidr: String,
+    pub overlay_cidr: String,
+    /// role -> group id, for groups that exist (or will, in apply mode).
+    pub group_ids: BTreeMap<String, String>,
+}
+
+/// Desired ingress of a role's group. Group references to groups that do not exist yet are
+/// left out (plan mode); they are added once the group exists.
+pub fn desired_rules(role: &str, inp: &RuleInputs) -> Vec<Perm> {
+    let cidr = |c: &str| Source::Cidr(c.to_string());
+    let group = |r: &str| inp.group_ids.get(r).map(|g| Source::Group(g.clone()));
+    let mut v = Vec::new();
+    match role {
+        "vtep" => {
+            // The TGW's IGMP queries come from 0.0.0.0; AWS needs this exact rule.
+            v.push(Perm::new(
+                "2",
+                -1,
+                -1,
+                cidr("0.0.0.0/32"),
+                "IGMP queries from the transit gateway",
+            ));
+            // Multicast VXLAN: AWS ignores SG references for multicast, so the subnet CIDR.
+            v.push(Perm::new(
+                "udp",
+                VXLAN_PORT,
+                VXLAN_PORT,
+                cidr(&inp.subnet_cidr),
+                "VXLAN from overlay nodes",
+            ));
+        }
+        "router" => {
+            for (port, why) in [
+                (8080, "CloudStack UI/API"),
+                (443, "HTTPS services"),
+                (80, "HTTP services"),
+            ] {
+                v.push(Perm::new("tcp", port, port, cidr(&inp.access_cidr), why));
+            }
+        }
+        "mgmt" => {
+            v.push(Perm::new(
+                "tcp",
+                8080,
+                8080,
+                cidr(&inp.subnet_cidr),
+                "CloudStack API via the router",
+            ));
+            v.push(Perm::new(
+                "tcp",
+                8250,
+                8250,
+                cidr(&inp.subnet_cidr),
+                "CloudStack agents",
+            ));
+            v.push(Perm::new(
+                "tcp",
+                8250,
+                8250,
+                cidr(&inp.overlay_cidr),
+                "system VM agents",
+            ));
+        }
+        "efs" => {
+            for r in ["vtep", "mgmt"] {
+                if let Some(g) = group(r) {
+                    v.push(Perm::new(
+                        "tcp",
+                        2049,
+                        2049,
+                        g,
+                        &format!("NFS from {r} nodes"),
+                    ));
+                }
+            }
+            v.push(Perm::new(
+                "tcp",
+                2049,
+                2049,
+                cidr(&inp.overlay_cidr),
+                "NFS from CloudStack public range",
+            ));
+        }
+        "db" => {
+            if let Some(g) = group("mgmt") {
+                v.push(Perm::new(
+                    "tcp",
+                    3306,
+                    3306,
+                    g,
+                    "MySQL from management servers",
+                ));
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
+/// (missing, extra) rules: what to authorize and what to revoke.
+pub fn diff_rules(desired: &[Perm], observed: &[Perm]) -> (Vec<Perm>, Vec<Perm>) {
+    let have: BTreeSet<_> = observed.iter().map(Perm::key).collect();
+    let want: BTreeSet<_> = desired.iter().map(Perm::key).collect();
+    let missing = desired
+        .iter()
+        .filter(|p| !have.contains(&p.key()))
+        .cloned()
+        .collect();
+    let extra = observed
+        .iter()
+        .filter(|p| !want.contains(&p.key()))
+        .cloned()
+        .collect();
+    (missing, extra)
+}
+
+/// Target of an existing route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTarget {
+    pub eni: Option<String>,
+    pub other: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    Keep,
+    Create,
+    /// Replace, saying what the route pointed at before.
+    Replace(String),
+}
+
+pub fn route_action(existing: Option<&RouteTarget>, router_eni: &str) -> RouteAction {
+    match existing {
+        None => RouteAction::Create,
+        Some(t) if t.eni.as_deref() == Some(router_eni) => RouteAction::Keep,
+        Some(t) => RouteAction::Replace(
+            t.eni
+                .clone()
+                .or_else(|| t.other.clone())
+                .unwrap_or_else(|| "blackhole".to_string()),
+        ),
+    }
+}
+
+/// CloudStack's MySQL settings for the DB parameter group: (name, value, static?).
+pub const DB_PARAMETERS: [(&str, &str, bool); 4] = [
+    ("innodb_rollback_on_timeout", "1", true),
+    ("innodb_lock_wait_timeout", "600", false),
+    ("max_connections", "350", false),
+    ("binlog_format", "ROW", false),
+];
+
+/// Parameters whose value differs from what CloudStack needs.
+pub fn param_changes(
+    observed: &BTreeMap<String, String>,
+) -> Vec<(&'static str, &'static str, bool)> {
+    DB_PARAMETERS
+        .iter()
+        .filter(|(n, v, _)| observed.get(*n).map(String::as_str) != Some(*v))
+        .copied()
+        .collect()
+}
+
+/// The settings of the DB instance that overlayctl manages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DbSettings {
+    pub class: String,
+    pub storage_gib: i32,
+    pub max_storage_gib: i32,
+    pub parameter_group: String,
+    pub security_groups: BTreeSet<String>,
+}
+
+/// Human-readable differences (empty when converged). Storage only grows.
+pub fn db_changes(want: &DbSettings, have: &DbSettings) -> Vec<String> {
+    let mut out = Vec::new();
+    if want.class != have.class {
+        out.push(format!("class {} -> {}", have.class, want.class));
+    }
+    if want.storage_gib > have.storage_gib {
+        out.push(format!(
+            "storage {} -> {} GiB",
+            have.storage_gib, want.storage_gib
+        ));
+    }
+    if want.max_storage_gib != have.max_storage_gib {
+        out.push(format!(
+            "max storage {} -> {} GiB",
+            have.max_storage_gib, want.max_storage_gib
+        ));
+    }
+    if want.parameter_group != have.parameter_group {
+        out.push(format!(
+            "parameter group {} -> {}",
+            have.parameter_group, want.parameter_group
+        ));
+    }
+    if want.security_groups != have.security_groups {
+        out.push(format!(
+            "security groups {:?} -> {:?}",
+            have.security_groups, want.security_groups
+        ));
+    }
+    out
+}
+
+/// Generates a password from the OS CSPRNG: letters and digits only (RDS refuses / @ " and space).
+pub fn generate_password(len: usize) -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    let mut buf = [0u8; 64];
+    while out.len() < len {
+        getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
+        for b in buf {
+            // Rejection sampling keeps the distribution uniform (248 = 4 * 62).
+            if (b as usize) < 248 && out.len() < len {
+                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> RuleInputs {
+        RuleInputs {
+            subnet_cidr: "10.0.1.0/24".into(),
+            access_cidr: "203.0.113.0/24".into(),
+            overlay_cidr: "100.64.0.0/16".into(),
+            group_ids: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn vtep_rules_use_cidrs_not_groups() {
+        let r = desired_rules("vtep", &inputs());
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].proto, "2");
+        assert_eq!(r[0].source, Source::Cidr("0.0.0.0/32".into()));
+        assert_eq!((r[0].from, r[0].to), (-1, -1));
+        assert_eq!(r[1].proto, "17");
+        assert_eq!((r[1].from, r[1].to), (4789, 4789));
+        assert_eq!(r[1].source, Source::Cidr("10.0.1.0/24".into()));
+    }
+
+    #[test]
+    fn group_references_appear_once_groups_exist() {
+        let mut inp = inputs();
+        assert_eq!(desired_rules("db", &inp).len(), 0);
+        assert_eq!(desired_rules("efs", &inp).len(), 1);
+        inp.group_ids.insert("mgmt".into(), "sg-m".into());
+        inp.group_ids.insert("vtep".into(), "sg-v".into());
+        let db = desired_rules("db", &inp);
+        assert_eq!(db[0].source, Source::Group("sg-m".into()));
+        assert_eq!((db[0].from, db[0].proto.as_str()), (3306, "6"));
+        assert_eq!(desired_rules("efs", &inp).len(), 3);
+    }
+
+    #[test]
+    fn diff_ignores_descriptions_and_protocol_spelling() {
+        let want = vec![Perm::new(
+            "tcp",
+            1,
+            1,
+            Source::Cidr("1.0.0.0/8".into()),
+            "a",
+        )];
+        let have = vec![
+            Perm::new("6", 1, 1, Source::Cidr("1.0.0.0/8".into()), "b"),
+            Perm::new("igmp", 5, 5, Source::Cidr("0.0.0.0/32".into()), ""),
+        ];
+        let (missing, extra) = diff_rules(&want, &have);
+        assert!(missing.is_empty());
+        assert_eq!(extra.len(), 1);
+        assert_eq!((extra[0].from, extra[0].proto.as_str()), (-1, "2"));
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route_action(None, "eni-1"), RouteAction::Create);
+        let mine = RouteTarget {
+            eni: Some("eni-1".into()),
+            other: None,
+        };
+        assert_eq!(route_action(Some(&mine), "eni-1"), RouteAction::Keep);
+        let igw = RouteTarget {
+            eni: None,
+            other: Some("igw-9".into()),
+        };
+        assert_eq!(
+            route_action(Some(&igw), "eni-1"),
+            RouteAction::Replace("igw-9".into())
+        );
+        let other = RouteTarget {
+            eni: Some("eni-2".into()),
+            other: Some("i-2".into()),
+        };
+        assert_eq!(
+            route_action(Some(&other), "eni-1"),
+            RouteAction::Replace("eni-2".into())
+        );
+    }
+
+    #[test]
+    fn params() {
+        let mut have = BTreeMap::new();
+        assert_eq!(param_changes(&have).len(), 4);
+        for (n, v, _) in DB_PARAMETERS {
+            have.insert(n.to_string(), v.to_string());
+        }
+        assert!(param_changes(&have).is_empty());
+        have.insert("max_connections".into(), "100".into());
+        assert_eq!(
+            param_changes(&have),
+            vec![("max_connections", "350", false)]
+        );
+    }
+
+    #[test]
+    fn db_diff() {
+        let want = DbSettings {
+            class: "db.m6g.large".into(),
+            storage_gib: 20,
+            max_storage_gib: 100,
+            parameter_group: "pg".into(),
+            security_groups: ["sg-1".to_string()].into(),
+        };
+        assert!(db_changes(&want, &want).is_empty());
+        let mut have = want.clone();
+        have.storage_gib = 50; // grown by autoscaling: not a change
+        assert!(db_changes(&want, &have).is_empty());
+        have.class = "db.t3.micro".into();
+        assert_eq!(db_changes(&want, &have).len(), 1);
+    }
+
+    #[test]
+    fn passwords_are_random_and_safe() {
+        let a = generate_password(32).unwrap();
+        let b = generate_password(32).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+}

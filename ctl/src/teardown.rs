@@ -1,0 +1,364 @@
+//! teardown: deletes, in reverse order, only resources tagged with the cluster; re-runnable.
+
+use anyhow::Result;
+
+use crate::aws::{code, err};
+use crate::config::CLUSTER_TAG;
+use crate::ctx::{Action, Ctx};
+use crate::{ec2, efs, model, rds};
+
+async fn rds_tagged(ctx: &Ctx, arn: &str) -> Result<bool> {
+    let out = ctx
+        .clients
+        .rds
+        .list_tags_for_resource()
+        .resource_name(arn)
+        .send()
+        .await
+        .map_err(|e| err("ListTagsForResource", e))?;
+    Ok(out
+        .tag_list()
+        .iter()
+        .any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(ctx.name())))
+}
+
+async fn database(ctx: &Ctx) -> Result<()> {
+    let rdsc = &ctx.clients.rds;
+    if let Some(db) = rds::find_instance(ctx).await? {
+        if !db.ours {
+            ctx.record(
+                "db-instance",
+                Some(&db.id),
+                &db.status,
+                Action::Keep,
+                "not tagged for this cluster",
+            );
+        } else {
+            if db.status != "deleting" {
+                rdsc.delete_db_instance()
+                    .db_instance_identifier(&db.id)
+                    .skip_final_snapshot(true)
+                    .delete_automated_backups(true)
+                    .send()
+                    .await
+                    .map_err(|e| err("DeleteDBInstance", e))?;
+            }
+            ctx.record("db-instance", Some(&db.id), &db.status, Action::Delete, "");
+            ctx.wait_for(&format!("deletion of database {}", db.id), || async {
+                Ok(match rds::find_instance(ctx).await? {
+                    None => Ok(()),
+                    Some(d) => Err(d.status),
+                })
+            })
+            .await?;
+        }
+    }
+    let pg = ctx.cluster.db_parameter_group();
+    if let Some(arn) = rds::find_parameter_group(ctx).await? {
+        if rds_tagged(ctx, &arn).await? {
+            rdsc.delete_db_parameter_group()
+                .db_parameter_group_name(&pg)
+                .send()
+                .await
+                .map_err(|e| err("DeleteDBParameterGroup", e))?;
+            ctx.record("db-parameter-group", Some(&pg), "ok", Action::Delete, "");
+        }
+    }
+    let sg = ctx.cluster.db_subnet_group();
+    if let Some((arn, _)) = rds::find_subnet_group(ctx).await? {
+        if rds_tagged(ctx, &arn).await? {
+            rdsc.delete_db_subnet_group()
+                .db_subnet_group_name(&sg)
+                .send()
+                .await
+                .map_err(|e| err("DeleteDBSubnetGroup", e))?;
+            ctx.record("db-subnet-group", Some(&sg), "ok", Action::Delete, "");
+        }
+    }
+    for which in ["service", "admin"] {
+        let name = ctx.cluster.secret_name(which);
+        if let Some((arn, ours, deleted)) = rds::describe_secret(ctx, &name).await? {
+            if ours {
+                match ctx
+                    .clients
+                    .sm
+                    .delete_secret()
+                    .secret_id(&name)
+                    .force_delete_without_recovery(true)
+                    .send()
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if code(&e).as_deref() == Some("ResourceNotFoundException") => {}
+                    Err(e) => return Err(err("DeleteSecret", e)),
+                }
+                let state = if deleted {
+                    "scheduled for deletion"
+                } else {
+                    "ok"
+                };
+                ctx.record(
+                    &format!("secret/{which}"),
+                    Some(&arn),
+                    state,
+                    Action::Delete,
+                    "without recovery window",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn file_system(ctx: &Ctx) -> Result<()> {
+    let Some(fs) = efs::find(ctx).await? else {
+        return Ok(());
+    };
+    for (mt, _, state) in efs::mount_targets(ctx, &fs.id).await? {
+        if state != "deleting" {
+            ctx.clients
+                .efs
+                .delete_mount_target()
+                .mount_target_id(&mt)
+                .send()
+                .await
+                .map_err(|e| err("DeleteMountTarget", e))?;
+        }
+        ctx.record("efs-mount-target", Some(&mt), &state, Action::Delete, "");
+    }
+    ctx.wait_for(
+        &format!("deletion of mount targets of {}", fs.id),
+        || async {
+            let n = efs::mount_targets(ctx, &fs.id).await?.len();
+            Ok(if n == 0 {
+                Ok(())
+            } else {
+                Err(format!("{n} left"))
+            })
+        },
+    )
+    .await?;
+    if fs.state != "deleting" {
+        ctx.clients
+            .efs
+            .delete_file_system()
+            .file_system_id(&fs.id)
+            .send()
+            .await
+            .map_err(|e| err("DeleteFileSystem", e))?;
+    }
+    ctx.record("efs", Some(&fs.id), &fs.state, Action::Delete, "");
+    ctx.wait_for(&format!("deletion of file system {}", fs.id), || async {
+        Ok(match efs::find(ctx).await? {
+            None => Ok(()),
+            Some(f) => Err(f.state),
+        })
+    })
+    .await
+}
+
+async fn tgw(ctx: &Ctx) -> Result<()> {
+    let ec2c = &ctx.clients.ec2;
+    let Some((tgw, tgw_state, _)) = ec2::find_tgw(ctx).await? else {
+        return Ok(());
+    };
+    if let Some((domain, dstate, _)) = ec2::find_domain(ctx, &tgw).await? {
+        for (att, subnet, state) in ec2::associations(ctx, &domain).await? {
+            if state == "disassociating" || state == "disassociated" {
+                continue;
+            }
+            ec2c.disassociate_transit_gateway_multicast_domain()
+                .transit_gateway_multicast_domain_id(&domain)
+                .transit_gateway_attachment_id(&att)
+                .subnet_ids(&subnet)
+                .send()
+                .await
+                .map_err(|e| err("DisassociateTransitGatewayMulticastDomain", e))?;
+            ctx.record(
+                "multicast-association",
+                Some(&subnet),
+                &state,
+                Action::Delete,
+                &domain,
+            );
+        }
+        ctx.wait_for(&format!("disassociation from {domain}"), || async {
+            let left: Vec<_> = ec2::associations(ctx, &domain)
+                .await?
+                .into_iter()
+                .filter(|(_, _, s)| s != "disassociated")
+                .collect();
+            Ok(if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} left", left.len()))
+            })
+        })
+        .await?;
+        ec2c.delete_transit_gateway_multicast_domain()
+            .transit_gateway_multicast_domain_id(&domain)
+            .send()
+            .await
+            .map_err(|e| err("DeleteTransitGatewayMulticastDomain", e))?;
+        ctx.record(
+            "multicast-domain",
+            Some(&domain),
+            &dstate,
+            Action::Delete,
+            "",
+        );
+        ctx.wait_for(&format!("deletion of {domain}"), || async {
+            Ok(match ec2::find_domain(ctx, &tgw).await? {
+                None => Ok(()),
+                Some((_, s, _)) => Err(s),
+            })
+        })
+        .await?;
+    }
+    if let Some((att, astate, _)) = ec2::find_attachment(ctx, &tgw).await? {
+        ec2c.delete_transit_gateway_vpc_attachment()
+            .transit_gateway_attachment_id(&att)
+            .send()
+            .await
+            .map_err(|e| err("DeleteTransitGatewayVpcAttachment", e))?;
+        ctx.record("tgw-attachment", Some(&att), &astate, Action::Delete, "");
+        ctx.wait_for(&format!("deletion of {att}"), || async {
+            Ok(match ec2::find_attachment(ctx, &tgw).await? {
+                None => Ok(()),
+                Some((_, s, _)) => Err(s),
+            })
+        })
+        .await?;
+    }
+    ec2c.delete_transit_gateway()
+        .transit_gateway_id(&tgw)
+        .send()
+        .await
+        .map_err(|e| err("DeleteTransitGateway", e))?;
+    ctx.record(
+        "transit-gateway",
+        Some(&tgw),
+        &tgw_state,
+        Action::Delete,
+        "",
+    );
+    ctx.wait_for(&format!("deletion of {tgw}"), || async {
+        Ok(match ec2::find_tgw(ctx).await? {
+            None => Ok(()),
+            Some((_, s, _)) => Err(s),
+        })
+    })
+    .await
+}
+
+async fn routes(ctx: &Ctx) -> Result<()> {
+    let env = ec2::gather(ctx).await?;
+    if env.router_eni.is_empty() {
+        return Ok(());
+    }
+    let cfg = &ctx.cluster.cfg;
+    let tables = ec2::route_tables(ctx, &env).await;
+    let out = ctx
+        .clients
+        .ec2
+        .describe_route_tables()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&cfg.vpc_id)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| err("DescribeRouteTables", e))?;
+    for rt in out.route_tables() {
+        let Some(id) = rt.route_table_id() else {
+            continue;
+        };
+        if !tables.iter().any(|t| t == id) {
+            continue;
+        }
+        let ours = rt.routes().iter().any(|r| {
+            r.destination_cidr_block() == Some(cfg.overlay_cidr.as_str())
+                && r.network_interface_id() == Some(env.router_eni.as_str())
+        });
+        if ours {
+            ctx.clients
+                .ec2
+                .delete_route()
+                .route_table_id(id)
+                .destination_cidr_block(&cfg.overlay_cidr)
+                .send()
+                .await
+                .map_err(|e| err("DeleteRoute", e))?;
+            ctx.record(
+                &format!("route/{id}"),
+                Some(id),
+                "ok",
+                Action::Delete,
+                &cfg.overlay_cidr,
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn security_groups(ctx: &Ctx) -> Result<()> {
+    let groups = ec2::find_groups(ctx).await?;
+    for role in model::SG_ROLES.iter().rev() {
+        if let Some((id, _)) = groups.get(*role) {
+            ctx.clients
+                .ec2
+                .delete_security_group()
+                .group_id(id)
+                .send()
+                .await
+                .map_err(|e| err("DeleteSecurityGroup", e))?;
+            ctx.record(
+                &format!("security-group/{role}"),
+                Some(id),
+                "ok",
+                Action::Delete,
+                "",
+            );
+        }
+    }
+    // Groups whose role tag is unknown but carry the cluster tag.
+    for (role, (id, _)) in &groups {
+        if !model::SG_ROLES.contains(&role.as_str()) {
+            ctx.clients
+                .ec2
+                .delete_security_group()
+                .group_id(id)
+                .send()
+                .await
+                .map_err(|e| err("DeleteSecurityGroup", e))?;
+            ctx.record("security-group", Some(id), "ok", Action::Delete, "");
+        }
+    }
+    Ok(())
+}
+
+/// Runs the teardown; returns the errors of the branches that failed.
+pub async fn run(ctx: &Ctx) -> Vec<String> {
+    let mut errors = Vec::new();
+    let (db, fs, tg) = futures::join!(database(ctx), file_system(ctx), tgw(ctx));
+    for (what, r) in [("database", db), ("efs", fs), ("transit gateway", tg)] {
+        if let Err(e) = r {
+            errors.push(format!("{what}: {e:#}"));
+        }
+    }
+    if let Err(e) = routes(ctx).await {
+        errors.push(format!("routes: {e:#}"));
+    }
+    if errors.is_empty() {
+        if let Err(e) = security_groups(ctx).await {
+            errors.push(format!("security groups: {e:#}"));
+        }
+    } else {
+        errors.push(
+            "security groups kept until the resources using them are gone; re-run teardown".into(),
+        );
+    }
+    errors
+}
