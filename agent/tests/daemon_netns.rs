@@ -13,6 +13,9 @@ struct Daemon {
 
 impl Daemon {
     fn start(ns: &Ns, args: &[String]) -> Daemon {
+        Self::start_logging(ns, args, Stdio::null())
+    }
+    fn start_logging(ns: &Ns, args: &[String], log: impl Into<Stdio>) -> Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(overlayd())
@@ -20,7 +23,7 @@ impl Daemon {
             .args(args)
             .env("OVERLAYD_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         Daemon { child: Some(child) }
@@ -365,4 +368,54 @@ fn kill_9_at_random_points_of_a_converge_then_restart_converges() {
             "run {i} (delay {delay:?})"
         );
     }
+}
+
+#[test]
+fn refused_change_backs_off_logs_once_and_recovers() {
+    if !require_root("backoff") {
+        return;
+    }
+    let ns = Ns::new("bo");
+    let args = daemon_args(&ns, ns.host_args());
+    // Make the kernel refuse the overlay default route: an equal-metric default exists.
+    ns.ip("route add default via 10.77.0.1 dev eth0 metric 0");
+    let log_path = ns.dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let _d = Daemon::start_logging(&ns, &args, log);
+    wait_until("first reconcile recorded", Duration::from_secs(10), || {
+        status(&ns, &args)["status"]["reconciles"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let s = status(&ns, &args);
+    assert_eq!(s["status"]["converged"], false, "{s}");
+    let err = s["status"]["last"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        err.contains("File exists") || err.contains("same metric"),
+        "{err}"
+    );
+    let attempts = s["status"]["reconciles"].as_u64().unwrap();
+    assert!(
+        (2..=8).contains(&attempts),
+        "backoff: {attempts} attempts in ~3 s"
+    );
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        text.matches("reconcile failed").count(),
+        1,
+        "log once per cause:\n{text}"
+    );
+    // The operator removes the conflict: the next retry converges on its own.
+    ns.ip("route del default via 10.77.0.1 dev eth0 metric 0");
+    wait_until(
+        "converged after the conflict is gone",
+        Duration::from_secs(15),
+        || status(&ns, &args)["status"]["converged"] == true,
+    );
+    assert_eq!(ns.pending(&args), 0);
 }
