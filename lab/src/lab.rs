@@ -43,11 +43,11 @@ struct LabFile {
     topology: Topology,
 }
 
-fn run_dir(prefix: &str) -> PathBuf {
+pub(crate) fn run_dir(prefix: &str) -> PathBuf {
     Path::new(RUN_ROOT).join(prefix)
 }
 
-fn node_dir(prefix: &str, node: &str) -> PathBuf {
+pub(crate) fn node_dir(prefix: &str, node: &str) -> PathBuf {
     run_dir(prefix).join(node)
 }
 
@@ -56,7 +56,7 @@ fn check_prefix(p: &str) -> Result<()> {
 }
 
 /// Locate overlayd: explicit path, else next to our own executable, else PATH.
-fn find_overlayd(explicit: Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn find_overlayd(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         if p.components().count() == 1 && !p.exists() {
             if let Some(found) = search_path(&p.to_string_lossy()) {
@@ -136,7 +136,12 @@ fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
 /// /proc/sys/net only, both per network namespace), but without `ip netns exec`'s private
 /// mount namespace, whose copy of ~1000 netns mounts costs more than overlayd itself in big
 /// labs. `--ip-netns-exec` (or OVERLAY_LAB_IP_NETNS_EXEC=1) uses the real `ip netns exec`.
-fn overlayd_cmd(overlayd: &Path, t: &Topology, n: &Node, sub: &[&str]) -> Result<Command> {
+pub(crate) fn overlayd_cmd(
+    overlayd: &Path,
+    t: &Topology,
+    n: &Node,
+    sub: &[&str],
+) -> Result<Command> {
     let mut c = if ip_netns_exec() {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &n.ns]).arg(overlayd);
@@ -313,7 +318,7 @@ pub fn up(a: UpArgs) -> Result<u8> {
         .with_context(|| format!("creating {}", run_dir(&prefix).display()))?;
     write_lab_file(&t, &overlayd, "building")?;
 
-    let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, &mut ph);
+    let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, a.daemon, &mut ph);
     let applies = match res {
         Ok(v) => v,
         Err(e) => {
@@ -345,6 +350,7 @@ pub fn up(a: UpArgs) -> Result<u8> {
             "state": "up",
             "overlayd": overlayd,
             "hosts": a.hosts,
+            "daemon": a.daemon,
             "namespaces": t.namespaces(),
             "nodes": t.nodes.iter().map(|n| {
                 let mut v = node_json(n);
@@ -405,6 +411,7 @@ fn build(
     overlayd: &Path,
     jobs: usize,
     drop_v3: bool,
+    daemon: bool,
     ph: &mut Phases,
 ) -> Result<Vec<(String, Vec<String>)>> {
     let p = &t.prefix;
@@ -536,7 +543,19 @@ fn build(
     })?;
     ph.done("underlay addresses");
 
-    // The real overlayd, concurrently.
+    // The real overlayd, concurrently: `overlayd run` daemons (--daemon) or `overlayd apply`.
+    if daemon {
+        let pids = crate::bench_daemon::start_all(overlayd, t, jobs, Duration::from_secs(120))?;
+        ph.done(&format!("overlayd run x{} (all converged)", pids.len()));
+        return finish_build(
+            t,
+            jobs,
+            ph,
+            pids.into_iter()
+                .map(|(n, pid)| (n, vec![format!("overlayd run: pid {pid}, converged")]))
+                .collect(),
+        );
+    }
     let outs = sys::par_map(&t.nodes, jobs, |n| -> Result<(String, Vec<String>)> {
         let mut c = overlayd_cmd(overlayd, t, n, &["apply"])?;
         let o = run_timeout(&mut c, None, Duration::from_secs(60))
@@ -557,6 +576,17 @@ fn build(
     });
     let applies: Vec<(String, Vec<String>)> = outs.into_iter().collect::<Result<_>>()?;
     ph.done(&format!("overlayd apply x{}", t.nodes.len()));
+    finish_build(t, jobs, ph, applies)
+}
+
+/// After the nodes are configured: querier on, VMs, start-up window.
+fn finish_build(
+    t: &Topology,
+    jobs: usize,
+    ph: &mut Phases,
+    applies: Vec<(String, Vec<String>)>,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let ul = topo::UNDERLAY_BRIDGE;
 
     // The TGW's periodic general query: only now, so the nodes' first joins are unsolicited
     // (that is what exposes an IGMPv3 first report).
@@ -628,8 +658,10 @@ fn cloudbr0_mtu(ns: &str) -> Result<u32> {
         .ok_or_else(|| anyhow!("no mtu in `ip -j link show cloudbr0` of {ns}"))
 }
 
-/// Remove namespaces and run dir of a lab. Idempotent.
-fn teardown(prefix: &str) -> Result<usize> {
+/// Remove namespaces and run dir of a lab (and its `overlayd run` daemons). Idempotent.
+pub(crate) fn teardown(prefix: &str) -> Result<usize> {
+    // `up --daemon`: stop the daemons first, so none repairs what we are deleting
+    crate::bench_daemon::stop_daemons(prefix);
     let mut names = sys::lab_namespaces(prefix);
     if let Ok(f) = read_lab_file(prefix) {
         for n in f.topology.namespaces() {

@@ -2,6 +2,10 @@
 //! namespaces, configures every node with the real `overlayd apply`, and checks reachability.
 //! See docs/lab.md.
 
+mod bench;
+mod bench_daemon;
+mod bench_nl;
+mod bench_probe;
 mod lab;
 mod nl;
 mod probe;
@@ -70,6 +74,8 @@ enum Cmd {
     Status(StatusArgs),
     /// Re-run the reachability check and membership report on an existing lab.
     Check(CheckArgs),
+    /// Benchmarks: cold converge, drift repair, overlay throughput, scale (BENCHMARKS.md).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -130,6 +136,11 @@ pub struct UpArgs {
     /// Let IGMPv3 reports through (a real TGW ignores them; default: dropped and counted).
     #[arg(long)]
     pub accept_igmpv3: bool,
+    /// Run `overlayd run` daemons (control socket, state and log in /run/overlay-lab/P/NODE/,
+    /// metrics off) instead of `overlayd apply`, and wait until every one reports converged;
+    /// `down` stops them.
+    #[arg(long)]
+    pub daemon: bool,
     #[command(flatten)]
     pub probe: ProbeOpts,
 }
@@ -168,6 +179,7 @@ fn main() -> ExitCode {
         Cmd::Down(a) => lab::down(a),
         Cmd::Status(a) => lab::status(a),
         Cmd::Check(a) => lab::check(a),
+        Cmd::Bench(a) => bench::bench(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),
