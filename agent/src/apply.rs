@@ -208,7 +208,7 @@ pub async fn exec_one(
                 tracing::info!(dummy = %name, peer = %veth_peer, "kernel has no dummy driver; using a veth pair");
             }
         }
-        Op::SetAlias { name } => netlink::set_alias(h, name).await?,
+        Op::SetOwner { name } => netlink::set_owner(h, name).await?,
         Op::SetMtu { name, mtu, .. } => netlink::set_mtu(h, name, *mtu).await?,
         Op::SetMac { name, mac, .. } => netlink::set_mac(h, name, parse_mac(mac)).await?,
         Op::SetStpOff { name } => netlink::set_stp_off(h, name).await?,

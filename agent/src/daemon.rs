@@ -24,9 +24,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Coalescing window after an event: lets a burst (someone's `ip` batch, our own echoes)
-/// settle into one reconcile without adding noticeable repair latency.
-const DEBOUNCE: Duration = Duration::from_millis(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -384,8 +381,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 };
                 let mut overrun = matches!(msg.payload, NetlinkPayload::Overrun(_));
                 lp.shared.metrics.event(overrun);
-                // Coalesce: wait a moment, then drain everything queued (our echoes too).
-                tokio::time::sleep(DEBOUNCE).await;
+                // Coalesce everything already queued (bursts, our own echoes) into one
+                // reconcile. No added delay: repair latency is the point.
                 while let Ok((m, _)) = events.try_recv() {
                     let o = matches!(m.payload, NetlinkPayload::Overrun(_));
                     lp.shared.metrics.event(o);

@@ -85,6 +85,12 @@ pub fn read_optional(path: &Path) -> std::io::Result<Option<String>> {
 /// Where rename is impossible (a bind-mounted file, as `ip netns exec` does for
 /// /etc/netns/NAME/*), fall back to rewriting in place.
 pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
+    write_atomic_with(path, content, true)
+}
+
+/// [`write_atomic`]; `durable` = fsync before the rename (skip it for files that only
+/// describe volatile kernel state and are meaningless after a reboot anyway).
+pub fn write_atomic_with(path: &Path, content: &str, durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let name = path
         .file_name()
@@ -95,7 +101,9 @@ pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(content.as_bytes())?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         if let Some(p) = &perms {
             std::fs::set_permissions(&tmp, p.clone())?;
         }

@@ -7,7 +7,11 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-/// Marker written as the link alias (IFLA_IFALIAS) of every link overlayd creates.
+/// Device group (IFLA_GROUP) of every link overlayd creates: set in the creating request
+/// itself, so a link is never, even after a kill -9, created without its owner mark.
+/// `ip -d link` shows it as "group 79"; `ip link show group 79` lists overlayd's links.
+pub const OWNER_GROUP: u32 = 79;
+/// Older/foreign marker also accepted as ownership (link alias).
 pub const OWNER_ALIAS: &str = "overlayd";
 /// rtm_protocol of routes overlayd installs (shows as "proto 79" in `ip route`).
 pub const RTPROT_OVERLAYD: u8 = 79;
@@ -95,6 +99,9 @@ pub struct Link {
     pub master: Option<u32>,
     pub mac: Vec<u8>,
     pub alias: Option<String>,
+    /// Device group (0 = default).
+    #[serde(default)]
+    pub group: u32,
     pub vxlan: Option<VxlanInfo>,
     /// Bridge STP state (0 = off).
     pub stp: Option<u32>,
@@ -104,7 +111,7 @@ pub struct Link {
 
 impl Link {
     pub fn owned(&self) -> bool {
-        self.alias.as_deref() == Some(OWNER_ALIAS)
+        self.group == OWNER_GROUP || self.alias.as_deref() == Some(OWNER_ALIAS)
     }
 }
 

@@ -69,6 +69,7 @@ fn parse_link(m: &LinkMessage) -> Link {
         master: None,
         mac: vec![],
         alias: None,
+        group: 0,
         vxlan: None,
         stp: None,
         link: None,
@@ -80,6 +81,7 @@ fn parse_link(m: &LinkMessage) -> Link {
             LinkAttribute::Controller(v) => l.master = Some(*v),
             LinkAttribute::Address(v) => l.mac = v.clone(),
             LinkAttribute::IfAlias(v) => l.alias = Some(v.clone()),
+            LinkAttribute::Group(g) => l.group = *g,
             LinkAttribute::Link(v) => l.link = Some(*v),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
@@ -246,17 +248,19 @@ pub async fn link_index(h: &Handle, name: &str) -> R<u32> {
 }
 
 pub async fn create_bridge(h: &Handle, name: &str, mac: [u8; 6], mtu: u32) -> R<()> {
+    // One request: owned (device group), STP off, pinned MAC, up.
     let msg = rtnetlink::LinkMessageBuilder::<LinkBridge>::new(name)
         .stp_state(BridgeStpState::Disabled)
         .address(mac.to_vec())
         .mtu(mtu)
+        .link_group(OWNER_GROUP)
+        .up()
         .build();
     h.link()
         .add(msg)
         .execute()
         .await
-        .map_err(|e| nl_err(format!("create bridge {name}"), e))?;
-    set_alias(h, name).await
+        .map_err(|e| nl_err(format!("create bridge {name}"), e))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -279,13 +283,16 @@ pub async fn create_vtep(
         .learning(true)
         .mtu(mtu)
         .controller(br)
+        .link_group(OWNER_GROUP)
+        .up()
         .build();
+    // Created owned, enslaved and up in one request: force_igmp_version was written before
+    // this (the plan orders it), so the join it triggers is already IGMPv2.
     h.link()
         .add(msg)
         .execute()
         .await
-        .map_err(|e| nl_err(format!("create vxlan {name}"), e))?;
-    set_alias(h, name).await
+        .map_err(|e| nl_err(format!("create vxlan {name}"), e))
 }
 
 /// A dummy port; where the kernel has no dummy driver (EOPNOTSUPP), a veth pair whose
@@ -298,7 +305,12 @@ pub async fn create_dummy(
     master: &str,
 ) -> R<&'static str> {
     let br = index_of(h, master).await?;
-    let msg = LinkDummy::new(name).mtu(mtu).controller(br).build();
+    let msg = LinkDummy::new(name)
+        .mtu(mtu)
+        .controller(br)
+        .link_group(OWNER_GROUP)
+        .up()
+        .build();
     let kind = match h.link().add(msg).execute().await {
         Ok(()) => "dummy",
         Err(e) => {
@@ -306,28 +318,41 @@ pub async fn create_dummy(
             if e.errno != Some(libc::EOPNOTSUPP) {
                 return Err(e);
             }
-            let msg = LinkVeth::new(name, peer).mtu(mtu).controller(br).build();
+            let msg = LinkVeth::new(name, peer)
+                .mtu(mtu)
+                .controller(br)
+                .link_group(OWNER_GROUP)
+                .up()
+                .build();
             h.link()
                 .add(msg)
                 .execute()
                 .await
                 .map_err(|e| nl_err(format!("create veth {name} (dummy fallback)"), e))?;
-            set_alias(h, peer).await?;
+            set_owner(h, peer).await?;
             set_up(h, peer).await?;
             "veth"
         }
     };
-    set_alias(h, name).await?;
     Ok(kind)
 }
 
-pub async fn set_alias(h: &Handle, name: &str) -> R<()> {
+pub async fn set_owner(h: &Handle, name: &str) -> R<()> {
     let i = index_of(h, name).await?;
     h.link()
-        .set(LinkUnspec::new_with_index(i).alias(OWNER_ALIAS).build())
+        .set(
+            LinkUnspec::new_with_index(i)
+                .link_group(OWNER_GROUP)
+                .build(),
+        )
         .execute()
         .await
-        .map_err(|e| nl_err(format!("set alias of {name}"), e))
+        .map_err(|e| {
+            nl_err(
+                format!("mark {name} as overlayd's (group {OWNER_GROUP})"),
+                e,
+            )
+        })
 }
 
 pub async fn set_mtu(h: &Handle, name: &str, mtu: u32) -> R<()> {

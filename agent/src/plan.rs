@@ -46,7 +46,7 @@ pub enum Op {
         mtu: u32,
         master: String,
     },
-    SetAlias {
+    SetOwner {
         name: String,
     },
     SetMtu {
@@ -111,16 +111,16 @@ impl fmt::Display for Op {
             ),
             Op::DeleteLink { name, why } => write!(f, "delete link {name} ({why})"),
             Op::CreateBridge { name, mac, mtu } => {
-                write!(f, "create bridge {name} (mac {mac}, mtu {mtu}, stp off)")
+                write!(f, "create bridge {name} (mac {mac}, mtu {mtu}, stp off, up)")
             }
             Op::CreateVtep { name, vni, port, group, underlay, mtu, master } => write!(
                 f,
-                "create vxlan {name} (vni {vni}, dstport {port}, group {group}, dev {underlay}, mtu {mtu}, master {master})"
+                "create vxlan {name} (vni {vni}, dstport {port}, group {group}, dev {underlay}, mtu {mtu}, master {master}, up)"
             ),
             Op::CreateDummy { name, mtu, master, .. } => {
-                write!(f, "create dummy {name} (mtu {mtu}, master {master})")
+                write!(f, "create dummy {name} (mtu {mtu}, master {master}, up)")
             }
-            Op::SetAlias { name } => write!(f, "mark {name} as owned by overlayd"),
+            Op::SetOwner { name } => write!(f, "mark {name} as owned by overlayd (device group 79)"),
             Op::SetMtu { name, mtu, from } => write!(f, "set {name} mtu {mtu} (was {from})"),
             Op::SetMac { name, mac, from } => write!(f, "set {name} address {mac} (was {from})"),
             Op::SetStpOff { name } => write!(f, "turn STP off on {name}"),
@@ -168,7 +168,7 @@ impl Op {
             Op::CreateBridge { .. } => "create_bridge",
             Op::CreateVtep { .. } => "create_vtep",
             Op::CreateDummy { .. } => "create_dummy",
-            Op::SetAlias { .. } => "alias",
+            Op::SetOwner { .. } => "owner",
             Op::SetMtu { .. } => "mtu",
             Op::SetMac { .. } => "mac",
             Op::SetStpOff { .. } => "stp",
@@ -304,7 +304,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
         None => bridge_created = true,
         Some(l) => {
             if !l.owned() {
-                p.ops.push(Op::SetAlias {
+                p.ops.push(Op::SetOwner {
                     name: br.name.clone(),
                 });
             }
@@ -386,7 +386,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
                     create = true;
                 } else {
                     if !l.owned() {
-                        p.ops.push(Op::SetAlias {
+                        p.ops.push(Op::SetOwner {
                             name: v.name.clone(),
                         });
                     }
@@ -425,10 +425,8 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
                 mtu: v.mtu,
                 master: br.name.clone(),
             });
+            // Created enslaved and up in one netlink request.
             sysctl_op(&mut p, o, &disable_ipv6_key(&v.name), "1", false, true);
-            p.ops.push(Op::SetUp {
-                name: v.name.clone(),
-            });
         }
     }
 
@@ -456,7 +454,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
             }
             Some(l) => {
                 if !l.owned() {
-                    p.ops.push(Op::SetAlias {
+                    p.ops.push(Op::SetOwner {
                         name: dm.name.clone(),
                     });
                 }
@@ -499,14 +497,11 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
                 mtu: dm.mtu,
                 master: br.name.clone(),
             });
-            p.ops.push(Op::SetUp {
-                name: dm.name.clone(),
-            });
         }
     }
 
-    // 5. Bridge up (after its ports, so it never runs without them).
-    if bridge_created || !br_link.is_some_and(|l| l.up) {
+    // 5. Bridge up (a created bridge is created up).
+    if !bridge_created && !br_link.is_some_and(|l| l.up) {
         p.ops.push(Op::SetUp {
             name: br.name.clone(),
         });

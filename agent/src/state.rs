@@ -1,6 +1,6 @@
 //! What overlayd must remember between runs that the kernel cannot hold for it: the
 //! original values of the shared sysctls it changed (restored by `down`) and the names
-//! of the links it created. Links also carry the alias `overlayd` in the kernel.
+//! of the links it created. Links also carry device group 79 in the kernel.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,12 +38,14 @@ pub fn load(dir: &Path) -> std::io::Result<Option<State>> {
 }
 
 /// Written before the change it records, so a crash never loses an original value.
+/// Not fsynced: it describes kernel state (links, sysctls) that a reboot resets anyway,
+/// and a kill -9 cannot lose a completed write.
 pub fn save(dir: &Path, st: &State) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut st = st.clone();
     st.version = 1;
     let text = serde_json::to_string_pretty(&st).expect("state serialises");
-    crate::files::write_atomic(&path(dir), &(text + "\n"))
+    crate::files::write_atomic_with(&path(dir), &(text + "\n"), false)
 }
 
 pub fn remove(dir: &Path) -> std::io::Result<bool> {

@@ -1075,7 +1075,7 @@ fn converge(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     );
     sec.notes.push(format!(
         "overlayd does more than the recipe: pinned bridge MAC, STP off, IPv6 off on the bridge, \
-         MTU (auto, capped 8450), alias on owned links, state file, hosts/resolv.conf checks; \
+         MTU (auto, capped 8450), owner mark (device group) on owned links, state file, hosts/resolv.conf checks; \
          {} mounts visible while measuring (each `ip -n`/`ip netns exec` copies them)",
         mounts()
     ));
