@@ -323,11 +323,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Control>();
 
     let metrics_task = if cfg.metrics_address != "off" {
-        let l = tokio::net::TcpListener::bind(&cfg.metrics_address)
-            .await
-            .map_err(|e| {
-                AgentError::Runtime(format!("metrics listener {}: {e}", cfg.metrics_address))
-            })?;
+        // A literal IP:PORT (validated): no resolver involved, so a static build needs no NSS.
+        let addr: std::net::SocketAddr = cfg
+            .metrics_address
+            .parse()
+            .map_err(|_| AgentError::Runtime(format!("metrics address {}", cfg.metrics_address)))?;
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            AgentError::Runtime(format!("metrics listener {}: {e}", cfg.metrics_address))
+        })?;
         let sh = shared.clone();
         let hh = h.clone();
         let vtep = cfg.role.has_vtep().then(|| cfg.vtep.clone());
