@@ -45,6 +45,8 @@ pub struct Status {
     pub converged: bool,
     pub reconciles: u64,
     pub repairs: u64,
+    /// Netlink overruns (ENOBUFS) seen; each forced a full resync.
+    pub overruns: u64,
     pub started_unix_ms: u128,
     pub last: Option<ReconcileInfo>,
     pub last_change: Option<ReconcileInfo>,
@@ -295,7 +297,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     .map_err(|e| AgentError::Runtime(format!("netlink subscribe: {e}")))?;
     {
         use netlink_sys::AsyncSocket;
-        let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(4 << 20);
+        // Room for bursts (a CloudStack host starting many VMs); an overrun is still safe
+        // (full resync). OVERLAYD_NETLINK_RCVBUF tunes it (bytes, capped by net.core.rmem_max).
+        let size = std::env::var("OVERLAYD_NETLINK_RCVBUF")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(4 << 20);
+        let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(size);
     }
     tokio::spawn(conn);
     let h = netlink::connect().map_err(|e| AgentError::Runtime(format!("netlink socket: {e}")))?;
@@ -308,6 +316,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             converged: false,
             reconciles: 0,
             repairs: 0,
+            overruns: 0,
             started_unix_ms: now_ms(),
             last: None,
             last_change: None,
@@ -393,6 +402,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 }
                 if overrun {
                     tracing::warn!("netlink overrun: events were lost; full resync");
+                    lp.shared.status.lock().unwrap().overruns += 1;
                 }
                 dirty = Some((overrun, if overrun { "overrun" } else { "event" }));
             }

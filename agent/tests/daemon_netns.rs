@@ -16,12 +16,16 @@ impl Daemon {
         Self::start_logging(ns, args, Stdio::null())
     }
     fn start_logging(ns: &Ns, args: &[String], log: impl Into<Stdio>) -> Daemon {
+        Self::start_env(ns, args, log, &[])
+    }
+    fn start_env(ns: &Ns, args: &[String], log: impl Into<Stdio>, env: &[(&str, &str)]) -> Daemon {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(overlayd())
             .arg("run")
             .args(args)
             .env("OVERLAYD_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -418,4 +422,45 @@ fn refused_change_backs_off_logs_once_and_recovers() {
         || status(&ns, &args)["status"]["converged"] == true,
     );
     assert_eq!(ns.pending(&args), 0);
+}
+
+#[test]
+fn netlink_overrun_forces_a_full_resync_that_repairs() {
+    if !require_root("overrun") {
+        return;
+    }
+    let ns = Ns::new("ov");
+    let args = daemon_args(&ns, ns.host_args());
+    // A small event buffer (64 KiB) so a modest flood overruns it.
+    let d = Daemon::start_env(
+        &ns,
+        &args,
+        Stdio::null(),
+        &[("OVERLAYD_NETLINK_RCVBUF", "65536")],
+    );
+    wait_converged(&ns, &args);
+    // Freeze the daemon, break the node and flood its event socket far past its buffer.
+    d.signal("STOP");
+    let mut batch = String::from("link del ethvxlan0\n");
+    for i in 0..300 {
+        batch.push_str(&format!("link add fl{i} type veth peer name fp{i}\n"));
+    }
+    for i in 0..300 {
+        batch.push_str(&format!("link del fl{i}\n"));
+    }
+    let path = ns.dir.join("flood.batch");
+    std::fs::write(&path, batch).unwrap();
+    ns.ip(&format!("-batch {}", path.display()));
+    d.signal("CONT");
+    wait_until(
+        "repaired after the overrun",
+        Duration::from_secs(10),
+        || ns.pending(&args) == 0,
+    );
+    let s = status(&ns, &args);
+    assert!(
+        s["status"]["overruns"].as_u64().unwrap() >= 1,
+        "no overrun seen: {s}"
+    );
+    assert!(ns.ip("-d link show ethvxlan0").contains("master cloudbr0"));
 }
