@@ -156,32 +156,17 @@ pub async fn compute_with(
 }
 
 /// Carry out one operation.
-pub async fn exec_one(
-    h: &Handle,
-    op: &Op,
-    state_dir: &Path,
-    st: &mut State,
-) -> Result<(), AgentError> {
+pub async fn exec_one(h: &Handle, op: &Op, state_dir: &Path) -> Result<(), AgentError> {
+    // What an operation changes is recorded in the state file by `record_plan`, once per
+    // plan and before the first change; operations themselves only act.
     match op {
-        Op::SetSysctl {
-            key,
-            value,
-            from,
-            record,
-        } => {
-            if *record && !st.sysctls.contains_key(key) {
-                if let Some(f) = from {
-                    st.sysctls.insert(key.clone(), f.clone());
-                    state::save(state_dir, st).map_err(|e| io("save state", e))?;
-                }
-            }
+        Op::SetSysctl { key, value, .. } => {
             sysctl::write(key, value).map_err(|e| io(&format!("sysctl {key}"), e))?;
         }
         Op::DeleteLink { name, .. } => {
             netlink::delete_link(h, name).await?;
         }
         Op::CreateBridge { name, mac, mtu } => {
-            record_link(st, state_dir, name)?;
             netlink::create_bridge(h, name, parse_mac(mac), *mtu).await?;
         }
         Op::CreateVtep {
@@ -193,7 +178,6 @@ pub async fn exec_one(
             mtu,
             master,
         } => {
-            record_link(st, state_dir, name)?;
             netlink::create_vtep(h, name, *vni, *port, *group, underlay, *mtu, master).await?;
         }
         Op::CreateDummy {
@@ -202,7 +186,6 @@ pub async fn exec_one(
             mtu,
             master,
         } => {
-            record_link(st, state_dir, name)?;
             let kind = netlink::create_dummy(h, name, veth_peer, *mtu, master).await?;
             if kind == "veth" {
                 tracing::info!(dummy = %name, peer = %veth_peer, "kernel has no dummy driver; using a veth pair");
@@ -254,10 +237,6 @@ pub async fn exec_one(
                 .map_err(|e| io(path, e))?;
         }
         Op::EnsureNat { spec, .. } => {
-            if !st.nat {
-                st.nat = true;
-                state::save(state_dir, st).map_err(|e| io("save state", e))?;
-            }
             nat::ensure(spec).map_err(|e| AgentError::Runtime(e.to_string()))?;
         }
         Op::RemoveNat => {
@@ -266,13 +245,6 @@ pub async fn exec_one(
         Op::ForgetState => {
             state::remove(state_dir).map_err(|e| io("remove state", e))?;
         }
-    }
-    Ok(())
-}
-
-fn record_link(st: &mut State, dir: &Path, name: &str) -> Result<(), AgentError> {
-    if st.links.insert(name.to_string()) {
-        state::save(dir, st).map_err(|e| io("save state", e))?;
     }
     Ok(())
 }
@@ -317,7 +289,7 @@ pub async fn execute(
     let mut done = Vec::new();
     for op in &p.ops {
         tracing::debug!(op = %op, "executing");
-        if let Err(e) = exec_one(h, op, state_dir, &mut st).await {
+        if let Err(e) = exec_one(h, op, state_dir).await {
             netlink::clear_indexes();
             return Err((done, AgentError::Runtime(format!("{op}: {e}"))));
         }
@@ -386,7 +358,6 @@ pub async fn compute_down(h: &Handle, cfg: &Config) -> Result<(Observed, Plan, S
 
 /// Teardown runs every step even when one fails, and reports all failures.
 pub async fn execute_all(h: &Handle, p: &Plan, state_dir: &Path) -> (Vec<Op>, Vec<String>) {
-    let mut st = load_state(state_dir).unwrap_or_default();
     let mut done = Vec::new();
     let mut errors = Vec::new();
     for op in &p.ops {
@@ -396,7 +367,7 @@ pub async fn execute_all(h: &Handle, p: &Plan, state_dir: &Path) -> (Vec<Op>, Ve
             );
             continue;
         }
-        match exec_one(h, op, state_dir, &mut st).await {
+        match exec_one(h, op, state_dir).await {
             Ok(()) => done.push(op.clone()),
             Err(e) => errors.push(format!("{op}: {e}")),
         }

@@ -3,9 +3,11 @@
 //! The spine, one module per stage:
 //! [`config`] → [`desired`] (pure) → [`apply::observe_kernel`] (netlink dump into
 //! [`model::Observed`]) → [`plan`] (pure diff, ordered [`plan::Op`]s) → [`apply::execute`]
-//! (thin executor). Kernel concepts each have their own module: [`netlink`] (links,
-//! addresses, routes), [`sysctl`], [`files`] (/etc/hosts, resolv.conf), NAT in the
-//! `overlay-router` crate; [`state`] remembers what the kernel cannot.
+//! (thin executor) → [`daemon`] (when to reconcile). Each kernel concept has its own file:
+//! `netlink/bridge.rs`, `netlink/vxlan.rs`, `netlink/dummy.rs`, `netlink/link.rs`,
+//! `netlink/address.rs`, `netlink/route.rs`, [`sysctl`], [`files`] (/etc/hosts,
+//! resolv.conf), NAT in `overlay-router` (`router/src/nat.rs`); [`state`] remembers what the
+//! kernel cannot; [`metrics`] is the Prometheus side of `run`.
 
 pub mod apply;
 pub mod config;

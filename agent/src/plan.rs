@@ -3,7 +3,7 @@
 //! executor resolves names at the moment it runs each step (created links get new indexes).
 
 use crate::config::ConfigError;
-use crate::desired::{disable_ipv6_key, IP_FORWARD};
+use crate::desired::disable_ipv6_key;
 use crate::files;
 use crate::model::*;
 use crate::state::State;
@@ -699,9 +699,5 @@ pub fn plan_down(i: &DownInput, o: &Observed, st: &State) -> Plan {
 
 /// Sysctl keys a plan needs observed values for.
 pub fn sysctl_keys(d: &Desired) -> Vec<String> {
-    let mut v: Vec<String> = d.sysctls.iter().map(|s| s.key.clone()).collect();
-    if !v.iter().any(|k| k == IP_FORWARD) && d.role.forwards() {
-        v.push(IP_FORWARD.into());
-    }
-    v
+    d.sysctls.iter().map(|s| s.key.clone()).collect()
 }

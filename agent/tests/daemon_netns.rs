@@ -113,9 +113,9 @@ fn peer_node(ns: &Ns) {
     ));
 }
 
-fn daemon_args(ns: &Ns, base: Vec<String>) -> Vec<String> {
+/// Daemon flags: a 1 s resync so tests of event-less state stay short.
+fn daemon_args(base: Vec<String>) -> Vec<String> {
     let mut a = base;
-    let _ = ns;
     a.extend(["--resync-interval", "1"].map(String::from));
     a
 }
@@ -127,7 +127,7 @@ fn daemon_repairs_the_catalogue_and_traffic_passes_again() {
     }
     let ns = Ns::new("dc");
     peer_node(&ns);
-    let args = daemon_args(&ns, ns.host_args());
+    let args = daemon_args(ns.host_args());
     let _d = Daemon::start(&ns, &args);
     wait_converged(&ns, &args);
     assert!(
@@ -212,7 +212,7 @@ fn router_daemon_repairs_forwarding_and_nat() {
         return;
     }
     let ns = Ns::new("rd");
-    let mut base: Vec<String> = [
+    let base = ns.args(&[
         "--role",
         "router",
         "--address",
@@ -220,12 +220,8 @@ fn router_daemon_repairs_forwarding_and_nat() {
         "--group",
         "239.255.0.1",
         "--nat",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    base.extend(ns.base_args());
-    let args = daemon_args(&ns, base);
+    ]);
+    let args = daemon_args(base);
     let _d = Daemon::start(&ns, &args);
     wait_converged(&ns, &args);
     ns.exec("sh -c 'echo 0 > /proc/sys/net/ipv4/ip_forward'");
@@ -246,7 +242,7 @@ fn pause_resume_and_sigterm_leaves_network_up() {
     }
     let ns = Ns::new("ps");
     peer_node(&ns);
-    let args = daemon_args(&ns, ns.host_args());
+    let args = daemon_args(ns.host_args());
     let mut d = Daemon::start(&ns, &args);
     wait_converged(&ns, &args);
     ns.overlayd_ok("pause", &args);
@@ -288,7 +284,7 @@ fn idle_daemon_makes_no_netlink_writes() {
         return;
     }
     let ns = Ns::new("id");
-    let args = daemon_args(&ns, ns.host_args());
+    let args = daemon_args(ns.host_args());
     let _d = Daemon::start(&ns, &args);
     wait_converged(&ns, &args);
     // Let the kernel's own deferred notifications (linkwatch operstate, up to ~1 s late
@@ -337,7 +333,7 @@ fn kill_9_at_random_points_of_a_converge_then_restart_converges() {
     let ns = Ns::new("k9");
     let mut base = ns.host_args();
     base.extend(["--fqdn", "h.example"].map(String::from));
-    let args = daemon_args(&ns, base);
+    let args = daemon_args(base);
     for i in 0..runs {
         // From scratch.
         let _ = ns.overlayd("down", &args);
@@ -380,7 +376,7 @@ fn refused_change_backs_off_logs_once_and_recovers() {
         return;
     }
     let ns = Ns::new("bo");
-    let args = daemon_args(&ns, ns.host_args());
+    let args = daemon_args(ns.host_args());
     // Make the kernel refuse the overlay default route: an equal-metric default exists.
     ns.ip("route add default via 10.77.0.1 dev eth0 metric 0");
     let log_path = ns.dir.join("daemon.log");
@@ -430,7 +426,7 @@ fn netlink_overrun_forces_a_full_resync_that_repairs() {
         return;
     }
     let ns = Ns::new("ov");
-    let args = daemon_args(&ns, ns.host_args());
+    let args = daemon_args(ns.host_args());
     // A small event buffer (64 KiB) so a modest flood overruns it.
     let d = Daemon::start_env(
         &ns,

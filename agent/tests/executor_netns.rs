@@ -140,7 +140,7 @@ fn router_forwarding_and_nat_then_down_restores() {
         return;
     }
     let ns = Ns::new("rt");
-    let mut args: Vec<String> = [
+    let args = ns.args(&[
         "--role",
         "router",
         "--address",
@@ -150,11 +150,7 @@ fn router_forwarding_and_nat_then_down_restores() {
         "--nat",
         "--nat-exception",
         "10.77.0.0/24",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(ns.base_args());
+    ]);
     ns.overlayd_ok("apply", &args);
     assert_eq!(ns.sysctl("net/ipv4/ip_forward"), "1");
     let rules = ns.exec("nft list table ip overlayd");
@@ -181,11 +177,7 @@ fn standalone_uses_dummy_or_veth_fallback() {
         return;
     }
     let ns = Ns::new("sa");
-    let mut args: Vec<String> = ["--role", "standalone", "--address", "10.100.0.1/16"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(ns.base_args());
+    let args = ns.args(&["--role", "standalone", "--address", "10.100.0.1/16"]);
     let kernel_has_dummy = std::process::Command::new("ip")
         .args(["-n", &ns.name, "link", "add", "probe0", "type", "dummy"])
         .output()

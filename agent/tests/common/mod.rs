@@ -110,8 +110,15 @@ impl Ns {
         ]
     }
 
+    /// Role flags followed by [`Ns::base_args`].
+    pub fn args(&self, flags: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        v.extend(self.base_args());
+        v
+    }
+
     pub fn host_args(&self) -> Vec<String> {
-        let mut v: Vec<String> = [
+        self.args(&[
             "--role",
             "host",
             "--address",
@@ -120,12 +127,7 @@ impl Ns {
             "10.101.0.1",
             "--group",
             "239.255.0.1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(self.base_args());
-        v
+        ])
     }
 
     pub fn overlayd(&self, sub: &str, args: &[String]) -> Output {

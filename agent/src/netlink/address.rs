@@ -1,0 +1,62 @@
+//! IPv4 addresses: the dump and the overlay address on the bridge.
+
+use super::{index_of, nl_err, R};
+use crate::model::*;
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::AddressFamily;
+use rtnetlink::Handle;
+use std::net::IpAddr;
+
+pub async fn dump_addrs(h: &Handle) -> R<Vec<Addr>> {
+    let mut s = h.address().get().execute();
+    let mut out = Vec::new();
+    while let Some(m) = s
+        .try_next()
+        .await
+        .map_err(|e| nl_err("dump addresses", e))?
+    {
+        if m.header.family != AddressFamily::Inet {
+            continue;
+        }
+        let mut local = None;
+        let mut addr = None;
+        for a in &m.attributes {
+            match a {
+                AddressAttribute::Local(IpAddr::V4(v)) => local = Some(*v),
+                AddressAttribute::Address(IpAddr::V4(v)) => addr = Some(*v),
+                _ => {}
+            }
+        }
+        if let Some(ip) = local.or(addr) {
+            if let Ok(n) = Ipv4Net::new(ip, m.header.prefix_len) {
+                out.push(Addr {
+                    index: m.header.index,
+                    addr: n,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn add_address(h: &Handle, dev: &str, addr: Ipv4Net) -> R<()> {
+    let i = index_of(h, dev).await?;
+    match h
+        .address()
+        .add(i, IpAddr::V4(addr.addr()), addr.prefix_len())
+        .execute()
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let e = nl_err(format!("add address {addr} to {dev}"), e);
+            if e.errno == Some(libc::EEXIST) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+    }
+}

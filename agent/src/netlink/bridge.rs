@@ -1,0 +1,36 @@
+//! The overlay bridge (cloudbr0): created owned, STP off, MAC pinned, up.
+
+use super::{index_of, nl_err, R};
+use crate::model::*;
+use netlink_packet_route::link::BridgeStpState;
+use rtnetlink::Handle;
+use rtnetlink::LinkBridge;
+
+pub async fn create_bridge(h: &Handle, name: &str, mac: [u8; 6], mtu: u32) -> R<()> {
+    // One request: owned (device group), STP off, pinned MAC, up.
+    let msg = rtnetlink::LinkMessageBuilder::<LinkBridge>::new(name)
+        .stp_state(BridgeStpState::Disabled)
+        .address(mac.to_vec())
+        .mtu(mtu)
+        .link_group(OWNER_GROUP)
+        .up()
+        .build();
+    h.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|e| nl_err(format!("create bridge {name}"), e))
+}
+
+pub async fn set_stp_off(h: &Handle, name: &str) -> R<()> {
+    let i = index_of(h, name).await?;
+    let msg = rtnetlink::LinkMessageBuilder::<LinkBridge>::new(name)
+        .index(i)
+        .stp_state(BridgeStpState::Disabled)
+        .build();
+    h.link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(|e| nl_err(format!("turn STP off on {name}"), e))
+}
