@@ -1,6 +1,6 @@
-//! rtnetlink I/O, one file per kernel concept: [`link`] (dump, generic link changes),
-//! [`bridge`] (cloudbr0), [`vxlan`] (the VTEP), [`dummy`] (standalone's port), [`address`],
-//! [`route`]. Dumps fill [`crate::model::Observed`]; the changes are what the executor runs.
+//! rtnetlink I/O, one file per kernel concept: `link` (dump, generic link changes),
+//! `bridge` (cloudbr0), `vxlan` (the VTEP), `dummy` (standalone's port), `address`,
+//! `route`. Dumps fill [`crate::model::Observed`]; the changes are what the executor runs.
 //! No `ip`/`brctl` subprocesses.
 
 mod address;
