@@ -460,3 +460,45 @@ fn netlink_overrun_forces_a_full_resync_that_repairs() {
     );
     assert!(ns.ip("-d link show ethvxlan0").contains("master cloudbr0"));
 }
+
+#[test]
+fn systemd_notify_ready_status_and_watchdog() {
+    if !require_root("sd_notify") {
+        return;
+    }
+    let ns = Ns::new("sd");
+    let args = daemon_args(ns.host_args());
+    let sock_path = ns.dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let path = sock_path.display().to_string();
+    let _d = Daemon::start_env(
+        &ns,
+        &args,
+        Stdio::null(),
+        &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", "200000")],
+    );
+    let mut got = Vec::new();
+    let t = Instant::now();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < Duration::from_secs(10) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+        let ready = got.iter().any(|m| m.contains("READY=1"));
+        let pings = got.iter().filter(|m| m.as_str() == "WATCHDOG=1").count();
+        if ready && pings >= 3 {
+            break;
+        }
+    }
+    let ready = got.iter().position(|m| m.contains("READY=1"));
+    assert!(ready.is_some(), "no READY=1: {got:?}");
+    assert!(got[ready.unwrap()].contains("STATUS=converged"), "{got:?}");
+    assert!(
+        got.iter().filter(|m| m.as_str() == "WATCHDOG=1").count() >= 3,
+        "watchdog pings at half of WATCHDOG_USEC: {got:?}"
+    );
+    // READY only after the node is converged.
+    assert_eq!(ns.pending(&args), 0);
+}
