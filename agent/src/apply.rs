@@ -47,6 +47,7 @@ pub async fn observe_kernel(h: &Handle) -> Result<Observed, AgentError> {
         links: netlink::dump_links(h).await?,
         addrs: netlink::dump_addrs(h).await?,
         routes: netlink::dump_routes(h).await?,
+        rules: netlink::dump_rules(h).await?,
         ..Default::default()
     })
 }
@@ -166,9 +167,15 @@ pub async fn exec_one(h: &Handle, op: &Op, state_dir: &Path) -> Result<(), Agent
         Op::DeleteLink { name, .. } => {
             netlink::delete_link(h, name).await?;
         }
-        Op::CreateBridge { name, mac, mtu } => {
-            netlink::create_bridge(h, name, parse_mac(mac), *mtu).await?;
+        Op::CreateBridge {
+            name,
+            mac,
+            mtu,
+            mcast_snooping,
+        } => {
+            netlink::create_bridge(h, name, parse_mac(mac), *mtu, *mcast_snooping).await?;
         }
+        Op::SetMcastSnooping { name, on } => netlink::set_mcast_snooping(h, name, *on).await?,
         Op::CreateVtep {
             name,
             vni,
@@ -200,26 +207,15 @@ pub async fn exec_one(h: &Handle, op: &Op, state_dir: &Path) -> Result<(), Agent
         Op::AddAddress { dev, addr } => {
             netlink::add_address(h, dev, addr.parse().expect("planned address parses")).await?
         }
-        Op::AddRoute {
-            gateway,
-            dev,
-            metric,
-        } => netlink::add_default_route(h, *gateway, dev, *metric).await?,
-        Op::DelRoute {
-            dst,
-            gateway,
-            dev,
-            metric,
-        } => {
-            netlink::del_route(
-                h,
-                dst.parse().expect("planned dst parses"),
-                *gateway,
-                dev,
-                *metric,
-            )
-            .await?
-        }
+        Op::AddRoute { route, replace, .. } => netlink::add_route(h, route, *replace).await?,
+        Op::DelRoute { route, .. } => netlink::del_route(h, route).await?,
+        Op::RestoreRoute { route } => netlink::restore_route(h, route).await?,
+        Op::AddRule { rule } => netlink::add_rule(h, rule).await?,
+        Op::DelRule {
+            priority,
+            from,
+            table,
+        } => netlink::del_rule(h, *priority, *from, *table).await?,
         Op::WriteHosts { path, line } => {
             let p = Path::new(path);
             let cur = files::read_optional(p)
@@ -322,6 +318,17 @@ fn record_plan(st: &mut State, p: &Plan) -> bool {
                 st.links.insert(veth_peer.clone());
             }
             Op::EnsureNat { .. } => st.nat = true,
+            Op::AddRoute {
+                replaces: Some(r), ..
+            } => {
+                if !st
+                    .replaced_routes
+                    .iter()
+                    .any(|s| s.same_key(r.table, r.dst, r.metric))
+                {
+                    st.replaced_routes.push(r.clone());
+                }
+            }
             _ => {}
         }
     }

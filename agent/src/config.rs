@@ -109,6 +109,10 @@ impl Role {
     pub fn needs_gateway(self) -> bool {
         matches!(self, Role::Host | Role::Management)
     }
+    /// Roles whose node runs CloudStack guests (and so guest VXLAN networks).
+    pub fn runs_guests(self) -> bool {
+        matches!(self, Role::Host | Role::Standalone)
+    }
     /// Roles that forward between overlay and VPC (and may NAT).
     pub fn forwards(self) -> bool {
         matches!(self, Role::Router | Role::Standalone)
@@ -120,6 +124,44 @@ impl fmt::Display for Role {
         f.write_str(self.as_str())
     }
 }
+
+/// Which traffic of a host/management node leaves through the overlay gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayMode {
+    /// Only traffic sourced from the overlay address (a policy rule into overlayd's table);
+    /// the instance's own default route on the underlay stays in charge of everything else.
+    OverlaySourced,
+    /// Everything (0.0.0.0/1 + 128.0.0.0/1 via the gateway, which beat any default route
+    /// a DHCP client installs, whatever its metric), plus the overlay-sourced rule.
+    All,
+}
+
+impl GatewayMode {
+    pub fn parse(s: &str) -> Option<GatewayMode> {
+        match s {
+            "overlay-sourced" => Some(GatewayMode::OverlaySourced),
+            "all" => Some(GatewayMode::All),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayMode::OverlaySourced => "overlay-sourced",
+            GatewayMode::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for GatewayMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Default of `igmp_max_memberships`: room for hundreds of CloudStack guest networks
+/// (each one's VXLAN joins a group on the same kernel socket; the kernel default is 20).
+pub const DEFAULT_IGMP_MAX_MEMBERSHIPS: u32 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,6 +190,10 @@ pub struct FileConfig {
     pub nat_exceptions: Option<Vec<String>>,
     pub dummy: Option<String>,
     pub route_metric: Option<toml::Value>,
+    pub gateway_mode: Option<String>,
+    pub route_table: Option<toml::Value>,
+    pub link_local_routes: Option<Vec<String>>,
+    pub igmp_max_memberships: Option<toml::Value>,
     pub state_dir: Option<String>,
     pub hosts_file: Option<String>,
     pub resolv_conf: Option<String>,
@@ -187,6 +233,10 @@ pub const KEYS: &[&str] = &[
     "nat_exceptions",
     "dummy",
     "route_metric",
+    "gateway_mode",
+    "route_table",
+    "link_local_routes",
+    "igmp_max_memberships",
     "state_dir",
     "hosts_file",
     "resolv_conf",
@@ -215,6 +265,12 @@ pub struct Config {
     pub nat_exceptions: Vec<Ipv4Net>,
     pub dummy: String,
     pub route_metric: u32,
+    pub gateway_mode: GatewayMode,
+    pub route_table: u32,
+    /// AWS link-local services kept on the underlay with /32 routes.
+    pub link_local_routes: Vec<Ipv4Addr>,
+    /// 0 = leave the kernel's value alone.
+    pub igmp_max_memberships: u32,
     pub state_dir: PathBuf,
     pub hosts_file: PathBuf,
     pub resolv_conf: PathBuf,
@@ -290,6 +346,10 @@ fn file_map(f: &FileConfig) -> BTreeMap<&'static str, Raw> {
     put("nat_exceptions", f.nat_exceptions.clone());
     put("dummy", one(&f.dummy));
     put("route_metric", val(&f.route_metric));
+    put("gateway_mode", one(&f.gateway_mode));
+    put("route_table", val(&f.route_table));
+    put("link_local_routes", f.link_local_routes.clone());
+    put("igmp_max_memberships", val(&f.igmp_max_memberships));
     put("state_dir", one(&f.state_dir));
     put("hosts_file", one(&f.hosts_file));
     put("resolv_conf", one(&f.resolv_conf));
@@ -395,6 +455,81 @@ fn parse_u32(key: &str, v: &str, src: Source) -> Result<u32, ConfigError> {
     v.trim()
         .parse::<u32>()
         .map_err(|_| err(key, v, Some(src), "not a non-negative integer"))
+}
+
+fn parse_gateway_mode(
+    m: &BTreeMap<&'static str, Raw>,
+    role: Role,
+) -> Result<GatewayMode, ConfigError> {
+    match get(m, "gateway_mode") {
+        None => Ok(GatewayMode::OverlaySourced),
+        Some((v, s)) => {
+            let g = GatewayMode::parse(v).ok_or_else(|| {
+                err(
+                    "gateway_mode",
+                    v,
+                    Some(s),
+                    "expected overlay-sourced (default: only overlay-sourced traffic uses the gateway) \
+                     or all (the gateway is preferred for everything)",
+                )
+            })?;
+            if !role.needs_gateway() {
+                return Err(err(
+                    "gateway_mode",
+                    v,
+                    Some(s),
+                    format!("only host and management nodes have a gateway, not {role}"),
+                ));
+            }
+            Ok(g)
+        }
+    }
+}
+
+fn parse_route_table(m: &BTreeMap<&'static str, Raw>) -> Result<u32, ConfigError> {
+    match get(m, "route_table") {
+        None => Ok(crate::model::DEFAULT_ROUTE_TABLE),
+        Some((v, s)) => {
+            let n = parse_u32("route_table", v, s)?;
+            if n == 0 || (253..=255).contains(&n) {
+                return Err(err(
+                    "route_table",
+                    v,
+                    Some(s),
+                    "0 and 253-255 are the kernel's (unspec, default, main, local); pick another table number",
+                ));
+            }
+            Ok(n)
+        }
+    }
+}
+
+fn parse_link_local_routes(m: &BTreeMap<&'static str, Raw>) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    if !m.contains_key("link_local_routes") {
+        return Ok(crate::model::AWS_LINK_LOCAL.to_vec());
+    }
+    let (vals, src) = list(m, "link_local_routes");
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for v in vals {
+        if v == "none" {
+            continue;
+        }
+        let a: Ipv4Addr = v
+            .parse()
+            .map_err(|_| err("link_local_routes", v, src, "not an IPv4 address"))?;
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+            return Err(err(
+                "link_local_routes",
+                v,
+                src,
+                "not a unicast service address",
+            ));
+        }
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
 }
 
 fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
@@ -761,6 +896,24 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         None => 0,
         Some((v, s)) => parse_u32("route_metric", v, s)?,
     };
+    let gateway_mode = parse_gateway_mode(m, role)?;
+    let route_table = parse_route_table(m)?;
+    let link_local_routes = parse_link_local_routes(m)?;
+    let igmp_max_memberships = match get(m, "igmp_max_memberships") {
+        None => DEFAULT_IGMP_MAX_MEMBERSHIPS,
+        Some((v, s)) => {
+            let n = parse_u32("igmp_max_memberships", v, s)?;
+            if n != 0 && n < 20 {
+                return Err(err(
+                    "igmp_max_memberships",
+                    v,
+                    Some(s),
+                    "below the kernel default of 20; use 0 to leave the kernel's value alone",
+                ));
+            }
+            n
+        }
+    };
     let path = |k: &str, d: &str| -> Result<PathBuf, ConfigError> {
         match get(m, k) {
             None => Ok(PathBuf::from(d)),
@@ -824,6 +977,10 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         nat_exceptions,
         dummy,
         route_metric,
+        gateway_mode,
+        route_table,
+        link_local_routes,
+        igmp_max_memberships,
         state_dir,
         hosts_file,
         resolv_conf,

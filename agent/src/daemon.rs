@@ -293,6 +293,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Ipv4Route,
+        MulticastGroup::Ipv4Rule,
     ])
     .map_err(|e| AgentError::Runtime(format!("netlink subscribe: {e}")))?;
     {

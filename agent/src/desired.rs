@@ -1,7 +1,8 @@
 //! config + host facts → [`Desired`]. Pure: the observed state is only read for facts about
 //! things overlayd does not own (the underlay: its existence, MTU and subnet).
 
-use crate::config::{Config, ConfigError, Mtu, Role, MTU_CAP, VXLAN_OVERHEAD};
+use crate::config::{Config, ConfigError, GatewayMode, Mtu, Role, MTU_CAP, VXLAN_OVERHEAD};
+use ipnet::Ipv4Net;
 use crate::model::*;
 use overlay_router::nat::NatSpec;
 
@@ -19,6 +20,9 @@ pub fn igmp_key(underlay: &str) -> String {
     format!("net/ipv4/conf/{underlay}/force_igmp_version")
 }
 pub const IP_FORWARD: &str = "net/ipv4/ip_forward";
+/// Per network namespace: how many groups one socket may join. Every CloudStack guest
+/// VXLAN on a host joins its group through the same kernel socket (dstport 8472).
+pub const IGMP_MAX_MEMBERSHIPS: &str = "net/ipv4/igmp_max_memberships";
 pub fn disable_ipv6_key(dev: &str) -> String {
     format!("net/ipv6/conf/{dev}/disable_ipv6")
 }
@@ -111,6 +115,7 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
         mac: bridge_mac(cfg.address.addr()),
         mtu,
         address: cfg.address,
+        mcast_snooping: false,
     };
 
     let mut sysctls = Vec::new();
@@ -121,6 +126,7 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
             key: igmp_key(&underlay),
             value: "2".into(),
             restore: true,
+            want: SysctlWant::Exact,
         });
         Some(VtepSpec {
             name: cfg.vtep.clone(),
@@ -143,6 +149,15 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
             key: IP_FORWARD.into(),
             value: "1".into(),
             restore: true,
+            want: SysctlWant::Exact,
+        });
+    }
+    if cfg.role.runs_guests() && cfg.igmp_max_memberships > 0 {
+        sysctls.push(SysctlSpec {
+            key: IGMP_MAX_MEMBERSHIPS.into(),
+            value: cfg.igmp_max_memberships.to_string(),
+            restore: true,
+            want: SysctlWant::AtLeast,
         });
     }
     // IPv6 off on the overlay devices (they are ours: no restore needed).
@@ -150,20 +165,18 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
         key: disable_ipv6_key(&cfg.bridge),
         value: "1".into(),
         restore: false,
+        want: SysctlWant::Exact,
     });
     if let Some(v) = &vtep {
         sysctls.push(SysctlSpec {
             key: disable_ipv6_key(&v.name),
             value: "1".into(),
             restore: false,
+            want: SysctlWant::Exact,
         });
     }
 
-    let default_route = cfg.gateway.map(|g| RouteSpec {
-        gateway: g,
-        dev: cfg.bridge.clone(),
-        metric: cfg.route_metric,
-    });
+    let (routes, rules) = routing(cfg, &underlay);
 
     let nat = (cfg.nat && cfg.role.forwards()).then(|| NatSpec {
         overlay: subnet,
@@ -177,7 +190,9 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
         bridge,
         vtep,
         dummy,
-        default_route,
+        gateway_mode: cfg.gateway.map(|_| cfg.gateway_mode),
+        routes,
+        rules,
         sysctls,
         hosts_line: cfg.fqdn.clone().map(|f| (cfg.address.addr(), f)),
         dns: cfg.dns.clone(),
@@ -185,4 +200,102 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
         hosts_file: cfg.hosts_file.display().to_string(),
         resolv_conf: cfg.resolv_conf.display().to_string(),
     })
+}
+
+/// MTU of CloudStack's guest VXLAN networks nested in the overlay (bridge MTU − 50), for
+/// the roles that run guests.
+pub fn guest_mtu(d: &Desired) -> Option<u32> {
+    d.role
+        .runs_guests()
+        .then(|| d.bridge.mtu.saturating_sub(VXLAN_OVERHEAD))
+}
+
+/// The routes and rules of a node (see README, "Routing").
+///
+/// Every role: a /32 per AWS link-local service (IMDS, DNS resolver, time sync) on the
+/// underlay, so a CloudStack `cloud0` with 169.254.0.1/16 cannot capture them.
+///
+/// Host/management with a gateway:
+/// - always: `from <overlay address> lookup <route_table>`, and in that table the overlay
+///   subnet on the bridge (node-to-node traffic stays direct) and a default via the
+///   gateway, so replies to VPC clients that reached the node through the router go back
+///   through it (the VPC's source/destination check drops them on the underlay);
+/// - overlay-sourced: a main-table default via the gateway only as a fallback, while the
+///   node has no default route of its own;
+/// - all: 0.0.0.0/1 and 128.0.0.0/1 via the gateway in main — more specific than any
+///   default route, so a DHCP client re-adding its default on renewal neither wins nor
+///   collides (EEXIST) with ours; its route stays as the fallback.
+pub fn routing(cfg: &Config, underlay: &str) -> (Vec<RouteSpec>, Vec<RuleSpec>) {
+    let mut routes = Vec::new();
+    let mut rules = Vec::new();
+    for a in &cfg.link_local_routes {
+        routes.push(RouteSpec {
+            table: RT_TABLE_MAIN,
+            dst: Ipv4Net::new(*a, 32).expect("/32"),
+            gateway: None,
+            dev: underlay.to_string(),
+            metric: 0,
+            src: None,
+            fallback: false,
+            why: "AWS link-local service stays on the underlay".into(),
+        });
+    }
+    let Some(gw) = cfg.gateway else {
+        return (routes, rules);
+    };
+    let br = &cfg.bridge;
+    let via = |table: u32, dst: Ipv4Net, fallback: bool, why: &str| RouteSpec {
+        table,
+        dst,
+        gateway: Some(gw),
+        dev: br.clone(),
+        metric: if table == RT_TABLE_MAIN {
+            cfg.route_metric
+        } else {
+            0
+        },
+        src: None,
+        fallback,
+        why: why.into(),
+    };
+    rules.push(RuleSpec {
+        priority: RULE_PRIORITY,
+        from: Ipv4Net::new(cfg.address.addr(), 32).expect("/32"),
+        table: cfg.route_table,
+    });
+    routes.push(RouteSpec {
+        table: cfg.route_table,
+        dst: cfg.address.trunc(),
+        gateway: None,
+        dev: br.clone(),
+        metric: 0,
+        src: Some(cfg.address.addr()),
+        fallback: false,
+        why: "overlay-sourced traffic to the overlay stays direct".into(),
+    });
+    routes.push(via(
+        cfg.route_table,
+        Ipv4Net::default(),
+        false,
+        "overlay-sourced traffic leaves through the gateway",
+    ));
+    match cfg.gateway_mode {
+        GatewayMode::OverlaySourced => routes.push(via(
+            RT_TABLE_MAIN,
+            Ipv4Net::default(),
+            true,
+            "the node has no default route of its own",
+        )),
+        GatewayMode::All => {
+            for half in ["0.0.0.0/1", "128.0.0.0/1"] {
+                routes.push(via(
+                    RT_TABLE_MAIN,
+                    half.parse().expect("half"),
+                    false,
+                    "gateway_mode = all: everything through the gateway",
+                ));
+            }
+        }
+    }
+    (routes, rules)
 }

@@ -125,6 +125,26 @@ struct NodeArgs {
     /// Metric of the default route via the gateway [default: 0]
     #[arg(long, env = "OVERLAYD_ROUTE_METRIC", value_name = "N")]
     route_metric: Option<String>,
+    /// host/management: overlay-sourced (only traffic from the overlay address uses the
+    /// gateway; the instance's own default route stays) or all [default: overlay-sourced]
+    #[arg(long, env = "OVERLAYD_GATEWAY_MODE", value_name = "MODE")]
+    gateway_mode: Option<String>,
+    /// Routing table overlayd owns for overlay-sourced traffic [default: 79]
+    #[arg(long, env = "OVERLAYD_ROUTE_TABLE", value_name = "N")]
+    route_table: Option<String>,
+    /// Link-local service kept on the underlay with a /32 route (repeatable; "none" for
+    /// none) [default: 169.254.169.254, 169.254.169.253, 169.254.169.123]
+    #[arg(
+        long = "link-local-route",
+        env = "OVERLAYD_LINK_LOCAL_ROUTES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    link_local_routes: Vec<String>,
+    /// host/standalone: raise net.ipv4.igmp_max_memberships to at least N, room for
+    /// CloudStack's guest VXLAN networks; 0 leaves it alone [default: 1024]
+    #[arg(long, env = "OVERLAYD_IGMP_MAX_MEMBERSHIPS", value_name = "N")]
+    igmp_max_memberships: Option<String>,
     /// Where overlayd records what it changed [default: /var/lib/overlayd]
     #[arg(long, env = "OVERLAYD_STATE_DIR", value_name = "DIR")]
     state_dir: Option<String>,
@@ -163,6 +183,10 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("nat_exceptions", "nat_exceptions"),
     ("dummy", "dummy"),
     ("route_metric", "route_metric"),
+    ("gateway_mode", "gateway_mode"),
+    ("route_table", "route_table"),
+    ("link_local_routes", "link_local_routes"),
+    ("igmp_max_memberships", "igmp_max_memberships"),
     ("state_dir", "state_dir"),
     ("hosts_file", "hosts_file"),
     ("resolv_conf", "resolv_conf"),
@@ -399,7 +423,7 @@ async fn control(name: &str, cfg: &Config, json: bool) -> ExitCode {
             match apply::compute(&h, cfg).await {
                 Ok((d, _o, p)) => {
                     if json {
-                        let v = serde_json::json!({"daemon": "not running", "desired": d, "pending": p.ops, "converged": p.ops.is_empty()});
+                        let v = serde_json::json!({"daemon": "not running", "desired": d, "guest_mtu": overlay_agent::desired::guest_mtu(&d), "pending": p.ops, "converged": p.ops.is_empty()});
                         println!("{}", serde_json::to_string_pretty(&v).unwrap());
                     } else {
                         println!(
@@ -457,11 +481,31 @@ fn print_desired(d: &overlay_agent::model::Desired) {
             v.name, v.vni, v.group, v.port, v.underlay
         );
     }
-    if let Some(r) = &d.default_route {
+    if let Some(m) = d.gateway_mode {
+        println!("gateway:   mode {m}");
+    }
+    for r in &d.rules {
+        println!("rule:      {r}");
+    }
+    for r in &d.routes {
+        let fallback = if r.fallback {
+            " (only while the node has no default route of its own)"
+        } else {
+            ""
+        };
+        println!("route:     {}{fallback}", r.describe());
+    }
+    if let Some(g) = overlay_agent::desired::guest_mtu(d) {
         println!(
-            "route:     default via {} dev {} metric {}",
-            r.gateway, r.dev, r.metric
+            "guest mtu: {g} (CloudStack guest VXLAN on {}: {} - 50)",
+            d.bridge.name, d.bridge.mtu
         );
+        if g < 1500 {
+            println!(
+                "warning:   guest networks get MTU {g} < 1500: give guests MTU {g} (CloudStack \
+                 network offering / DHCP option 26), or an underlay with jumbo frames (EC2: 9001)"
+            );
+        }
     }
     if let Some(n) = &d.nat {
         println!(

@@ -17,6 +17,18 @@ pub const OWNER_ALIAS: &str = "overlayd";
 pub const RTPROT_OVERLAYD: u8 = 79;
 /// Main routing table.
 pub const RT_TABLE_MAIN: u32 = 254;
+/// Default number of the routing table overlayd owns (overlay-sourced traffic).
+pub const DEFAULT_ROUTE_TABLE: u32 = 79;
+/// Priority of overlayd's policy rule `from <overlay address> lookup <route_table>`: before
+/// the main table (32766), after the local table (0) and well clear of the 10000+ range that
+/// amazon-ec2-net-utils uses for secondary interfaces.
+pub const RULE_PRIORITY: u32 = 1079;
+/// AWS link-local services: IMDS, Route 53 Resolver, Amazon Time Sync.
+pub const AWS_LINK_LOCAL: [std::net::Ipv4Addr; 3] = [
+    std::net::Ipv4Addr::new(169, 254, 169, 254),
+    std::net::Ipv4Addr::new(169, 254, 169, 253),
+    std::net::Ipv4Addr::new(169, 254, 169, 123),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct BridgeSpec {
@@ -24,6 +36,12 @@ pub struct BridgeSpec {
     pub mac: [u8; 6],
     pub mtu: u32,
     pub address: Ipv4Net,
+    /// IGMP snooping on the bridge. Off: there is no querier inside the overlay, and a
+    /// snooping bridge that ever hears one (a guest, a misconfigured node) starts pruning
+    /// CloudStack's guest VXLAN groups whose reports it missed. Off floods all overlay
+    /// multicast to every port, which is what a VXLAN flood domain needs anyway.
+    #[serde(default)]
+    pub mcast_snooping: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -44,11 +62,74 @@ pub struct DummySpec {
     pub mtu: u32,
 }
 
+/// One route overlayd owns (protocol 79).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RouteSpec {
-    pub gateway: Ipv4Addr,
+    pub table: u32,
+    pub dst: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
     pub dev: String,
     pub metric: u32,
+    /// Preferred source address (`src`), if any.
+    pub src: Option<Ipv4Addr>,
+    /// Only wanted while the table holds no default route of someone else's (the
+    /// overlay-sourced mode's main-table default for nodes that have none of their own).
+    #[serde(default)]
+    pub fallback: bool,
+    /// What the route is for (shown by `plan` and `status`).
+    pub why: String,
+}
+
+impl RouteSpec {
+    /// `ip route`-style text: `default via G dev D table T metric M`.
+    pub fn describe(&self) -> String {
+        let mut s = if self.dst.prefix_len() == 0 {
+            "default".to_string()
+        } else {
+            self.dst.to_string()
+        };
+        if let Some(g) = self.gateway {
+            s.push_str(&format!(" via {g}"));
+        }
+        s.push_str(&format!(" dev {}", self.dev));
+        if self.table != RT_TABLE_MAIN {
+            s.push_str(&format!(" table {}", self.table));
+        }
+        if let Some(src) = self.src {
+            s.push_str(&format!(" src {src}"));
+        }
+        s.push_str(&format!(" metric {}", self.metric));
+        s
+    }
+}
+
+/// overlayd's policy rule: `from <from> lookup <table> priority <priority>` (protocol 79).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RuleSpec {
+    pub priority: u32,
+    pub from: Ipv4Net,
+    pub table: u32,
+}
+
+impl std::fmt::Display for RuleSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rule {}: from {} lookup {}",
+            self.priority, self.from, self.table
+        )
+    }
+}
+
+/// How a sysctl value is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SysctlWant {
+    /// Exactly this value.
+    #[default]
+    Exact,
+    /// At least this (integer) value: a higher one set by the operator is kept.
+    AtLeast,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -59,6 +140,24 @@ pub struct SysctlSpec {
     /// Restore the original value on `down` (false for per-device keys of devices we own:
     /// they vanish with the device).
     pub restore: bool,
+    #[serde(default)]
+    pub want: SysctlWant,
+}
+
+impl SysctlSpec {
+    /// Does the current value satisfy this spec?
+    pub fn satisfied_by(&self, cur: Option<&str>) -> bool {
+        let Some(cur) = cur.map(str::trim) else {
+            return false;
+        };
+        match self.want {
+            SysctlWant::Exact => cur == self.value,
+            SysctlWant::AtLeast => match (cur.parse::<u64>(), self.value.parse::<u64>()) {
+                (Ok(c), Ok(v)) => c >= v,
+                _ => cur == self.value,
+            },
+        }
+    }
 }
 
 /// Everything the node should look like.
@@ -69,7 +168,12 @@ pub struct Desired {
     pub bridge: BridgeSpec,
     pub vtep: Option<VtepSpec>,
     pub dummy: Option<DummySpec>,
-    pub default_route: Option<RouteSpec>,
+    /// Gateway mode of host/management (None for router/standalone).
+    pub gateway_mode: Option<crate::config::GatewayMode>,
+    /// Every route overlayd owns, in the order they are installed.
+    pub routes: Vec<RouteSpec>,
+    /// Policy rules overlayd owns.
+    pub rules: Vec<RuleSpec>,
     /// In the order they must be written (force_igmp_version before the VTEP exists).
     pub sysctls: Vec<SysctlSpec>,
     pub hosts_line: Option<(Ipv4Addr, String)>,
@@ -105,6 +209,9 @@ pub struct Link {
     pub vxlan: Option<VxlanInfo>,
     /// Bridge STP state (0 = off).
     pub stp: Option<u32>,
+    /// Bridge IGMP snooping (IFLA_BR_MCAST_SNOOPING).
+    #[serde(default)]
+    pub mcast_snooping: Option<bool>,
     /// veth peer index (IFLA_LINK).
     pub link: Option<u32>,
 }
@@ -129,6 +236,113 @@ pub struct Route {
     pub metric: u32,
     pub protocol: u8,
     pub table: u32,
+    /// rtm_scope (0 universe, 253 link, 254 host).
+    #[serde(default)]
+    pub scope: u8,
+    /// rtm_type (1 unicast, 2 local, 3 broadcast, 5 multicast …).
+    #[serde(default = "unicast")]
+    pub kind: u8,
+    /// Preferred source (RTA_PREFSRC).
+    #[serde(default)]
+    pub prefsrc: Option<Ipv4Addr>,
+}
+
+fn unicast() -> u8 {
+    1
+}
+
+impl Route {
+    pub fn owned(&self) -> bool {
+        self.protocol == RTPROT_OVERLAYD
+    }
+}
+
+/// A route as the executor needs it to delete or re-create it: like [`Route`], with the
+/// device by name (indexes change when links are re-created). Saved in the state file
+/// for a foreign route overlayd replaced, so `down` can put it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SavedRoute {
+    pub table: u32,
+    pub dst: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub dev: String,
+    pub metric: u32,
+    pub protocol: u8,
+    pub scope: u8,
+    pub prefsrc: Option<Ipv4Addr>,
+}
+
+impl SavedRoute {
+    pub fn from_observed(r: &Route, o: &Observed) -> SavedRoute {
+        SavedRoute {
+            table: r.table,
+            dst: r.dst,
+            gateway: r.gateway,
+            dev: r
+                .oif
+                .and_then(|i| o.link_by_index(i))
+                .map(|l| l.name.clone())
+                .unwrap_or_default(),
+            metric: r.metric,
+            protocol: r.protocol,
+            scope: r.scope,
+            prefsrc: r.prefsrc,
+        }
+    }
+    /// The kernel's key of an IPv4 route: table, destination, (tos,) metric.
+    pub fn same_key(&self, table: u32, dst: Ipv4Net, metric: u32) -> bool {
+        self.table == table && self.dst == dst && self.metric == metric
+    }
+}
+
+impl std::fmt::Display for SavedRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.dst.prefix_len() == 0 {
+            f.write_str("default")?;
+        } else {
+            write!(f, "{}", self.dst)?;
+        }
+        if let Some(g) = self.gateway {
+            write!(f, " via {g}")?;
+        }
+        if !self.dev.is_empty() {
+            write!(f, " dev {}", self.dev)?;
+        }
+        if self.table != RT_TABLE_MAIN {
+            write!(f, " table {}", self.table)?;
+        }
+        write!(f, " metric {} proto {}", self.metric, self.protocol)
+    }
+}
+
+/// An IPv4 policy rule (`ip rule`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Rule {
+    pub priority: u32,
+    /// Source selector (`from`); None = all.
+    pub src: Option<Ipv4Net>,
+    /// Destination selector (`to`); None = all.
+    pub dst: Option<Ipv4Net>,
+    pub table: u32,
+    pub protocol: u8,
+    /// FR_ACT_* (1 = lookup table).
+    pub action: u8,
+    /// True when the rule has selectors overlayd does not use (iif, oif, fwmark, …).
+    pub other_selectors: bool,
+}
+
+impl Rule {
+    pub fn owned(&self) -> bool {
+        self.protocol == RTPROT_OVERLAYD
+    }
+    pub fn matches(&self, r: &RuleSpec) -> bool {
+        self.priority == r.priority
+            && self.src == Some(r.from)
+            && self.dst.is_none()
+            && self.table == r.table
+            && self.action == 1
+            && !self.other_selectors
+    }
 }
 
 /// What the kernel (and the few files we manage) look like now.
@@ -137,6 +351,8 @@ pub struct Observed {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
     /// Sysctl key → current value (None when the key does not exist).
     pub sysctls: BTreeMap<String, Option<String>>,
     pub hosts: Option<String>,

@@ -12,6 +12,8 @@ use serde::Serialize;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+mod routing;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
@@ -30,6 +32,7 @@ pub enum Op {
         name: String,
         mac: String,
         mtu: u32,
+        mcast_snooping: bool,
     },
     CreateVtep {
         name: String,
@@ -73,16 +76,33 @@ pub enum Op {
         dev: String,
         addr: String,
     },
+    SetMcastSnooping {
+        name: String,
+        on: bool,
+    },
+    /// Install one of overlayd's routes. With `replaces`, a foreign route with the same key
+    /// (table, destination, metric) is taken over in one step and recorded so `down` puts
+    /// it back; `replace` also covers re-pointing one of ours.
     AddRoute {
-        gateway: Ipv4Addr,
-        dev: String,
-        metric: u32,
+        route: RouteSpec,
+        replace: bool,
+        replaces: Option<SavedRoute>,
     },
     DelRoute {
-        dst: String,
-        gateway: Option<Ipv4Addr>,
-        dev: String,
-        metric: u32,
+        route: SavedRoute,
+        why: String,
+    },
+    /// `down`: put back a foreign route that overlayd replaced.
+    RestoreRoute {
+        route: SavedRoute,
+    },
+    AddRule {
+        rule: RuleSpec,
+    },
+    DelRule {
+        priority: u32,
+        from: Option<ipnet::Ipv4Net>,
+        table: u32,
     },
     WriteHosts {
         path: String,
@@ -110,9 +130,11 @@ impl fmt::Display for Op {
                 from.as_deref().unwrap_or("unset")
             ),
             Op::DeleteLink { name, why } => write!(f, "delete link {name} ({why})"),
-            Op::CreateBridge { name, mac, mtu } => {
-                write!(f, "create bridge {name} (mac {mac}, mtu {mtu}, stp off, up)")
-            }
+            Op::CreateBridge { name, mac, mtu, mcast_snooping } => write!(
+                f,
+                "create bridge {name} (mac {mac}, mtu {mtu}, stp off, igmp snooping {}, up)",
+                if *mcast_snooping { "on" } else { "off" }
+            ),
             Op::CreateVtep { name, vni, port, group, underlay, mtu, master } => write!(
                 f,
                 "create vxlan {name} (vni {vni}, dstport {port}, group {group}, dev {underlay}, mtu {mtu}, master {master}, up)"
@@ -127,12 +149,24 @@ impl fmt::Display for Op {
             Op::SetMaster { name, master } => write!(f, "enslave {name} to {master}"),
             Op::SetUp { name } => write!(f, "set {name} up"),
             Op::AddAddress { dev, addr } => write!(f, "add address {addr} to {dev}"),
-            Op::AddRoute { gateway, dev, metric } => {
-                write!(f, "add route default via {gateway} dev {dev} metric {metric}")
+            Op::SetMcastSnooping { name, on } => write!(
+                f,
+                "turn IGMP snooping {} on {name}",
+                if *on { "on" } else { "off" }
+            ),
+            Op::AddRoute { route, replaces, .. } => {
+                write!(f, "add route {} ({})", route.describe(), route.why)?;
+                if let Some(r) = replaces {
+                    write!(f, ", replacing foreign route {r} (down restores it)")?;
+                }
+                Ok(())
             }
-            Op::DelRoute { dst, gateway, dev, metric } => match gateway {
-                Some(g) => write!(f, "delete route {dst} via {g} dev {dev} metric {metric}"),
-                None => write!(f, "delete route {dst} dev {dev} metric {metric}"),
+            Op::DelRoute { route, why } => write!(f, "delete route {route} ({why})"),
+            Op::RestoreRoute { route } => write!(f, "restore route {route}"),
+            Op::AddRule { rule } => write!(f, "add {rule}"),
+            Op::DelRule { priority, from, table } => match from {
+                Some(n) => write!(f, "delete rule {priority}: from {n} lookup {table}"),
+                None => write!(f, "delete rule {priority}: lookup {table}"),
             },
             Op::WriteHosts { path, line } => match line {
                 Some((ip, n)) => write!(f, "write \"{ip} {n}\" to {path}"),
@@ -175,8 +209,12 @@ impl Op {
             Op::SetMaster { .. } => "master",
             Op::SetUp { .. } => "up",
             Op::AddAddress { .. } => "address",
+            Op::SetMcastSnooping { .. } => "snooping",
             Op::AddRoute { .. } => "route",
             Op::DelRoute { .. } => "route_delete",
+            Op::RestoreRoute { .. } => "route_restore",
+            Op::AddRule { .. } => "rule",
+            Op::DelRule { .. } => "rule_delete",
             Op::WriteHosts { .. } => "hosts",
             Op::WriteResolv { .. } => "resolv",
             Op::EnsureNat { .. } => "nat",
@@ -215,17 +253,27 @@ fn sysctl_op(
     record: bool,
     device_created: bool,
 ) {
+    let spec = SysctlSpec {
+        key: key.into(),
+        value: value.into(),
+        restore: record,
+        want: SysctlWant::Exact,
+    };
+    sysctl_spec_op(p, o, &spec, device_created);
+}
+
+fn sysctl_spec_op(p: &mut Plan, o: &Observed, s: &SysctlSpec, device_created: bool) {
     let cur = if device_created {
         None
     } else {
-        o.sysctls.get(key).cloned().flatten()
+        o.sysctls.get(&s.key).cloned().flatten()
     };
-    if device_created || cur.as_deref().map(str::trim) != Some(value) {
+    if device_created || !s.satisfied_by(cur.as_deref()) {
         p.ops.push(Op::SetSysctl {
-            key: key.into(),
-            value: value.into(),
-            from: cur.map(|s| s.trim().to_string()),
-            record,
+            key: s.key.clone(),
+            value: s.value.clone(),
+            from: cur.map(|c| c.trim().to_string()),
+            record: s.restore,
         });
     }
 }
@@ -276,12 +324,13 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
 
     // 1. Shared sysctls first: force_igmp_version must precede the VTEP's join.
     for s in d.sysctls.iter().filter(|s| s.restore) {
-        sysctl_op(&mut p, o, &s.key, &s.value, true, false);
+        sysctl_spec_op(&mut p, o, s, false);
     }
 
     // 2. Bridge.
     let br = &d.bridge;
     let mac = fmt_mac(&br.mac);
+    // (Snooping is set in the creating request; see BridgeSpec::mcast_snooping.)
     let mut bridge_created = false;
     match o.link(&br.name) {
         Some(l) if l.kind.as_deref() != Some("bridge") => {
@@ -327,6 +376,12 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
                     name: br.name.clone(),
                 });
             }
+            if l.mcast_snooping.is_some_and(|s| s != br.mcast_snooping) {
+                p.ops.push(Op::SetMcastSnooping {
+                    name: br.name.clone(),
+                    on: br.mcast_snooping,
+                });
+            }
         }
     }
     if bridge_created {
@@ -334,6 +389,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
             name: br.name.clone(),
             mac,
             mtu: br.mtu,
+            mcast_snooping: br.mcast_snooping,
         });
     }
     sysctl_op(
@@ -507,61 +563,9 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
         });
     }
 
-    // 6. Default route via the router's overlay address.
-    let br_index = br_link.map(|l| l.index);
-    let ours = |r: &&Route| {
-        r.table == RT_TABLE_MAIN && r.dst.prefix_len() == 0 && r.protocol == RTPROT_OVERLAYD
-    };
-    match &d.default_route {
-        Some(rs) => {
-            let present = br_index.is_some()
-                && o.routes.iter().any(|r| {
-                    r.table == RT_TABLE_MAIN
-                        && r.dst.prefix_len() == 0
-                        && r.gateway == Some(rs.gateway)
-                        && r.oif == br_index
-                        && r.metric == rs.metric
-                });
-            for r in o.routes.iter().filter(ours) {
-                let keep =
-                    r.gateway == Some(rs.gateway) && r.oif == br_index && r.metric == rs.metric;
-                if !keep {
-                    p.ops.push(Op::DelRoute {
-                        dst: r.dst.to_string(),
-                        gateway: r.gateway,
-                        dev: r
-                            .oif
-                            .and_then(|i| o.link_by_index(i))
-                            .map(|l| l.name.clone())
-                            .unwrap_or_default(),
-                        metric: r.metric,
-                    });
-                }
-            }
-            if !present {
-                p.ops.push(Op::AddRoute {
-                    gateway: rs.gateway,
-                    dev: rs.dev.clone(),
-                    metric: rs.metric,
-                });
-            }
-        }
-        None => {
-            // Router/standalone: no default route on the overlay; remove one we left behind.
-            for r in o.routes.iter().filter(ours) {
-                p.ops.push(Op::DelRoute {
-                    dst: r.dst.to_string(),
-                    gateway: r.gateway,
-                    dev: r
-                        .oif
-                        .and_then(|i| o.link_by_index(i))
-                        .map(|l| l.name.clone())
-                        .unwrap_or_default(),
-                    metric: r.metric,
-                });
-            }
-        }
-    }
+    // 6. Routes and rules (see `routing`).
+    routing::plan_routes(&mut p, d, o, bridge_created);
+    routing::plan_rules(&mut p, d, o);
 
     // 7. Files.
     let hosts_now = o.hosts.clone().unwrap_or_default();
@@ -637,7 +641,7 @@ pub fn plan_down(i: &DownInput, o: &Observed, st: &State) -> Plan {
             }
         }
     }
-    // Routes we installed vanish with the bridge; one on another device would not.
+    // Routes we installed vanish with the links; rules and routes on other devices not.
     let deleted: Vec<u32> = p
         .ops
         .iter()
@@ -646,20 +650,8 @@ pub fn plan_down(i: &DownInput, o: &Observed, st: &State) -> Plan {
             _ => None,
         })
         .collect();
-    for r in &o.routes {
-        if r.protocol == RTPROT_OVERLAYD && !r.oif.is_some_and(|x| deleted.contains(&x)) {
-            p.ops.push(Op::DelRoute {
-                dst: r.dst.to_string(),
-                gateway: r.gateway,
-                dev: r
-                    .oif
-                    .and_then(|x| o.link_by_index(x))
-                    .map(|l| l.name.clone())
-                    .unwrap_or_default(),
-                metric: r.metric,
-            });
-        }
-    }
+    let routing_ops = routing::plan_down(o, st, &deleted, &mut p.warnings);
+    p.ops.extend(routing_ops);
     if matches!(
         o.nat,
         Some(NatObserved::Matches) | Some(NatObserved::Differs(_))

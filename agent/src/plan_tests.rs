@@ -58,6 +58,7 @@ fn bare() -> Observed {
                 alias: None,
                 vxlan: None,
                 stp: None,
+                mcast_snooping: None,
                 link: None,
             },
             Link {
@@ -72,6 +73,7 @@ fn bare() -> Observed {
                 alias: None,
                 vxlan: None,
                 stp: None,
+                mcast_snooping: None,
                 link: None,
             },
         ],
@@ -86,7 +88,11 @@ fn bare() -> Observed {
             metric: 100,
             protocol: 16,
             table: 254,
+            scope: 0,
+            kind: 1,
+            prefsrc: None,
         }],
+        rules: vec![],
         sysctls: Default::default(),
         hosts: Some("127.0.0.1 localhost\n".into()),
         resolv: Some("nameserver 10.0.0.2\n".into()),
@@ -112,6 +118,7 @@ fn converged(d: &Desired) -> Observed {
         alias: Some(OWNER_ALIAS.into()),
         vxlan: None,
         stp: Some(0),
+        mcast_snooping: Some(false),
         link: None,
     });
     o.addrs.push(Addr {
@@ -137,6 +144,7 @@ fn converged(d: &Desired) -> Observed {
                 learning: Some(true),
             }),
             stp: None,
+            mcast_snooping: None,
             link: None,
         });
     }
@@ -153,6 +161,7 @@ fn converged(d: &Desired) -> Observed {
             alias: Some(OWNER_ALIAS.into()),
             vxlan: None,
             stp: None,
+            mcast_snooping: None,
             link: Some(13),
         });
         o.links.push(Link {
@@ -167,17 +176,33 @@ fn converged(d: &Desired) -> Observed {
             alias: Some(OWNER_ALIAS.into()),
             vxlan: None,
             stp: None,
+            mcast_snooping: None,
             link: Some(12),
         });
     }
-    if let Some(r) = &d.default_route {
+    let has_default = o.routes.iter().any(|r| r.dst.prefix_len() == 0);
+    for r in d.routes.iter().filter(|r| !(r.fallback && has_default)) {
         o.routes.push(Route {
-            dst: "0.0.0.0/0".parse().unwrap(),
-            gateway: Some(r.gateway),
-            oif: Some(10),
+            dst: r.dst,
+            gateway: r.gateway,
+            oif: o.link(&r.dev).map(|l| l.index),
             metric: r.metric,
             protocol: RTPROT_OVERLAYD,
-            table: 254,
+            table: r.table,
+            scope: if r.gateway.is_some() { 0 } else { 253 },
+            kind: 1,
+            prefsrc: r.src,
+        });
+    }
+    for r in &d.rules {
+        o.rules.push(Rule {
+            priority: r.priority,
+            src: Some(r.from),
+            dst: None,
+            table: r.table,
+            protocol: RTPROT_OVERLAYD,
+            action: 1,
+            other_selectors: false,
         });
     }
     let h = o.hosts.clone().unwrap();
@@ -211,10 +236,12 @@ fn desired_per_role() {
     let h = desired(&role_cfg(Role::Host), &b).unwrap();
     assert_eq!(h.bridge.mtu, 8450, "9001-50 capped at 8450 (TGW multicast)");
     assert_eq!(h.vtep.as_ref().unwrap().underlay, "eth0");
-    assert_eq!(
-        h.default_route.as_ref().unwrap().gateway.to_string(),
-        "10.101.0.1"
-    );
+    let gw: std::net::Ipv4Addr = "10.101.0.1".parse().unwrap();
+    assert!(h
+        .routes
+        .iter()
+        .any(|r| r.table == 79 && r.dst.prefix_len() == 0 && r.gateway == Some(gw)));
+    assert_eq!(h.rules.len(), 1);
     assert!(h.nat.is_none() && h.dummy.is_none());
     assert_eq!(h.sysctls[0].key, igmp_key("eth0"));
     assert!(!h.sysctls.iter().any(|s| s.key == IP_FORWARD));
@@ -228,7 +255,8 @@ fn desired_per_role() {
     assert_eq!(m.dns.len(), 1);
 
     let r = desired(&role_cfg(Role::Router), &b).unwrap();
-    assert!(r.default_route.is_none());
+    assert!(r.routes.iter().all(|x| x.gateway.is_none() && x.dst.prefix_len() == 32));
+    assert!(r.rules.is_empty());
     assert!(r
         .sysctls
         .iter()
@@ -296,13 +324,19 @@ fn fresh_host_plan_is_ordered() {
     assert_eq!(
         k,
         vec![
-            "sysctl",
+            "sysctl", // force_igmp_version
+            "sysctl", // igmp_max_memberships
             "create_bridge",
             "sysctl",
             "address",
             "create_vtep",
             "sysctl",
-            "route"
+            "route", // 3 x link-local
+            "route",
+            "route",
+            "route", // table 79: overlay subnet
+            "route", // table 79: default via gateway
+            "rule"
         ]
     );
     // force_igmp_version strictly before the VTEP exists (and so before it joins)
@@ -343,10 +377,11 @@ fn fresh_plans_every_role() {
         assert_eq!(k.contains(&"create_vtep"), r != Role::Standalone, "{r}");
         assert_eq!(k.contains(&"create_dummy"), r == Role::Standalone, "{r}");
         assert_eq!(
-            k.contains(&"route"),
+            k.contains(&"rule"),
             matches!(r, Role::Host | Role::Management),
             "{r}"
         );
+        assert!(k.contains(&"route"), "{r}: link-local routes on every role");
         assert_eq!(
             k.contains(&"nat"),
             matches!(r, Role::Router | Role::Standalone),
@@ -445,9 +480,11 @@ fn drift_missing_address_and_route() {
         }]
     );
     let ops = drift(Role::Host, |o| {
-        o.routes.retain(|r| r.protocol != RTPROT_OVERLAYD)
+        o.routes.retain(|r| r.protocol != RTPROT_OVERLAYD || r.table != 79)
     });
-    assert_eq!(kinds(&ops), vec!["route"]);
+    assert_eq!(kinds(&ops), vec!["route", "route"]);
+    let ops = drift(Role::Host, |o| o.rules.clear());
+    assert_eq!(kinds(&ops), vec!["rule"]);
 }
 
 #[test]
@@ -484,7 +521,15 @@ fn drift_bridge_mac_stp_and_missing_bridge() {
     });
     assert_eq!(
         kinds(&ops),
-        vec!["create_bridge", "sysctl", "address", "master", "route"]
+        vec!["create_bridge", "sysctl", "address", "master", "route", "route"]
+    );
+    let ops = drift(Role::Host, |o| bridge_mut(o).mcast_snooping = Some(true));
+    assert_eq!(
+        ops,
+        vec![Op::SetMcastSnooping {
+            name: "cloudbr0".into(),
+            on: false
+        }]
     );
 }
 
@@ -521,6 +566,7 @@ fn foreign_bridge_ports_and_addresses_untouched() {
             alias: None,
             vxlan: None,
             stp: None,
+            mcast_snooping: None,
             link: None,
         });
         o.addrs.push(Addr {
@@ -534,6 +580,9 @@ fn foreign_bridge_ports_and_addresses_untouched() {
             metric: 0,
             protocol: 4,
             table: 254,
+            scope: 0,
+            kind: 1,
+            prefsrc: None,
         });
     });
     assert!(ops.is_empty(), "{ops:?}");
@@ -586,6 +635,9 @@ fn router_removes_stale_default_route_it_installed() {
             metric: 0,
             protocol: RTPROT_OVERLAYD,
             table: 254,
+            scope: 0,
+            kind: 1,
+            prefsrc: None,
         });
     });
     assert_eq!(kinds(&ops), vec!["route_delete"]);
@@ -608,6 +660,7 @@ fn down_removes_only_owned() {
         alias: None,
         vxlan: None,
         stp: None,
+        mcast_snooping: None,
         link: None,
     });
     let i = DownInput {
@@ -619,12 +672,24 @@ fn down_removes_only_owned() {
     };
     let p = plan_down(&i, &o, &st);
     let k = kinds(&p.ops);
+    // table-79 routes vanish with cloudbr0; the rule and the link-local routes on eth0
+    // are deleted explicitly
     assert_eq!(
         k,
-        vec!["delete_link", "delete_link", "sysctl", "hosts", "resolv"]
+        vec![
+            "delete_link",
+            "delete_link",
+            "rule_delete",
+            "route_delete",
+            "route_delete",
+            "route_delete",
+            "sysctl",
+            "hosts",
+            "resolv"
+        ]
     );
     assert!(matches!(&p.ops[0], Op::DeleteLink { name, .. } if name == "ethvxlan0"));
-    assert!(matches!(&p.ops[2], Op::SetSysctl { value, .. } if value == "0"));
+    assert!(matches!(&p.ops[6], Op::SetSysctl { value, .. } if value == "0"));
     let _ = d;
     // A link with our name that we never marked is left alone.
     bridge_mut(&mut o).alias = None;
@@ -634,4 +699,239 @@ fn down_removes_only_owned() {
         1
     );
     assert_eq!(p.warnings.len(), 1);
+}
+
+fn route(dst: &str, gw: Option<&str>, oif: u32, metric: u32, proto: u8, table: u32) -> Route {
+    Route {
+        dst: dst.parse().unwrap(),
+        gateway: gw.map(|g| g.parse().unwrap()),
+        oif: Some(oif),
+        metric,
+        protocol: proto,
+        table,
+        scope: if gw.is_some() { 0 } else { 253 },
+        kind: 1,
+        prefsrc: None,
+    }
+}
+
+fn cfg_with(role: Role, extra: &[(&'static str, &str)]) -> Config {
+    let base = role_cfg(role);
+    let mut o = Overrides::default();
+    o.set("role", vec![role.as_str().into()], Source::Flag);
+    o.set("underlay", vec!["eth0".into()], Source::Flag);
+    o.set("address", vec![base.address.to_string()], Source::Flag);
+    if let Some(g) = base.gateway {
+        o.set("gateway", vec![g.to_string()], Source::Flag);
+    }
+    if let Some(g) = base.group {
+        o.set("group", vec![g.to_string()], Source::Flag);
+    }
+    for (k, v) in extra {
+        o.set(k, vec![v.to_string()], Source::Flag);
+    }
+    config::build(&FileConfig::default(), &o).unwrap()
+}
+
+#[test]
+fn dhcp_default_route_is_left_alone_and_fallback_only_without_it() {
+    // bare() has the DHCP default (proto 16, metric 100): overlay-sourced adds no main default.
+    let (d, o) = setup(Role::Host);
+    assert!(!o
+        .routes
+        .iter()
+        .any(|r| r.table == 254 && r.dst.prefix_len() == 0 && r.owned()));
+    assert!(plan_apply(&d, &o).unwrap().is_empty());
+    // No default route at all: the main-table default via the gateway is installed too.
+    let mut none = o.clone();
+    none.routes.retain(|r| r.dst.prefix_len() != 0 || r.table != 254);
+    let p = plan_apply(&d, &none).unwrap();
+    assert_eq!(p.ops.len(), 1, "{:?}", p.ops);
+    assert!(
+        matches!(&p.ops[0], Op::AddRoute { route, replace: false, replaces: None }
+            if route.table == 254 && route.dst.prefix_len() == 0 && route.fallback)
+    );
+    // Our fallback present and the DHCP client adds its route back: ours goes.
+    let mut both = none.clone();
+    both.routes.push(route("0.0.0.0/0", Some("10.101.0.1"), 10, 0, RTPROT_OVERLAYD, 254));
+    assert!(plan_apply(&d, &both).unwrap().is_empty());
+    both.routes.push(route("0.0.0.0/0", Some("10.0.1.1"), 2, 0, 16, 254));
+    let p = plan_apply(&d, &both).unwrap();
+    assert_eq!(kinds(&p.ops), vec!["route_delete"]);
+}
+
+#[test]
+fn gateway_mode_all_uses_half_routes_that_beat_any_default() {
+    let c = cfg_with(Role::Host, &[("gateway_mode", "all")]);
+    let d = desired(&c, &bare()).unwrap();
+    let halves: Vec<String> = d
+        .routes
+        .iter()
+        .filter(|r| r.table == 254 && r.gateway.is_some())
+        .map(|r| r.dst.to_string())
+        .collect();
+    assert_eq!(halves, vec!["0.0.0.0/1", "128.0.0.0/1"]);
+    let o = converged(&d);
+    assert!(plan_apply(&d, &o).unwrap().is_empty());
+    // A renewal re-adding the DHCP default (any metric) changes nothing.
+    let mut renewed = o.clone();
+    renewed.routes.push(route("0.0.0.0/0", Some("10.0.1.1"), 2, 0, 16, 254));
+    assert!(plan_apply(&d, &renewed).unwrap().is_empty());
+    // Back to overlay-sourced: the halves are removed.
+    let d2 = desired(&role_cfg(Role::Host), &bare()).unwrap();
+    let p = plan_apply(&d2, &o).unwrap();
+    assert_eq!(kinds(&p.ops), vec!["route_delete", "route_delete"]);
+}
+
+#[test]
+fn foreign_route_with_our_key_is_kept_when_equivalent_and_replaced_otherwise() {
+    let (d, mut o) = setup(Role::Host);
+    // The instance already routes IMDS via eth0 (as ec2-net-utils does): kept, not ours.
+    o.routes.retain(|r| !(r.owned() && r.dst.to_string() == "169.254.169.254/32"));
+    o.routes.push(route("169.254.169.254/32", None, 2, 0, 3, 254));
+    assert!(plan_apply(&d, &o).unwrap().is_empty());
+    // A foreign route sends it into cloud0 instead: replaced in one step, recorded.
+    o.links.push(Link {
+        group: 0,
+        index: 50,
+        name: "cloud0".into(),
+        kind: Some("bridge".into()),
+        up: true,
+        mtu: 1500,
+        master: None,
+        mac: vec![2; 6],
+        alias: None,
+        vxlan: None,
+        stp: Some(0),
+        mcast_snooping: Some(true),
+        link: None,
+    });
+    o.routes.retain(|r| r.dst.to_string() != "169.254.169.254/32");
+    o.routes.push(route("169.254.169.254/32", None, 50, 0, 4, 254));
+    let p = plan_apply(&d, &o).unwrap();
+    assert_eq!(p.ops.len(), 1);
+    let Op::AddRoute {
+        route: r,
+        replace: true,
+        replaces: Some(old),
+    } = &p.ops[0]
+    else {
+        panic!("{:?}", p.ops)
+    };
+    assert_eq!(r.dev, "eth0");
+    assert_eq!(old.dev, "cloud0");
+    // down puts it back.
+    let mut st = State::default();
+    st.replaced_routes.push(old.clone());
+    let mut after = o.clone();
+    after.routes.retain(|x| x.dst.to_string() != "169.254.169.254/32");
+    after
+        .routes
+        .push(route("169.254.169.254/32", None, 2, 0, RTPROT_OVERLAYD, 254));
+    let i = DownInput {
+        bridge: "cloudbr0",
+        vtep: "ethvxlan0",
+        dummy: "ethdummy0",
+        hosts_file: "/h",
+        resolv_conf: "/r",
+    };
+    let p = plan_down(&i, &after, &st);
+    assert!(p
+        .ops
+        .iter()
+        .any(|x| matches!(x, Op::RestoreRoute { route } if route == old)));
+    assert!(!p.ops.iter().any(
+        |x| matches!(x, Op::DelRoute { route, .. } if route.dst.to_string() == "169.254.169.254/32")
+    ));
+}
+
+#[test]
+fn cloudstack_devices_and_routes_never_make_a_plan() {
+    let ops = drift(Role::Host, |o| {
+        for (i, name, kind, master) in [
+            (60, "cloud0", "bridge", None),
+            (61, "vxlan1", "vxlan", Some(62)),
+            (62, "brvx-1", "bridge", None),
+            (63, "brvlan10", "bridge", None),
+            (64, "vnet0", "tun", Some(62)),
+            (65, "breth0-10", "bridge", None),
+        ] {
+            o.links.push(Link {
+                group: 0,
+                index: i,
+                name: name.into(),
+                kind: Some(kind.into()),
+                up: true,
+                mtu: 8400,
+                master,
+                mac: vec![2, 9, 9, 9, 9, i as u8],
+                alias: None,
+                vxlan: None,
+                stp: None,
+                mcast_snooping: None,
+                link: None,
+            });
+        }
+        o.addrs.push(Addr {
+            index: 60,
+            addr: "169.254.0.1/16".parse().unwrap(),
+        });
+        o.routes.push(route("169.254.0.0/16", None, 60, 0, 2, 254));
+        for n in 1..=25 {
+            o.routes
+                .push(route(&format!("239.0.0.{n}/32"), None, 10, 0, 3, 254));
+        }
+    });
+    assert!(ops.is_empty(), "{ops:?}");
+}
+
+#[test]
+fn igmp_max_memberships_is_raised_never_lowered() {
+    let (d, mut o) = setup(Role::Host);
+    let key = crate::desired::IGMP_MAX_MEMBERSHIPS;
+    o.sysctls.insert(key.into(), Some("20".into()));
+    let p = plan_apply(&d, &o).unwrap();
+    assert_eq!(
+        p.ops,
+        vec![Op::SetSysctl {
+            key: key.into(),
+            value: "1024".into(),
+            from: Some("20".into()),
+            record: true
+        }]
+    );
+    o.sysctls.insert(key.into(), Some("4096".into()));
+    assert!(plan_apply(&d, &o).unwrap().is_empty());
+    // Not on the router or management (no guests there).
+    for r in [Role::Router, Role::Management] {
+        let d = desired(&role_cfg(r), &bare()).unwrap();
+        assert!(!d.sysctls.iter().any(|s| s.key == key), "{r}");
+    }
+    let c = cfg_with(Role::Host, &[("igmp_max_memberships", "0")]);
+    let d = desired(&c, &bare()).unwrap();
+    assert!(!d.sysctls.iter().any(|s| s.key == key));
+}
+
+#[test]
+fn link_local_routes_configurable_and_guest_mtu() {
+    let c = cfg_with(Role::Router, &[("link_local_routes", "none")]);
+    let d = desired(&c, &bare()).unwrap();
+    assert!(d.routes.is_empty());
+    let c = cfg_with(
+        Role::Router,
+        &[("link_local_routes", "169.254.169.254,169.254.170.2")],
+    );
+    let d = desired(&c, &bare()).unwrap();
+    assert_eq!(d.routes.len(), 2);
+    assert!(d.routes.iter().all(|r| r.dev == "eth0" && r.gateway.is_none()));
+    let h = desired(&role_cfg(Role::Host), &bare()).unwrap();
+    assert_eq!(crate::desired::guest_mtu(&h), Some(8400));
+    let mut o = bare();
+    o.links[1].mtu = 1500;
+    let h = desired(&role_cfg(Role::Host), &o).unwrap();
+    assert_eq!(crate::desired::guest_mtu(&h), Some(1400));
+    assert_eq!(
+        crate::desired::guest_mtu(&desired(&role_cfg(Role::Router), &bare()).unwrap()),
+        None
+    );
 }

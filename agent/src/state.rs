@@ -1,6 +1,6 @@
 //! What overlayd must remember between runs that the kernel cannot hold for it: the
 //! original values of the shared sysctls it changed (restored by `down`) and the names
-//! of the links it created. Links also carry device group 79 in the kernel.
+//! of the links it created, and foreign routes it replaced. Links also carry device group 79 in the kernel.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +18,10 @@ pub struct State {
     /// NAT table installed.
     #[serde(default)]
     pub nat: bool,
+    /// Foreign routes overlayd replaced with its own (same table, destination and metric);
+    /// `down` puts them back.
+    #[serde(default)]
+    pub replaced_routes: Vec<crate::model::SavedRoute>,
 }
 
 pub fn path(dir: &Path) -> PathBuf {

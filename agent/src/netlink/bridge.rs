@@ -1,4 +1,5 @@
-//! The overlay bridge (cloudbr0): created owned, STP off, MAC pinned, up.
+//! The overlay bridge (cloudbr0): created owned, STP off, IGMP snooping as configured,
+//! MAC pinned, up.
 
 use super::{index_of, nl_err, R};
 use crate::model::*;
@@ -6,10 +7,17 @@ use netlink_packet_route::link::BridgeStpState;
 use rtnetlink::Handle;
 use rtnetlink::LinkBridge;
 
-pub async fn create_bridge(h: &Handle, name: &str, mac: [u8; 6], mtu: u32) -> R<()> {
-    // One request: owned (device group), STP off, pinned MAC, up.
+pub async fn create_bridge(
+    h: &Handle,
+    name: &str,
+    mac: [u8; 6],
+    mtu: u32,
+    mcast_snooping: bool,
+) -> R<()> {
+    // One request: owned (device group), STP off, snooping, pinned MAC, up.
     let msg = rtnetlink::LinkMessageBuilder::<LinkBridge>::new(name)
         .stp_state(BridgeStpState::Disabled)
+        .mcast_snooping(mcast_snooping)
         .address(mac.to_vec())
         .mtu(mtu)
         .link_group(OWNER_GROUP)
@@ -33,4 +41,17 @@ pub async fn set_stp_off(h: &Handle, name: &str) -> R<()> {
         .execute()
         .await
         .map_err(|e| nl_err(format!("turn STP off on {name}"), e))
+}
+
+pub async fn set_mcast_snooping(h: &Handle, name: &str, on: bool) -> R<()> {
+    let i = index_of(h, name).await?;
+    let msg = rtnetlink::LinkMessageBuilder::<LinkBridge>::new(name)
+        .index(i)
+        .mcast_snooping(on)
+        .build();
+    h.link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(|e| nl_err(format!("set IGMP snooping {on} on {name}"), e))
 }

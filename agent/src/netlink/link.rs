@@ -23,6 +23,7 @@ fn parse_link(m: &LinkMessage) -> Link {
         group: 0,
         vxlan: None,
         stp: None,
+        mcast_snooping: None,
         link: None,
     };
     for a in &m.attributes {
@@ -54,8 +55,12 @@ fn parse_link(m: &LinkMessage) -> Link {
                         }
                         LinkInfo::Data(InfoData::Bridge(b)) => {
                             for e in b {
-                                if let InfoBridge::StpState(s) = e {
-                                    l.stp = Some(u32::from(*s));
+                                match e {
+                                    InfoBridge::StpState(s) => l.stp = Some(u32::from(*s)),
+                                    InfoBridge::MulticastSnooping(b) => {
+                                        l.mcast_snooping = Some(*b)
+                                    }
+                                    _ => {}
                                 }
                             }
                         }

@@ -1,6 +1,6 @@
 //! rtnetlink I/O, one file per kernel concept: `link` (dump, generic link changes),
 //! `bridge` (cloudbr0), `vxlan` (the VTEP), `dummy` (standalone's port), `address`,
-//! `route`. Dumps fill [`crate::model::Observed`]; the changes are what the executor runs.
+//! `route`, `rule`. Dumps fill [`crate::model::Observed`]; the changes are what the executor runs.
 //! No `ip`/`brctl` subprocesses.
 
 mod address;
@@ -8,13 +8,15 @@ mod bridge;
 mod dummy;
 mod link;
 mod route;
+mod rule;
 mod vxlan;
 
 pub use address::{add_address, dump_addrs};
-pub use bridge::{create_bridge, set_stp_off};
+pub use bridge::{create_bridge, set_mcast_snooping, set_stp_off};
 pub use dummy::create_dummy;
 pub use link::{delete_link, dump_links, set_mac, set_master, set_mtu, set_owner, set_up};
-pub use route::{add_default_route, del_route, dump_routes};
+pub use route::{add_route, del_route, dump_routes, restore_route};
+pub use rule::{add_rule, del_rule, dump_rules};
 pub use vxlan::create_vtep;
 
 use crate::model::Link;
