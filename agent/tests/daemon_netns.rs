@@ -151,7 +151,11 @@ fn daemon_repairs_the_catalogue_and_traffic_passes_again() {
         ("VTEP recreated with wrong underlay", "PAUSE ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 100 dstport 4789 group 239.255.0.1 dev lo"),
         ("MTU changed", "ip link set ethvxlan0 mtu 1300"),
         ("overlay address removed", "ip addr del 10.101.0.10/16 dev cloudbr0"),
-        ("default route removed", "ip route del default via 10.101.0.1"),
+        ("overlay-sourced rule removed", "ip rule del priority 1079"),
+        ("gateway route of table 79 removed", "ip route del default via 10.101.0.1 table 79"),
+        ("IMDS route removed", "ip route del 169.254.169.254/32 dev eth0"),
+        ("igmp_max_memberships reset", "echo 20 > /proc/sys/net/ipv4/igmp_max_memberships"),
+        ("IGMP snooping on cloudbr0 turned on", "ip link set cloudbr0 type bridge mcast_snooping 1"),
         ("force_igmp_version reset", "echo 0 > /proc/sys/net/ipv4/conf/eth0/force_igmp_version"),
         ("bridge MAC changed", "ip link set cloudbr0 address 02:aa:bb:cc:dd:ee"),
     ];
@@ -377,8 +381,9 @@ fn refused_change_backs_off_logs_once_and_recovers() {
     }
     let ns = Ns::new("bo");
     let args = daemon_args(ns.host_args());
-    // Make the kernel refuse the overlay default route: an equal-metric default exists.
-    ns.ip("route add default via 10.77.0.1 dev eth0 metric 0");
+    // Make the kernel refuse the VTEP: a foreign VXLAN device with the same VNI and port
+    // exists (EEXIST "A VXLAN device with the specified VNI already exists").
+    ns.ip("link add vxforeign type vxlan id 100 dstport 4789 group 239.255.0.1 dev eth0");
     let log_path = ns.dir.join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let _d = Daemon::start_logging(&ns, &args, log);
@@ -395,10 +400,7 @@ fn refused_change_backs_off_logs_once_and_recovers() {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(
-        err.contains("File exists") || err.contains("same metric"),
-        "{err}"
-    );
+    assert!(err.contains("File exists"), "{err}");
     let attempts = s["status"]["reconciles"].as_u64().unwrap();
     assert!(
         (2..=8).contains(&attempts),
@@ -411,7 +413,7 @@ fn refused_change_backs_off_logs_once_and_recovers() {
         "log once per cause:\n{text}"
     );
     // The operator removes the conflict: the next retry converges on its own.
-    ns.ip("route del default via 10.77.0.1 dev eth0 metric 0");
+    ns.ip("link del vxforeign");
     wait_until(
         "converged after the conflict is gone",
         Duration::from_secs(15),
@@ -501,4 +503,70 @@ fn systemd_notify_ready_status_and_watchdog() {
     );
     // READY only after the node is converged.
     assert_eq!(ns.pending(&args), 0);
+}
+
+/// A DHCP client renewing its lease (dhclient deletes and re-adds its default route, or
+/// re-adds it and gets EEXIST, or replaces it) never fights `gateway_mode = all`: the half
+/// routes are more specific, so nothing collides, no repair is made and nothing flaps.
+#[test]
+fn gateway_mode_all_survives_dhcp_renewals_without_repairs() {
+    if !require_root("gateway_mode_all") {
+        return;
+    }
+    let ns = Ns::new("ga");
+    let mut args = daemon_args(ns.host_args());
+    args.extend(["--gateway-mode", "all"].map(String::from));
+    let _d = Daemon::start(&ns, &args);
+    wait_converged(&ns, &args);
+    let main = ns.ip("-4 route show");
+    for want in [
+        "0.0.0.0/1 via 10.101.0.1 dev cloudbr0 proto 79",
+        "128.0.0.0/1 via 10.101.0.1 dev cloudbr0 proto 79",
+        "default via 10.77.0.1 dev eth0 proto dhcp",
+    ] {
+        assert!(main.contains(want), "{want} missing:\n{main}");
+    }
+    let repairs = |ns: &Ns| status(ns, &args)["status"]["repairs"].as_u64().unwrap();
+    let before = repairs(&ns);
+    for _ in 0..5 {
+        ns.ip("route del default via 10.77.0.1 dev eth0");
+        ns.ip("route add default via 10.77.0.1 dev eth0 proto dhcp");
+        ns.ip("route replace default via 10.77.0.1 dev eth0 proto dhcp");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two resyncs later: still converged, no repair, the DHCP route as the client left it.
+    std::thread::sleep(Duration::from_millis(2200));
+    let s = status(&ns, &args);
+    assert_eq!(s["status"]["converged"], true, "{s}");
+    assert_eq!(repairs(&ns), before, "renewals caused repairs: {s}");
+    let main = ns.ip("-4 route show");
+    assert!(main.contains("default via 10.77.0.1 dev eth0 proto dhcp"), "{main}");
+    assert!(main.contains("0.0.0.0/1 via 10.101.0.1"), "{main}");
+    assert_eq!(ns.pending(&args), 0);
+}
+
+/// overlay-sourced (the default): the main-table default via the gateway exists only while
+/// the node has no default route of its own — it appears when the DHCP route is lost and
+/// goes away when the DHCP client puts its route back.
+#[test]
+fn overlay_sourced_fallback_default_follows_the_dhcp_route() {
+    if !require_root("fallback_default") {
+        return;
+    }
+    let ns = Ns::new("fb");
+    let args = daemon_args(ns.host_args());
+    let _d = Daemon::start(&ns, &args);
+    wait_converged(&ns, &args);
+    assert!(!ns.ip("-4 route show default").contains("cloudbr0"));
+    ns.ip("route del default via 10.77.0.1 dev eth0");
+    wait_until("fallback default via the gateway", Duration::from_secs(5), || {
+        ns.ip("-4 route show default")
+            .contains("default via 10.101.0.1 dev cloudbr0 proto 79")
+    });
+    ns.ip("route add default via 10.77.0.1 dev eth0 proto dhcp metric 100");
+    wait_until("fallback removed again", Duration::from_secs(5), || {
+        let d = ns.ip("-4 route show default");
+        !d.contains("cloudbr0") && d.contains("via 10.77.0.1")
+    });
+    wait_converged(&ns, &args);
 }

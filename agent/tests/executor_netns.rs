@@ -31,9 +31,17 @@ fn apply_converges_then_second_apply_changes_nothing() {
         br.contains("02:0f:0a:65:00:0a") && br.contains("stp_state 0") && br.contains("mtu 1450"),
         "{br}"
     );
+    // The DHCP default route stays; overlay-sourced traffic uses table 79.
+    assert_eq!(
+        ns.ip("route show default").trim(),
+        "default via 10.77.0.1 dev eth0 proto dhcp"
+    );
     assert!(ns
-        .ip("route show default")
-        .contains("via 10.101.0.1 dev cloudbr0"));
+        .ip("route show table 79")
+        .contains("default via 10.101.0.1 dev cloudbr0 proto 79"));
+    assert!(ns
+        .ip("rule show")
+        .contains("from 10.101.0.10 lookup 79 proto 79"));
     assert_eq!(ns.sysctl("net/ipv4/conf/eth0/force_igmp_version"), "2");
     assert_eq!(ns.sysctl("net/ipv6/conf/cloudbr0/disable_ipv6"), "1");
     let hosts = std::fs::read_to_string(ns.dir.join("hosts")).unwrap();
@@ -65,7 +73,14 @@ fn every_drift_is_repaired_by_the_next_apply() {
         ("mtu changed", "ip link set ethvxlan0 mtu 1400"),
         ("bridge mtu changed", "ip link set cloudbr0 mtu 1300"),
         ("address removed", "ip addr flush dev cloudbr0"),
-        ("default route removed", "ip route del default"),
+        ("overlay-sourced rule removed", "ip rule del priority 1079"),
+        ("table 79 default removed", "ip route del default table 79"),
+        ("table 79 overlay route removed", "ip route del 10.101.0.0/16 table 79"),
+        ("IMDS route removed", "ip route del 169.254.169.254/32"),
+        ("IMDS route captured by cloud0", "sh -c 'ip link add cloud0 type bridge && ip addr add 169.254.0.1/16 dev cloud0 && ip link set cloud0 up && ip route replace 169.254.169.254/32 dev cloud0'"),
+        ("igmp_max_memberships reset", "sh -c 'echo 20 > /proc/sys/net/ipv4/igmp_max_memberships'"),
+        ("snooping on", "ip link set cloudbr0 type bridge mcast_snooping 1"),
+        ("DHCP default route lost (fallback via the gateway)", "ip route del default via 10.77.0.1"),
         ("igmp version reset", "sh -c 'echo 0 > /proc/sys/net/ipv4/conf/eth0/force_igmp_version'"),
         ("bridge mac changed", "ip link set cloudbr0 address 02:aa:bb:cc:dd:ee"),
         ("stp on", "ip link set cloudbr0 type bridge stp_state 1"),
@@ -159,9 +174,10 @@ fn router_forwarding_and_nat_then_down_restores() {
         "{rules}"
     );
     assert!(
-        !ns.ip("route show").contains("default"),
+        !ns.ip("route show").contains("cloudbr0 proto 79"),
         "router must not get an overlay default route"
     );
+    assert!(!ns.ip("rule show").contains("proto 79"), "router has no rule");
     ns.exec("nft flush chain ip overlayd postrouting");
     assert!(ns.pending(&args) > 0);
     ns.overlayd_ok("apply", &args);

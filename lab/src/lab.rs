@@ -474,13 +474,18 @@ fn build(
         writeln!(b, "link set {port} type bridge_slave mcast_flood off")?;
         writeln!(b, "link set {port} up")?;
     }
+    let cp = topo::CLIENT_PORT;
     writeln!(
         b,
-        "link add c-client type veth peer name eth0 netns {}",
+        "link add {cp} type veth peer name eth0 netns {}",
         t.client_ns
     )?;
-    writeln!(b, "link set c-client master {cl}")?;
-    writeln!(b, "link set c-client up")?;
+    writeln!(b, "link set {cp} master {cl}")?;
+    writeln!(b, "link set {cp} up")?;
+    // AWS link-local services answer on the node subnet (IMDS, DNS resolver, time sync).
+    for a in topo::LINK_LOCAL_SERVICES {
+        writeln!(b, "addr add {a}/32 dev {ul}")?;
+    }
     writeln!(b, "link set {ul} up")?;
     writeln!(b, "link set {cl} up")?;
     writeln!(
@@ -511,15 +516,21 @@ fn build(
         )
         .context("installing the IGMPv3 drop rule (nftables); use --accept-igmpv3 to skip")?;
     }
-    ph.done("vpc: bridges, veths, route table");
+    crate::vpc::install(t)?;
+    ph.done("vpc: bridges, veths, route table, source/destination check");
 
     // Underlay addresses of nodes and client (netlink from worker threads, no processes).
+    // Every instance boots with a DHCP default route via the VPC router (subnet base + 1).
     let mut cfgs: Vec<(String, Ipv4Addr, u8, Option<Ipv4Addr>)> = t
         .nodes
         .iter()
         .map(|n| {
-            let gw = (n.role == Role::Router).then_some(topo::UNDERLAY_GW);
-            (n.ns.clone(), n.underlay_ip, topo::UNDERLAY_LEN, gw)
+            (
+                n.ns.clone(),
+                n.underlay_ip,
+                topo::UNDERLAY_LEN,
+                Some(topo::UNDERLAY_GW),
+            )
         })
         .collect();
     cfgs.push((
@@ -535,7 +546,7 @@ fn build(
             nl.add_addr("eth0", *ip, *len)?;
             nl.link_up("eth0")?;
             if let Some(gw) = gw {
-                nl.add_default_route(*gw)?;
+                nl.add_default_route(*gw, topo::RTPROT_DHCP)?;
             }
             Ok(())
         })
@@ -627,7 +638,7 @@ fn finish_build(
                 nl.link_up("lo")?;
                 nl.add_addr("eth0", v.ip, topo::OVERLAY_LEN)?;
                 nl.link_up("eth0")?;
-                nl.add_default_route(topo::OVERLAY_ROUTER)?;
+                nl.add_default_route(topo::OVERLAY_ROUTER, 3)?;
                 Ok(())
             })
             .with_context(|| format!("VM {}", v.name))
@@ -757,6 +768,11 @@ pub fn status(a: StatusArgs) -> Result<u8> {
     } else {
         Value::Null
     };
+    let vpc_drops = if present.contains(&t.vpc_ns) {
+        crate::vpc::counters(&t.vpc_ns).unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+    } else {
+        Value::Null
+    };
     let plan_cmd = t.nodes.first().map(|n| {
         overlayd_cmdline(
             overlayd.as_deref().unwrap_or(Path::new("overlayd")),
@@ -774,6 +790,7 @@ pub fn status(a: StatusArgs) -> Result<u8> {
                 "vms": {"total": t.vms.len(), "present": vms_present},
                 "client": {"ns": t.client_ns, "ip": t.client_ip, "present": present.contains(&t.client_ns)},
                 "membership": membership,
+                "vpc_drops": vpc_drops,
             }))?
         );
         return Ok(0);
@@ -840,6 +857,9 @@ pub fn status(a: StatusArgs) -> Result<u8> {
     )?;
     if !membership.is_null() {
         s.push_str(&render_membership(&membership));
+    }
+    if vpc_drops.get("error").is_none() && !vpc_drops.is_null() {
+        s.push_str(&crate::vpc::render_counters(&vpc_drops));
     }
     if let Some(c) = plan_cmd {
         writeln!(s, "plan of the router by hand: {c}")?;
@@ -1083,7 +1103,10 @@ fn pair_budget() -> usize {
 
 fn choose_pairs(eps: &[Endpoint], o: &ProbeOpts, budget: usize) -> (Vec<(usize, usize)>, bool) {
     let n = eps.len();
-    if o.full_matrix || (n <= FULL_MATRIX_MAX && n * (n - 1) <= budget) {
+    // Up to FULL_MATRIX_MAX endpoints the matrix is always full: pairs beyond the ARP budget
+    // are probed in waves (see `waves`).
+    let _ = budget;
+    if o.full_matrix || n <= FULL_MATRIX_MAX {
         let mut v = Vec::with_capacity(n * n);
         for a in 0..n {
             for b in 0..n {
@@ -1132,6 +1155,26 @@ fn choose_pairs(eps: &[Endpoint], o: &ProbeOpts, budget: usize) -> (Vec<(usize, 
     (pairs, true)
 }
 
+/// Split `pairs` (indexes) into waves of whole sources whose pairs fit the ARP budget.
+fn waves(pairs: &[(usize, usize)], budget: usize) -> Vec<Vec<usize>> {
+    let mut by_src: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (k, &(s, _)) in pairs.iter().enumerate() {
+        by_src.entry(s).or_default().push(k);
+    }
+    let mut out: Vec<Vec<usize>> = vec![];
+    let mut cur: Vec<usize> = vec![];
+    for (_, ks) in by_src {
+        if !cur.is_empty() && cur.len() + ks.len() > budget {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.extend(ks);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 fn reachability(t: &Topology, o: &ProbeOpts) -> Reach {
     let eps = t.endpoints();
     if o.no_check {
@@ -1145,9 +1188,37 @@ fn reachability(t: &Topology, o: &ProbeOpts) -> Reach {
             skipped: true,
         };
     }
-    let (pairs, sampled) = choose_pairs(&eps, o, pair_budget());
+    let budget = pair_budget();
+    let (pairs, sampled) = choose_pairs(&eps, o, budget);
     let timeout = Duration::from_secs_f64(o.timeout.clamp(0.1, 600.0));
-    let r = probe::probe(&eps, &pairs, timeout);
+    let start = Instant::now();
+    let mut r = probe::ProbeResult {
+        rtt: vec![None; pairs.len()],
+        errors: vec![],
+    };
+    let ws = waves(&pairs, budget);
+    let namespaces = t.namespaces();
+    for (i, w) in ws.iter().enumerate() {
+        if i > 0 {
+            // Neighbour entries of all namespaces share one kernel table (gc_thresh3):
+            // empty it between waves so every probe gets its ARP entries.
+            sys::par_map(&namespaces, 8, |ns| {
+                let _ = run_timeout(
+                    Command::new("ip").args(["-n", ns, "neigh", "flush", "all"]),
+                    None,
+                    Duration::from_secs(10),
+                );
+            });
+        }
+        let sub: Vec<(usize, usize)> = w.iter().map(|&k| pairs[k]).collect();
+        // probe times count from the wave's start; report them from the first wave's
+        let offset = start.elapsed();
+        let wr = probe::probe(&eps, &sub, timeout);
+        for (j, &k) in w.iter().enumerate() {
+            r.rtt[k] = wr.rtt[j].map(|d| d + offset);
+        }
+        r.errors.extend(wr.errors);
+    }
     let full_after = if r.rtt.iter().all(Option::is_some) {
         r.rtt
             .iter()
@@ -1359,6 +1430,20 @@ mod tests {
         assert_eq!(uniq.len(), pairs.len(), "duplicate pairs");
         // deterministic
         assert_eq!(pairs, choose_pairs(&eps, &opts(false), 200).0);
+    }
+
+    #[test]
+    fn twenty_hosts_get_a_full_matrix_probed_in_waves_within_budget() {
+        let eps = topo(20).endpoints();
+        let (pairs, sampled) = choose_pairs(&eps, &opts(false), 300);
+        assert!(!sampled);
+        assert_eq!(pairs.len(), 63 * 62);
+        let w = waves(&pairs, 300);
+        assert!(w.len() > 1);
+        assert!(w.iter().all(|x| x.len() <= 300));
+        let mut all: Vec<usize> = w.concat();
+        all.sort();
+        assert_eq!(all, (0..pairs.len()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod nl;
 mod probe;
 mod sys;
 mod topo;
+mod vpc;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::Ipv4Addr;

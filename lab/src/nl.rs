@@ -210,10 +210,12 @@ impl Nl {
             .with_context(|| format!("add {ip}/{len} to {dev}"))
     }
 
-    pub fn add_default_route(&mut self, via: Ipv4Addr) -> Result<()> {
-        // rtmsg: family, dst_len, src_len, tos, table MAIN, protocol BOOT, scope UNIVERSE,
+    /// `default via VIA` in main, metric 0, with routing protocol `proto` (3 = boot, as
+    /// `ip route` sets it; 16 = dhcp, as a DHCP client does).
+    pub fn add_default_route(&mut self, via: Ipv4Addr, proto: u8) -> Result<()> {
+        // rtmsg: family, dst_len, src_len, tos, table MAIN, protocol, scope UNIVERSE,
         // type UNICAST, flags
-        let mut p = vec![libc::AF_INET as u8, 0, 0, 0, 254, 3, 0, 1];
+        let mut p = vec![libc::AF_INET as u8, 0, 0, 0, 254, proto, 0, 1];
         p.extend_from_slice(&0u32.to_ne_bytes());
         attr(&mut p, RTA_GATEWAY, &via.octets());
         self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &p)

@@ -10,6 +10,12 @@ pub const UNDERLAY_LEN: u8 = 22;
 pub const UNDERLAY_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// The "Amazon DNS" address (subnet base + 2); handed to overlayd as `--dns`, nothing answers.
 pub const UNDERLAY_DNS: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// AWS link-local services the VPC answers on the node subnet: IMDS, DNS resolver, time sync.
+pub const LINK_LOCAL_SERVICES: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(169, 254, 169, 254),
+    Ipv4Addr::new(169, 254, 169, 253),
+    Ipv4Addr::new(169, 254, 169, 123),
+];
 /// Second subnet holding the VPC client: 10.0.8.0/24.
 pub const CLIENT_LEN: u8 = 24;
 pub const CLIENT_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 1);
@@ -25,6 +31,10 @@ pub const VM_BASE: Ipv4Addr = Ipv4Addr::new(10, 101, 128, 10);
 pub const UNDERLAY_BRIDGE: &str = "ul";
 /// Bridge in the vpc namespace for the client subnet.
 pub const CLIENT_BRIDGE: &str = "cl";
+/// The client's port on `cl`.
+pub const CLIENT_PORT: &str = "c-client";
+/// rtm_protocol of the nodes' default route via the VPC router (as a DHCP client sets it).
+pub const RTPROT_DHCP: u8 = 16;
 
 pub const MAX_HOSTS: usize = 1000;
 pub const MAX_VMS_PER_HOST: usize = 8;
@@ -84,6 +94,12 @@ pub struct Topology {
     pub client_ip: Ipv4Addr,
     pub nodes: Vec<Node>,
     pub vms: Vec<Vm>,
+}
+
+/// Directed broadcast address of the subnet of `ip`/`len`.
+pub fn broadcast(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
+    let host = if len >= 32 { 0 } else { u32::MAX >> len };
+    Ipv4Addr::from(u32::from(ip) | host)
 }
 
 pub fn add(ip: Ipv4Addr, n: usize) -> Ipv4Addr {

@@ -311,6 +311,7 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 /// A single overlay node namespace `<p>-node` whose `eth0` (10.0.0.10/22, MTU `mtu`) is the
 /// peer of `u0` in a second namespace `<p>-sw` (10.0.0.1/22) standing in for the VPC subnet.
+/// Like an EC2 instance, the node boots with a DHCP default route via 10.0.0.1 on `eth0`.
 /// IPv6 is disabled in both so link-local addresses do not make dumps racy.
 pub struct Node {
     pub ns: String,
@@ -347,7 +348,9 @@ impl Node {
         );
         ip_batch(
             &ns,
-            "link set lo up\naddr add 10.0.0.10/22 dev eth0\nlink set eth0 up\n",
+            // as an EC2 instance boots: a DHCP default route via the VPC router
+            "link set lo up\naddr add 10.0.0.10/22 dev eth0\nlink set eth0 up\n\
+             route add default via 10.0.0.1 dev eth0 proto dhcp\n",
         );
         std::fs::create_dir_all(dir.join("state")).unwrap();
         std::fs::write(dir.join("overlayd.toml"), "# test\n").unwrap();

@@ -1,5 +1,7 @@
-//! `overlayd down` removes everything overlayd owns: bridge, VTEP, overlay default route,
-//! hosts line, and puts back the sysctls it changed (force_igmp_version, ip_forward).
+//! `overlayd down` removes everything overlayd owns: bridge, VTEP, the overlay-sourced rule
+//! and table, the link-local /32 routes, the hosts line, and puts back the sysctls it changed
+//! (force_igmp_version, ip_forward, igmp_max_memberships). The node's DHCP default route is
+//! never touched.
 
 use overlay_tests::*;
 
@@ -68,13 +70,27 @@ fn run_case(role: &str, abbrev: &str) {
         );
         assert_eq!(sysctls(&node.ns, &["net.ipv4.ip_forward"])[0].1, "1");
     } else {
+        // The instance's own default route stays in charge of the main table.
+        assert_eq!(defaults.len(), 1, "{defaults:?}");
+        assert_eq!(defaults[0]["gateway"], "10.0.0.1", "{defaults:?}");
+        assert_eq!(defaults[0]["dev"], "eth0", "{defaults:?}");
+        let t79 = sh(&["ip", "-n", &node.ns, "-4", "route", "show", "table", "79"]);
         assert!(
-            defaults
-                .iter()
-                .any(|r| r["dev"] == "cloudbr0" && r["gateway"] == "10.101.0.1"),
-            "no default route via 10.101.0.1 on cloudbr0: {defaults:?}"
+            t79.contains("default via 10.101.0.1 dev cloudbr0 proto 79"),
+            "{t79}"
+        );
+        let rules = sh(&["ip", "-n", &node.ns, "-4", "rule", "show"]);
+        assert!(
+            rules.contains("1079:\tfrom 10.101.0.10 lookup 79 proto 79"),
+            "{rules}"
+        );
+        assert_eq!(
+            sysctls(&node.ns, &["net.ipv4.igmp_max_memberships"])[0].1,
+            "1024"
         );
     }
+    let ll = sh(&["ip", "-n", &node.ns, "-4", "route", "show", "169.254.169.254"]);
+    assert!(ll.contains("dev eth0 proto 79 scope link"), "{ll}");
     assert_eq!(
         sysctls(&node.ns, &["net.ipv4.conf.eth0.force_igmp_version"])[0].1,
         "2"

@@ -39,10 +39,14 @@ fn parse_rule(m: &RuleMessage) -> Rule {
             | RuleAttribute::IpProtocol(_)
             | RuleAttribute::SourcePortRange(_)
             | RuleAttribute::DestinationPortRange(_)
-            | RuleAttribute::SuppressPrefixLen(_)
-            | RuleAttribute::SuppressIfGroup(_)
-            | RuleAttribute::L3MDev(_)
+            | RuleAttribute::L3MDev(true)
             | RuleAttribute::TunId(_) => r.other_selectors = true,
+            // The kernel reports these unset as -1.
+            RuleAttribute::SuppressPrefixLen(v) | RuleAttribute::SuppressIfGroup(v)
+                if *v != u32::MAX =>
+            {
+                r.other_selectors = true
+            }
             _ => {}
         }
     }

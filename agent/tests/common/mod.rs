@@ -52,8 +52,8 @@ pub fn sh(cmd: &str) -> String {
     check(Command::new("sh").arg("-c").arg(cmd).output().unwrap(), cmd)
 }
 
-/// A namespace pair: `node` (the overlayd under test, underlay eth0 10.77.0.2/24) and
-/// `peer` (the other end of eth0). Both deleted on drop, even when the test panics.
+/// A namespace pair: `node` (the overlayd under test, underlay eth0 10.77.0.2/24, and, as on
+/// EC2, a DHCP default route via 10.77.0.1) and `peer` (the other end of eth0). Both deleted on drop, even when the test panics.
 pub struct Ns {
     pub name: String,
     pub peer: String,
@@ -76,6 +76,7 @@ impl Ns {
              ip netns exec {p} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
              ip link add eth0 netns {n} type veth peer name eth0 netns {p} && \
              ip -n {n} link set lo up && ip -n {n} addr add 10.77.0.2/24 dev eth0 && ip -n {n} link set eth0 up && \
+             ip -n {n} route add default via 10.77.0.1 dev eth0 proto dhcp && \
              ip -n {p} link set lo up && ip -n {p} addr add 10.77.0.1/24 dev eth0 && ip -n {p} link set eth0 up",
             n = ns.name,
             p = ns.peer
