@@ -320,14 +320,12 @@ fn record_plan(st: &mut State, p: &Plan) -> bool {
             Op::EnsureNat { .. } => st.nat = true,
             Op::AddRoute {
                 replaces: Some(r), ..
-            } => {
-                if !st
-                    .replaced_routes
-                    .iter()
-                    .any(|s| s.same_key(r.table, r.dst, r.metric))
-                {
-                    st.replaced_routes.push(r.clone());
-                }
+            } if !st
+                .replaced_routes
+                .iter()
+                .any(|s| s.same_key(r.table, r.dst, r.metric)) =>
+            {
+                st.replaced_routes.push(r.clone());
             }
             _ => {}
         }

@@ -2,8 +2,8 @@
 //! things overlayd does not own (the underlay: its existence, MTU and subnet).
 
 use crate::config::{Config, ConfigError, GatewayMode, Mtu, Role, MTU_CAP, VXLAN_OVERHEAD};
-use ipnet::Ipv4Net;
 use crate::model::*;
+use ipnet::Ipv4Net;
 use overlay_router::nat::NatSpec;
 
 fn fact_err(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {

@@ -255,7 +255,10 @@ fn desired_per_role() {
     assert_eq!(m.dns.len(), 1);
 
     let r = desired(&role_cfg(Role::Router), &b).unwrap();
-    assert!(r.routes.iter().all(|x| x.gateway.is_none() && x.dst.prefix_len() == 32));
+    assert!(r
+        .routes
+        .iter()
+        .all(|x| x.gateway.is_none() && x.dst.prefix_len() == 32));
     assert!(r.rules.is_empty());
     assert!(r
         .sysctls
@@ -480,7 +483,8 @@ fn drift_missing_address_and_route() {
         }]
     );
     let ops = drift(Role::Host, |o| {
-        o.routes.retain(|r| r.protocol != RTPROT_OVERLAYD || r.table != 79)
+        o.routes
+            .retain(|r| r.protocol != RTPROT_OVERLAYD || r.table != 79)
     });
     assert_eq!(kinds(&ops), vec!["route", "route"]);
     let ops = drift(Role::Host, |o| o.rules.clear());
@@ -521,7 +525,14 @@ fn drift_bridge_mac_stp_and_missing_bridge() {
     });
     assert_eq!(
         kinds(&ops),
-        vec!["create_bridge", "sysctl", "address", "master", "route", "route"]
+        vec![
+            "create_bridge",
+            "sysctl",
+            "address",
+            "master",
+            "route",
+            "route"
+        ]
     );
     let ops = drift(Role::Host, |o| bridge_mut(o).mcast_snooping = Some(true));
     assert_eq!(
@@ -744,7 +755,8 @@ fn dhcp_default_route_is_left_alone_and_fallback_only_without_it() {
     assert!(plan_apply(&d, &o).unwrap().is_empty());
     // No default route at all: the main-table default via the gateway is installed too.
     let mut none = o.clone();
-    none.routes.retain(|r| r.dst.prefix_len() != 0 || r.table != 254);
+    none.routes
+        .retain(|r| r.dst.prefix_len() != 0 || r.table != 254);
     let p = plan_apply(&d, &none).unwrap();
     assert_eq!(p.ops.len(), 1, "{:?}", p.ops);
     assert!(
@@ -753,9 +765,17 @@ fn dhcp_default_route_is_left_alone_and_fallback_only_without_it() {
     );
     // Our fallback present and the DHCP client adds its route back: ours goes.
     let mut both = none.clone();
-    both.routes.push(route("0.0.0.0/0", Some("10.101.0.1"), 10, 0, RTPROT_OVERLAYD, 254));
+    both.routes.push(route(
+        "0.0.0.0/0",
+        Some("10.101.0.1"),
+        10,
+        0,
+        RTPROT_OVERLAYD,
+        254,
+    ));
     assert!(plan_apply(&d, &both).unwrap().is_empty());
-    both.routes.push(route("0.0.0.0/0", Some("10.0.1.1"), 2, 0, 16, 254));
+    both.routes
+        .push(route("0.0.0.0/0", Some("10.0.1.1"), 2, 0, 16, 254));
     let p = plan_apply(&d, &both).unwrap();
     assert_eq!(kinds(&p.ops), vec!["route_delete"]);
 }
@@ -775,7 +795,9 @@ fn gateway_mode_all_uses_half_routes_that_beat_any_default() {
     assert!(plan_apply(&d, &o).unwrap().is_empty());
     // A renewal re-adding the DHCP default (any metric) changes nothing.
     let mut renewed = o.clone();
-    renewed.routes.push(route("0.0.0.0/0", Some("10.0.1.1"), 2, 0, 16, 254));
+    renewed
+        .routes
+        .push(route("0.0.0.0/0", Some("10.0.1.1"), 2, 0, 16, 254));
     assert!(plan_apply(&d, &renewed).unwrap().is_empty());
     // Back to overlay-sourced: the halves are removed.
     let d2 = desired(&role_cfg(Role::Host), &bare()).unwrap();
@@ -787,8 +809,10 @@ fn gateway_mode_all_uses_half_routes_that_beat_any_default() {
 fn foreign_route_with_our_key_is_kept_when_equivalent_and_replaced_otherwise() {
     let (d, mut o) = setup(Role::Host);
     // The instance already routes IMDS via eth0 (as ec2-net-utils does): kept, not ours.
-    o.routes.retain(|r| !(r.owned() && r.dst.to_string() == "169.254.169.254/32"));
-    o.routes.push(route("169.254.169.254/32", None, 2, 0, 3, 254));
+    o.routes
+        .retain(|r| !(r.owned() && r.dst.to_string() == "169.254.169.254/32"));
+    o.routes
+        .push(route("169.254.169.254/32", None, 2, 0, 3, 254));
     assert!(plan_apply(&d, &o).unwrap().is_empty());
     // A foreign route sends it into cloud0 instead: replaced in one step, recorded.
     o.links.push(Link {
@@ -806,8 +830,10 @@ fn foreign_route_with_our_key_is_kept_when_equivalent_and_replaced_otherwise() {
         mcast_snooping: Some(true),
         link: None,
     });
-    o.routes.retain(|r| r.dst.to_string() != "169.254.169.254/32");
-    o.routes.push(route("169.254.169.254/32", None, 50, 0, 4, 254));
+    o.routes
+        .retain(|r| r.dst.to_string() != "169.254.169.254/32");
+    o.routes
+        .push(route("169.254.169.254/32", None, 50, 0, 4, 254));
     let p = plan_apply(&d, &o).unwrap();
     assert_eq!(p.ops.len(), 1);
     let Op::AddRoute {
@@ -824,10 +850,17 @@ fn foreign_route_with_our_key_is_kept_when_equivalent_and_replaced_otherwise() {
     let mut st = State::default();
     st.replaced_routes.push(old.clone());
     let mut after = o.clone();
-    after.routes.retain(|x| x.dst.to_string() != "169.254.169.254/32");
     after
         .routes
-        .push(route("169.254.169.254/32", None, 2, 0, RTPROT_OVERLAYD, 254));
+        .retain(|x| x.dst.to_string() != "169.254.169.254/32");
+    after.routes.push(route(
+        "169.254.169.254/32",
+        None,
+        2,
+        0,
+        RTPROT_OVERLAYD,
+        254,
+    ));
     let i = DownInput {
         bridge: "cloudbr0",
         vtep: "ethvxlan0",
@@ -923,7 +956,10 @@ fn link_local_routes_configurable_and_guest_mtu() {
     );
     let d = desired(&c, &bare()).unwrap();
     assert_eq!(d.routes.len(), 2);
-    assert!(d.routes.iter().all(|r| r.dev == "eth0" && r.gateway.is_none()));
+    assert!(d
+        .routes
+        .iter()
+        .all(|r| r.dev == "eth0" && r.gateway.is_none()));
     let h = desired(&role_cfg(Role::Host), &bare()).unwrap();
     assert_eq!(crate::desired::guest_mtu(&h), Some(8400));
     let mut o = bare();

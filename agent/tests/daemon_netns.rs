@@ -540,7 +540,10 @@ fn gateway_mode_all_survives_dhcp_renewals_without_repairs() {
     assert_eq!(s["status"]["converged"], true, "{s}");
     assert_eq!(repairs(&ns), before, "renewals caused repairs: {s}");
     let main = ns.ip("-4 route show");
-    assert!(main.contains("default via 10.77.0.1 dev eth0 proto dhcp"), "{main}");
+    assert!(
+        main.contains("default via 10.77.0.1 dev eth0 proto dhcp"),
+        "{main}"
+    );
     assert!(main.contains("0.0.0.0/1 via 10.101.0.1"), "{main}");
     assert_eq!(ns.pending(&args), 0);
 }
@@ -559,10 +562,14 @@ fn overlay_sourced_fallback_default_follows_the_dhcp_route() {
     wait_converged(&ns, &args);
     assert!(!ns.ip("-4 route show default").contains("cloudbr0"));
     ns.ip("route del default via 10.77.0.1 dev eth0");
-    wait_until("fallback default via the gateway", Duration::from_secs(5), || {
-        ns.ip("-4 route show default")
-            .contains("default via 10.101.0.1 dev cloudbr0 proto 79")
-    });
+    wait_until(
+        "fallback default via the gateway",
+        Duration::from_secs(5),
+        || {
+            ns.ip("-4 route show default")
+                .contains("default via 10.101.0.1 dev cloudbr0 proto 79")
+        },
+    );
     ns.ip("route add default via 10.77.0.1 dev eth0 proto dhcp metric 100");
     wait_until("fallback removed again", Duration::from_secs(5), || {
         let d = ns.ip("-4 route show default");

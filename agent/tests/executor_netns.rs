@@ -177,7 +177,10 @@ fn router_forwarding_and_nat_then_down_restores() {
         !ns.ip("route show").contains("cloudbr0 proto 79"),
         "router must not get an overlay default route"
     );
-    assert!(!ns.ip("rule show").contains("proto 79"), "router has no rule");
+    assert!(
+        !ns.ip("rule show").contains("proto 79"),
+        "router has no rule"
+    );
     ns.exec("nft flush chain ip overlayd postrouting");
     assert!(ns.pending(&args) > 0);
     ns.overlayd_ok("apply", &args);

@@ -19,8 +19,14 @@ use std::process::Command;
 pub const TABLE: &str = "vpc";
 pub const COUNTERS: [(&str, &str); 3] = [
     ("src_check_drops", "source/destination check: wrong source"),
-    ("dst_check_drops", "source/destination check: wrong destination"),
-    ("igmp_relay_drops", "IGMP messages not relayed between members"),
+    (
+        "dst_check_drops",
+        "source/destination check: wrong destination",
+    ),
+    (
+        "igmp_relay_drops",
+        "IGMP messages not relayed between members",
+    ),
 ];
 
 /// (port in the vpc namespace, the instance's VPC address) for every checked instance.
@@ -133,7 +139,9 @@ mod tests {
         let t = Topology::new("t", 2, 1, "239.255.0.1".parse().unwrap(), 100, 1500);
         let p = checked_ports(&t);
         assert!(!p.iter().any(|(n, _)| n == "u-router"));
-        assert!(p.iter().any(|(n, a)| n == "u-h2" && a.to_string() == "10.0.0.11"));
+        assert!(p
+            .iter()
+            .any(|(n, a)| n == "u-h2" && a.to_string() == "10.0.0.11"));
         assert!(p.iter().any(|(n, _)| n == topo::CLIENT_PORT));
         let r = ruleset(&t);
         assert!(r.contains("\"u-mgmt\" . 10.0.0.5"));

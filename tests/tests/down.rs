@@ -89,7 +89,15 @@ fn run_case(role: &str, abbrev: &str) {
             "1024"
         );
     }
-    let ll = sh(&["ip", "-n", &node.ns, "-4", "route", "show", "169.254.169.254"]);
+    let ll = sh(&[
+        "ip",
+        "-n",
+        &node.ns,
+        "-4",
+        "route",
+        "show",
+        "169.254.169.254",
+    ]);
     assert!(ll.contains("dev eth0 proto 79 scope link"), "{ll}");
     assert_eq!(
         sysctls(&node.ns, &["net.ipv4.conf.eth0.force_igmp_version"])[0].1,

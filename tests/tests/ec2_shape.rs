@@ -37,7 +37,10 @@ fn vpc_drops(lab: &Lab) -> Value {
 fn daemon_flags(lab: &Lab, node: &str) -> Vec<String> {
     let mut f = lab.node_flags(node);
     f.push("--control-socket".into());
-    f.push(format!("/run/overlay-lab/{}/{node}/overlayd.sock", lab.prefix));
+    f.push(format!(
+        "/run/overlay-lab/{}/{node}/overlayd.sock",
+        lab.prefix
+    ));
     f
 }
 
@@ -119,7 +122,10 @@ fn cloudstack_guest_vxlan_25_networks_up_and_passing() {
     let script = script.display();
     let (h1, h2) = (ns_of(&lab, "h1"), ns_of(&lab, "h2"));
     for h in [&h1, &h2] {
-        in_ns(h, &format!("for n in $(seq 1 25); do {script} add $n; done"));
+        in_ns(
+            h,
+            &format!("for n in $(seq 1 25); do {script} add $n; done"),
+        );
     }
     for h in [&h1, &h2] {
         let v: Value =
@@ -138,10 +144,7 @@ fn cloudstack_guest_vxlan_25_networks_up_and_passing() {
         assert_eq!(up.len(), 25, "{h}: guest VXLAN devices up: {up:?}");
         let routes = sh(&["ip", "-n", h, "-4", "route", "show"]);
         assert_eq!(routes.matches("239.0.0.").count(), 25, "{routes}");
-        assert_eq!(
-            sysctls(h, &["net.ipv4.igmp_max_memberships"])[0].1,
-            "1024"
-        );
+        assert_eq!(sysctls(h, &["net.ipv4.igmp_max_memberships"])[0].1, "1024");
     }
     let mut guests = Guests(vec![]);
     let g1a = add_guest(&mut guests, &prefix, &h1, 1, 1);
@@ -155,8 +158,14 @@ fn cloudstack_guest_vxlan_25_networks_up_and_passing() {
                 Duration::from_secs(5),
             );
         }
-        assert!(ping_soon(&g1a, "172.31.1.2"), "{when}: network 1 across hosts");
-        assert!(ping_soon(&g25a, "172.31.25.2"), "{when}: network 25 across hosts");
+        assert!(
+            ping_soon(&g1a, "172.31.1.2"),
+            "{when}: network 1 across hosts"
+        );
+        assert!(
+            ping_soon(&g25a, "172.31.25.2"),
+            "{when}: network 25 across hosts"
+        );
     };
     check("after creation");
 
@@ -232,7 +241,11 @@ fn aws_link_local_services_stay_on_the_underlay_next_to_cloud0() {
     }
     let _heavy = heavy_lock();
     let prefix = unique_prefix("ll");
-    let lab = Lab::up(&prefix, &["--hosts", "1", "--vms-per-host", "0", "--daemon"]).unwrap();
+    let lab = Lab::up(
+        &prefix,
+        &["--hosts", "1", "--vms-per-host", "0", "--daemon"],
+    )
+    .unwrap();
     for node in ["router", "mgmt", "h1"] {
         let ns = ns_of(&lab, node);
         in_ns(
@@ -242,7 +255,10 @@ fn aws_link_local_services_stay_on_the_underlay_next_to_cloud0() {
         );
         for a in ["169.254.169.254", "169.254.169.253", "169.254.169.123"] {
             let r = sh(&["ip", "-n", &ns, "route", "get", a]);
-            assert!(r.contains("dev eth0"), "{node}: {a} not via the underlay: {r}");
+            assert!(
+                r.contains("dev eth0"),
+                "{node}: {a} not via the underlay: {r}"
+            );
             assert!(ping_soon(&ns, a), "{node}: {a} unreachable with cloud0 up");
         }
         let f = daemon_flags(&lab, node);
@@ -273,13 +289,20 @@ fn strict_vpc_drops_overlay_sourced_replies_on_the_underlay() {
     }
     let _heavy = heavy_lock();
     let prefix = unique_prefix("sd");
-    let lab = Lab::up(&prefix, &["--hosts", "2", "--vms-per-host", "0", "--daemon"]).unwrap();
+    let lab = Lab::up(
+        &prefix,
+        &["--hosts", "2", "--vms-per-host", "0", "--daemon"],
+    )
+    .unwrap();
     let (h1, client, router) = (
         ns_of(&lab, "h1"),
         lab.up["client"]["ns"].as_str().unwrap().to_string(),
         ns_of(&lab, "router"),
     );
-    assert!(ping_soon(&client, "10.101.0.10"), "client -> h1 with overlayd");
+    assert!(
+        ping_soon(&client, "10.101.0.10"),
+        "client -> h1 with overlayd"
+    );
     let f1 = daemon_flags(&lab, "h1");
     overlayd_in_ok(&h1, "pause", &f1);
     let before = vpc_drops(&lab)["src_check_drops"].as_u64().unwrap();
@@ -295,11 +318,21 @@ fn strict_vpc_drops_overlay_sourced_replies_on_the_underlay() {
         wait_for(Duration::from_secs(10), || pending(&h1, &f1) == 0),
         "rule not restored"
     );
-    assert!(ping_soon(&client, "10.101.0.10"), "client -> h1 after resume");
+    assert!(
+        ping_soon(&client, "10.101.0.10"),
+        "client -> h1 after resume"
+    );
 
     // Node to node stays direct: with the router's cloudbr0 down, h1 still reaches h2.
     let r = sh(&[
-        "ip", "-n", &h1, "route", "get", "10.101.0.11", "from", "10.101.0.10",
+        "ip",
+        "-n",
+        &h1,
+        "route",
+        "get",
+        "10.101.0.11",
+        "from",
+        "10.101.0.10",
     ]);
     assert!(!r.contains("via"), "{r}");
     let fr = daemon_flags(&lab, "router");
@@ -313,7 +346,15 @@ fn strict_vpc_drops_overlay_sourced_replies_on_the_underlay() {
     assert!(wait_for(Duration::from_secs(10), || pending(&router, &fr) == 0));
     // Every node keeps its DHCP default route untouched.
     for n in ["mgmt", "h1", "h2"] {
-        let d = sh(&["ip", "-n", &ns_of(&lab, n), "-4", "route", "show", "default"]);
+        let d = sh(&[
+            "ip",
+            "-n",
+            &ns_of(&lab, n),
+            "-4",
+            "route",
+            "show",
+            "default",
+        ]);
         assert_eq!(d.trim(), "default via 10.0.0.1 dev eth0 proto dhcp", "{n}");
     }
 }

@@ -107,7 +107,36 @@ fn run_case(role: &str, abbrev: &str) {
         "apply ({role}) changed foreign links/addresses/routes:\n{}",
         diff_values(&fb, &fm)
     );
-    assert_eq!(before.rules, mid.rules, "apply ({role}) changed ip rules");
+    // overlayd adds its own rule (proto 79) on host/management; every other rule is untouched
+    let foreign_rules = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["protocol"] != "79")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        foreign_rules(&before.rules),
+        foreign_rules(&mid.rules),
+        "apply ({role}) changed foreign ip rules"
+    );
+    // and the instance's DHCP default route stays exactly as it was
+    let dhcp_default = |s: &Snapshot| -> Vec<serde_json::Value> {
+        s.routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["dst"] == "default" && r["protocol"] == "dhcp")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(dhcp_default(&before).len(), 1, "fixture has a DHCP default");
+    assert_eq!(
+        dhcp_default(&before),
+        dhcp_default(&mid),
+        "apply ({role}) touched the DHCP default route"
+    );
     for (b, m) in before.sysctls.iter().zip(&mid.sysctls) {
         if FOREIGN_SYSCTLS.contains(&b.0.as_str())
             && !(role == "router" && b.0.ends_with("forwarding"))

@@ -57,9 +57,7 @@ fn parse_link(m: &LinkMessage) -> Link {
                             for e in b {
                                 match e {
                                     InfoBridge::StpState(s) => l.stp = Some(u32::from(*s)),
-                                    InfoBridge::MulticastSnooping(b) => {
-                                        l.mcast_snooping = Some(*b)
-                                    }
+                                    InfoBridge::MulticastSnooping(b) => l.mcast_snooping = Some(*b),
                                     _ => {}
                                 }
                             }

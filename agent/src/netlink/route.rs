@@ -104,8 +104,9 @@ pub async fn add_route(h: &Handle, r: &RouteSpec, replace: bool) -> R<()> {
     req.execute().await.map_err(|e| {
         let mut e = nl_err(format!("add route {}", r.describe()), e);
         if e.errno == Some(libc::EEXIST) {
-            e.what
-                .push_str(" — a route with the same table, destination and metric appeared meanwhile");
+            e.what.push_str(
+                " — a route with the same table, destination and metric appeared meanwhile",
+            );
         }
         e
     })

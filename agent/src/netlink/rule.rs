@@ -76,7 +76,9 @@ pub async fn add_rule(h: &Handle, r: &RuleSpec) -> R<()> {
         .action(RuleAction::ToTable);
     req.message_mut()
         .attributes
-        .push(RuleAttribute::Protocol(RouteProtocol::Other(RTPROT_OVERLAYD)));
+        .push(RuleAttribute::Protocol(RouteProtocol::Other(
+            RTPROT_OVERLAYD,
+        )));
     match req.execute().await {
         Ok(()) => Ok(()),
         Err(e) => {
