@@ -697,7 +697,7 @@ const VARIANTS: [Variant; 12] = [
 impl Variant {
     fn label(self) -> &'static str {
         match self {
-            Variant::Recipe => "iproute2 recipe (8 processes: 7x ip -n, 1x ip netns exec sysctl)",
+            Variant::Recipe => "iproute2 recipe (9 processes: 8x ip -n, 1x ip netns exec sysctl)",
             Variant::Batch => "ip -n NS -batch - + ip netns exec sysctl (2 processes)",
             Variant::OverlaydSetns => "overlayd apply, entered by setns (1 process)",
             Variant::OverlaydIpNetnsExec => "ip netns exec NS overlayd apply (1 process + ip)",
@@ -725,8 +725,12 @@ impl Variant {
     }
 }
 
-/// The seed article's steps for a host, as `ip` argument lists (`ip -n NS` prepended).
+/// The seed article's steps for a host, as `ip` argument lists (`ip -n NS` prepended), made
+/// to work on an EC2-shaped node: the article's `route add default via GW dev cloudbr0` fails
+/// with EEXIST next to the instance's DHCP default route, so the gateway goes where overlayd
+/// puts it, the minimal hand-made way: a default in table 79 and a rule for the overlay address.
 fn recipe_steps(addr: &str, gw: &str) -> Vec<Vec<String>> {
+    let ip = addr.split('/').next().unwrap_or(addr);
     let s = |x: &str| x.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     vec![
         s("link add cloudbr0 type bridge"),
@@ -737,7 +741,8 @@ fn recipe_steps(addr: &str, gw: &str) -> Vec<Vec<String>> {
         )),
         s("link set ethvxlan0 master cloudbr0"),
         s("link set ethvxlan0 up"),
-        s(&format!("route add default via {gw} dev cloudbr0")),
+        s(&format!("route add default via {gw} dev cloudbr0 table 79")),
+        s(&format!("rule add from {ip} lookup 79 priority 1079")),
     ]
 }
 
@@ -904,7 +909,7 @@ fn run_variant(v: Variant, ns: &str, dir: &Path, overlayd: &Path) -> Result<Dura
     Ok(t0.elapsed())
 }
 
-/// The node is converged: VTEP up and enslaved, default route, IGMPv2 forced.
+/// The node is converged: VTEP up and enslaved, gateway route and rule, IGMPv2 forced.
 fn verify_converged(ns: &str) -> Result<()> {
     let link = sys::run_ok(
         Command::new("ip").args(["-n", ns, "-o", "link", "show", "dev", "ethvxlan0"]),
@@ -914,11 +919,15 @@ fn verify_converged(ns: &str) -> Result<()> {
         bail!("{ns}: ethvxlan0 not up/enslaved: {}", link.trim());
     }
     let route = sys::run_ok(
-        Command::new("ip").args(["-n", ns, "-4", "route", "show", "default"]),
+        Command::new("ip").args(["-n", ns, "-4", "route", "show", "default", "table", "79"]),
         None,
     )?;
     if !route.contains("via 10.101.0.1") {
-        bail!("{ns}: no default route via 10.101.0.1: {}", route.trim());
+        bail!("{ns}: no table-79 default via 10.101.0.1: {}", route.trim());
+    }
+    let rules = sys::run_ok(Command::new("ip").args(["-n", ns, "-4", "rule", "show"]), None)?;
+    if !rules.contains("from 10.101.0.10 lookup 79") {
+        bail!("{ns}: no rule for the overlay address: {}", rules.trim());
     }
     let v = nl::in_netns(ns, || {
         Ok(
@@ -933,8 +942,19 @@ fn verify_converged(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Back to the pristine node: no bridge, no VTEP (the route goes with the bridge), sysctl 0.
+/// Back to the pristine node: no bridge, no VTEP (table 79 goes with the bridge), no rule, no
+/// link-local routes, sysctls at the kernel's defaults. The DHCP default route stays.
 fn reset_node(ns: &str) -> Result<()> {
+    let _ = sys::run_timeout(
+        Command::new("ip").args(["-n", ns, "rule", "del", "priority", "1079"]),
+        None,
+        Duration::from_secs(10),
+    );
+    let _ = sys::run_timeout(
+        Command::new("ip").args(["-n", ns, "route", "flush", "table", "all", "proto", "79"]),
+        None,
+        Duration::from_secs(10),
+    );
     nl::in_netns(ns, || {
         let mut s = NlSock::new(0)?;
         for name in ["ethvxlan0", "cloudbr0"] {
@@ -943,6 +963,7 @@ fn reset_node(ns: &str) -> Result<()> {
             }
         }
         std::fs::write("/proc/sys/net/ipv4/conf/eth0/force_igmp_version", "0")?;
+        std::fs::write("/proc/sys/net/ipv4/igmp_max_memberships", "20")?;
         Ok(())
     })
 }
@@ -969,6 +990,9 @@ fn converge(ctx: &Ctx, sec: &mut Section) -> Result<()> {
             n.link_up("lo")?;
             n.add_veth("eth0", None, UNDERLAY_MTU, &format!("c{k}"), &ul_file)?;
             n.add_addr("eth0", Ipv4Addr::new(10, 0, 0, 10), 22)?;
+            // an EC2 instance's DHCP default route
+            n.link_up("eth0")?;
+            n.add_default_route(Ipv4Addr::new(10, 0, 0, 1), crate::topo::RTPROT_DHCP)?;
             Ok(())
         })
         .with_context(|| format!("underlay of {ns}"))?;
@@ -1399,7 +1423,8 @@ fn vxlan_details(ns: &str) -> String {
     .unwrap_or_default()
 }
 
-/// Underlay: bridge `br` in `ul` and two nodes with eth0 10.0.0.10/.11, MTU 9001.
+/// Underlay: bridge `br` in `ul` and two nodes with eth0 10.0.0.10/.11, MTU 9001, each with
+/// a DHCP default route via 10.0.0.1.
 fn underlay_pair(ul: &str, a: &str, b: &str) -> Result<()> {
     let mut s = String::from("link set lo up\n");
     let _ = writeln!(
@@ -1419,7 +1444,11 @@ fn underlay_pair(ul: &str, a: &str, b: &str) -> Result<()> {
     for (ns, ip) in [(a, "10.0.0.10"), (b, "10.0.0.11")] {
         sys::ip_batch(
             Some(ns),
-            &format!("link set lo up\naddr add {ip}/22 dev eth0\nlink set eth0 up\n"),
+            // with an EC2 instance's DHCP default route
+            &format!(
+                "link set lo up\naddr add {ip}/22 dev eth0\nlink set eth0 up\n\
+                 route add default via 10.0.0.1 dev eth0 proto dhcp\n"
+            ),
         )?;
     }
     Ok(())
@@ -1775,7 +1804,7 @@ mod tests {
     #[test]
     fn recipe_matches_the_seed_article() {
         let s = recipe_steps("10.101.0.10/16", "10.101.0.1");
-        assert_eq!(s.len(), 7);
+        assert_eq!(s.len(), 8);
         assert_eq!(
             s[3].join(" "),
             "link add ethvxlan0 type vxlan id 100 dstport 4789 group 239.255.0.1 dev eth0"
@@ -1783,8 +1812,9 @@ mod tests {
         assert_eq!(s[4].join(" "), "link set ethvxlan0 master cloudbr0");
         assert_eq!(
             s[6].join(" "),
-            "route add default via 10.101.0.1 dev cloudbr0"
+            "route add default via 10.101.0.1 dev cloudbr0 table 79"
         );
+        assert_eq!(s[7].join(" "), "rule add from 10.101.0.10 lookup 79 priority 1079");
     }
 
     #[test]
