@@ -5,7 +5,7 @@ use crate::config::{Config, ConfigError};
 use crate::desired;
 use crate::files;
 use crate::model::*;
-use crate::netlink::{self, NlError};
+use crate::netlink;
 use crate::plan::{self, Op, Plan};
 use crate::state::{self, State};
 use crate::sysctl;
@@ -13,33 +13,7 @@ use overlay_router::nat::{self, NatObserved, NatSpec};
 use rtnetlink::Handle;
 use std::path::Path;
 
-#[derive(Debug)]
-pub enum AgentError {
-    /// Bad input: exit 2, nothing changed.
-    Config(ConfigError),
-    /// Kernel or I/O failure: exit 1.
-    Runtime(String),
-}
-
-impl std::fmt::Display for AgentError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AgentError::Config(e) => write!(f, "{e}"),
-            AgentError::Runtime(e) => f.write_str(e),
-        }
-    }
-}
-impl std::error::Error for AgentError {}
-impl From<ConfigError> for AgentError {
-    fn from(e: ConfigError) -> Self {
-        AgentError::Config(e)
-    }
-}
-impl From<NlError> for AgentError {
-    fn from(e: NlError) -> Self {
-        AgentError::Runtime(e.to_string())
-    }
-}
+pub use crate::error::AgentError;
 
 /// Dump links, addresses and routes.
 pub async fn observe_kernel(h: &Handle) -> Result<Observed, AgentError> {
@@ -53,7 +27,7 @@ pub async fn observe_kernel(h: &Handle) -> Result<Observed, AgentError> {
 }
 
 fn io(what: &str, e: std::io::Error) -> AgentError {
-    AgentError::Runtime(format!("{what}: {e}"))
+    AgentError::io(what, e)
 }
 
 /// Read the sysctls, files and NAT table the plan compares against.
@@ -95,7 +69,7 @@ pub fn observe_extras_with(
         return Ok(());
     }
     o.nat = match nat_spec {
-        Some(s) => Some(nat::observe(s).map_err(|e| AgentError::Runtime(e.to_string()))?),
+        Some(s) => Some(nat::observe(s)?),
         None => {
             // Only presence matters when no NAT is wanted (missing nft = no table).
             let probe = NatSpec {
@@ -157,7 +131,7 @@ pub async fn compute_with(
 }
 
 /// Carry out one operation.
-pub async fn exec_one(h: &Handle, op: &Op, state_dir: &Path) -> Result<(), AgentError> {
+pub async fn exec_one(h: &netlink::Nl, op: &Op, state_dir: &Path) -> Result<(), AgentError> {
     // What an operation changes is recorded in the state file by `record_plan`, once per
     // plan and before the first change; operations themselves only act.
     match op {
@@ -173,7 +147,7 @@ pub async fn exec_one(h: &Handle, op: &Op, state_dir: &Path) -> Result<(), Agent
             mtu,
             mcast_snooping,
         } => {
-            netlink::create_bridge(h, name, parse_mac(mac), *mtu, *mcast_snooping).await?;
+            netlink::create_bridge(h, name, mac.0, *mtu, *mcast_snooping).await?;
         }
         Op::SetMcastSnooping { name, on } => netlink::set_mcast_snooping(h, name, *on).await?,
         Op::CreateVtep {
@@ -200,13 +174,11 @@ pub async fn exec_one(h: &Handle, op: &Op, state_dir: &Path) -> Result<(), Agent
         }
         Op::SetOwner { name } => netlink::set_owner(h, name).await?,
         Op::SetMtu { name, mtu, .. } => netlink::set_mtu(h, name, *mtu).await?,
-        Op::SetMac { name, mac, .. } => netlink::set_mac(h, name, parse_mac(mac)).await?,
+        Op::SetMac { name, mac, .. } => netlink::set_mac(h, name, mac.0).await?,
         Op::SetStpOff { name } => netlink::set_stp_off(h, name).await?,
         Op::SetMaster { name, master } => netlink::set_master(h, name, master).await?,
         Op::SetUp { name } => netlink::set_up(h, name).await?,
-        Op::AddAddress { dev, addr } => {
-            netlink::add_address(h, dev, addr.parse().expect("planned address parses")).await?
-        }
+        Op::AddAddress { dev, addr } => netlink::add_address(h, dev, *addr).await?,
         Op::AddRoute { route, replace, .. } => netlink::add_route(h, route, *replace).await?,
         Op::DelRoute { route, .. } => netlink::del_route(h, route).await?,
         Op::RestoreRoute { route } => netlink::restore_route(h, route).await?,
@@ -233,24 +205,16 @@ pub async fn exec_one(h: &Handle, op: &Op, state_dir: &Path) -> Result<(), Agent
                 .map_err(|e| io(path, e))?;
         }
         Op::EnsureNat { spec, .. } => {
-            nat::ensure(spec).map_err(|e| AgentError::Runtime(e.to_string()))?;
+            nat::ensure(spec)?;
         }
         Op::RemoveNat => {
-            nat::remove().map_err(|e| AgentError::Runtime(e.to_string()))?;
+            nat::remove()?;
         }
         Op::ForgetState => {
             state::remove(state_dir).map_err(|e| io("remove state", e))?;
         }
     }
     Ok(())
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
-    let mut m = [0u8; 6];
-    for (i, p) in s.split(':').take(6).enumerate() {
-        m[i] = u8::from_str_radix(p, 16).unwrap_or(0);
-    }
-    m
 }
 
 pub fn load_state(dir: &Path) -> Result<State, AgentError> {
@@ -281,17 +245,21 @@ pub async fn execute(
             return Err((vec![], io("save state", e)));
         }
     }
-    netlink::seed_indexes(&o.links);
+    let nl = netlink::Nl::seeded(h.clone(), &o.links);
     let mut done = Vec::new();
     for op in &p.ops {
         tracing::debug!(op = %op, "executing");
-        if let Err(e) = exec_one(h, op, state_dir).await {
-            netlink::clear_indexes();
-            return Err((done, AgentError::Runtime(format!("{op}: {e}"))));
+        if let Err(e) = exec_one(&nl, op, state_dir).await {
+            return Err((
+                done,
+                AgentError::Op {
+                    op: op.to_string(),
+                    source: Box::new(e),
+                },
+            ));
         }
         done.push(op.clone());
     }
-    netlink::clear_indexes();
     Ok(done)
 }
 
@@ -363,6 +331,7 @@ pub async fn compute_down(h: &Handle, cfg: &Config) -> Result<(Observed, Plan, S
 
 /// Teardown runs every step even when one fails, and reports all failures.
 pub async fn execute_all(h: &Handle, p: &Plan, state_dir: &Path) -> (Vec<Op>, Vec<String>) {
+    let nl = netlink::Nl::new(h.clone());
     let mut done = Vec::new();
     let mut errors = Vec::new();
     for op in &p.ops {
@@ -372,7 +341,7 @@ pub async fn execute_all(h: &Handle, p: &Plan, state_dir: &Path) -> (Vec<Op>, Ve
             );
             continue;
         }
-        match exec_one(h, op, state_dir).await {
+        match exec_one(&nl, op, state_dir).await {
             Ok(()) => done.push(op.clone()),
             Err(e) => errors.push(format!("{op}: {e}")),
         }

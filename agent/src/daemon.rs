@@ -164,7 +164,7 @@ impl Loop {
                     tracing::error!(error = %msg, "reconcile failed; backing off");
                     self.last_error = Some(msg.clone());
                 }
-                if matches!(e, AgentError::Runtime(_)) {
+                if e.kind() == "netlink" {
                     self.shared.metrics.netlink_error();
                 }
                 let next = match self.backoff {
@@ -295,7 +295,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         MulticastGroup::Ipv4Route,
         MulticastGroup::Ipv4Rule,
     ])
-    .map_err(|e| AgentError::Runtime(format!("netlink subscribe: {e}")))?;
+    .map_err(|e| AgentError::setup("netlink subscribe", e))?;
     {
         use netlink_sys::AsyncSocket;
         // Room for bursts (a CloudStack host starting many VMs); an overrun is still safe
@@ -307,7 +307,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(size);
     }
     tokio::spawn(conn);
-    let h = netlink::connect().map_err(|e| AgentError::Runtime(format!("netlink socket: {e}")))?;
+    let h = netlink::connect().map_err(|e| AgentError::setup("netlink socket", e))?;
 
     let shared = Arc::new(Shared {
         status: Mutex::new(Status {
@@ -329,17 +329,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
 
     let ctl_path: PathBuf = cfg.control_socket.clone();
     let listener = bind_control(&ctl_path)
-        .map_err(|e| AgentError::Runtime(format!("control socket {}: {e}", ctl_path.display())))?;
+        .map_err(|e| AgentError::setup(format!("control socket {}", ctl_path.display()), e))?;
     let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::unbounded_channel::<Control>();
 
     let metrics_task = if cfg.metrics_address != "off" {
         // A literal IP:PORT (validated): no resolver involved, so a static build needs no NSS.
-        let addr: std::net::SocketAddr = cfg
-            .metrics_address
-            .parse()
-            .map_err(|_| AgentError::Runtime(format!("metrics address {}", cfg.metrics_address)))?;
+        let addr: std::net::SocketAddr = cfg.metrics_address.parse().map_err(|e| {
+            AgentError::setup(format!("metrics address {}", cfg.metrics_address), e)
+        })?;
         let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            AgentError::Runtime(format!("metrics listener {}: {e}", cfg.metrics_address))
+            AgentError::setup(format!("metrics listener {}", cfg.metrics_address), e)
         })?;
         let sh = shared.clone();
         let hh = h.clone();
@@ -356,14 +355,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     };
 
     let mut term =
-        signal(SignalKind::terminate()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+        signal(SignalKind::terminate()).map_err(|e| AgentError::setup("signal handler", e))?;
     let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+        signal(SignalKind::interrupt()).map_err(|e| AgentError::setup("signal handler", e))?;
     let mut usr1 =
-        signal(SignalKind::user_defined1()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+        signal(SignalKind::user_defined1()).map_err(|e| AgentError::setup("signal handler", e))?;
     let mut usr2 =
-        signal(SignalKind::user_defined2()).map_err(|e| AgentError::Runtime(e.to_string()))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| AgentError::Runtime(e.to_string()))?;
+        signal(SignalKind::user_defined2()).map_err(|e| AgentError::setup("signal handler", e))?;
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| AgentError::setup("signal handler", e))?;
 
     let mut resync = tokio::time::interval(Duration::from_secs(cfg.resync_interval_secs));
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -390,7 +390,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         tokio::select! {
             ev = events.next() => {
                 let Some((msg, _)) = ev else {
-                    return Err(AgentError::Runtime("netlink event stream closed".into()));
+                    return Err(AgentError::setup("netlink events", "event stream closed"));
                 };
                 let mut overrun = matches!(msg.payload, NetlinkPayload::Overrun(_));
                 lp.shared.metrics.event(overrun);
@@ -485,7 +485,6 @@ async fn render_metrics(
     vtep: Option<&str>,
     group: Option<std::net::Ipv4Addr>,
 ) -> String {
-    let mut k = crate::metrics::KernelSample::default();
     let (converged, underlay) = {
         let st = sh.status.lock().unwrap();
         (
@@ -493,24 +492,15 @@ async fn render_metrics(
             st.desired.as_ref().map(|d| d.underlay.clone()),
         )
     };
+    // One path for the kernel sample, the tested one (metrics::kernel_sample).
+    let mut k = match (vtep, &underlay, group) {
+        (Some(v), Some(u), Some(g)) => crate::metrics::kernel_sample(h, v, u, g).await,
+        _ => crate::metrics::KernelSample {
+            group,
+            underlay: underlay.clone(),
+            ..Default::default()
+        },
+    };
     k.converged = Some(converged);
-    k.group = group;
-    k.underlay = underlay.clone();
-    if let Some(v) = vtep {
-        if let Ok(links) = netlink::dump_links(h).await {
-            let l = links.iter().find(|l| l.name == v);
-            k.vtep_up = Some(l.is_some_and(|l| l.up));
-            if let Some(l) = l {
-                k.fdb_entries = crate::metrics::fdb_count(h, l.index).await.ok();
-            }
-        }
-        if let (Some(u), Some(g)) = (&underlay, group) {
-            if let Ok(t) = std::fs::read_to_string("/proc/thread-self/net/igmp") {
-                let info = crate::metrics::igmp_membership(&t, u, g);
-                k.igmp_querier_version = info.querier_version();
-                k.igmp_member = Some(info.member);
-            }
-        }
-    }
     sh.metrics.render(&k)
 }

@@ -5,14 +5,15 @@
 //! [`model::Observed`]) → [`plan`] (pure diff, ordered [`plan::Op`]s) → [`apply::execute`]
 //! (thin executor) → [`daemon`] (when to reconcile). Each kernel concept has its own file:
 //! `netlink/bridge.rs`, `netlink/vxlan.rs`, `netlink/dummy.rs`, `netlink/link.rs`,
-//! `netlink/address.rs`, `netlink/route.rs`, [`sysctl`], [`files`] (/etc/hosts,
+//! `netlink/address.rs`, `netlink/route.rs`, `netlink/rule.rs`, [`sysctl`], [`files`] (/etc/hosts,
 //! resolv.conf), NAT in `overlay-router` (`router/src/nat.rs`); [`state`] remembers what the
-//! kernel cannot; [`metrics`] is the Prometheus side of `run`.
+//! kernel cannot; [`metrics`] is the Prometheus side of `run`; [`error`] types what failed.
 
 pub mod apply;
 pub mod config;
 pub mod daemon;
 pub mod desired;
+pub mod error;
 pub mod files;
 pub mod metrics;
 pub mod model;

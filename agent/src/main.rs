@@ -253,8 +253,8 @@ fn fail(e: &AgentError) -> ExitCode {
             eprintln!("overlayd: nothing was changed");
             ExitCode::from(2)
         }
-        AgentError::Runtime(r) => {
-            eprintln!("overlayd: error: {r}");
+        e => {
+            eprintln!("overlayd: error: {e}");
             ExitCode::from(1)
         }
     }
@@ -324,7 +324,7 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         let h = match overlay_agent::netlink::connect() {
             Ok(h) => h,
-            Err(e) => return fail(&AgentError::Runtime(format!("netlink socket: {e}"))),
+            Err(e) => return fail(&AgentError::setup("netlink socket", e)),
         };
         match name {
             "plan" | "validate" | "apply" => {
@@ -418,7 +418,7 @@ async fn control(name: &str, cfg: &Config, json: bool) -> ExitCode {
             // No daemon: read the kernel directly.
             let h = match overlay_agent::netlink::connect() {
                 Ok(h) => h,
-                Err(e) => return fail(&AgentError::Runtime(format!("netlink socket: {e}"))),
+                Err(e) => return fail(&AgentError::setup("netlink socket", e)),
             };
             match apply::compute(&h, cfg).await {
                 Ok((d, _o, p)) => {

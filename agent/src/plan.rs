@@ -30,7 +30,7 @@ pub enum Op {
     },
     CreateBridge {
         name: String,
-        mac: String,
+        mac: Mac,
         mtu: u32,
         mcast_snooping: bool,
     },
@@ -59,7 +59,8 @@ pub enum Op {
     },
     SetMac {
         name: String,
-        mac: String,
+        mac: Mac,
+        /// What the link had (display only; may not be six bytes).
         from: String,
     },
     SetStpOff {
@@ -74,7 +75,7 @@ pub enum Op {
     },
     AddAddress {
         dev: String,
-        addr: String,
+        addr: ipnet::Ipv4Net,
     },
     SetMcastSnooping {
         name: String,
@@ -329,7 +330,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
 
     // 2. Bridge.
     let br = &d.bridge;
-    let mac = fmt_mac(&br.mac);
+    let mac = Mac(br.mac);
     // (Snooping is set in the creating request; see BridgeSpec::mcast_snooping.)
     let mut bridge_created = false;
     match o.link(&br.name) {
@@ -360,7 +361,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
             if l.mac != br.mac {
                 p.ops.push(Op::SetMac {
                     name: br.name.clone(),
-                    mac: mac.clone(),
+                    mac,
                     from: fmt_mac(&l.mac),
                 });
             }
@@ -409,7 +410,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
     if !has_addr {
         p.ops.push(Op::AddAddress {
             dev: br.name.clone(),
-            addr: br.address.to_string(),
+            addr: br.address,
         });
     }
     if let Some(l) = br_link {

@@ -479,7 +479,7 @@ fn drift_missing_address_and_route() {
         ops,
         vec![Op::AddAddress {
             dev: "cloudbr0".into(),
-            addr: "10.101.0.10/16".into()
+            addr: "10.101.0.10/16".parse().unwrap()
         }]
     );
     let ops = drift(Role::Host, |o| {
@@ -970,4 +970,13 @@ fn link_local_routes_configurable_and_guest_mtu() {
         crate::desired::guest_mtu(&desired(&role_cfg(Role::Router), &bare()).unwrap()),
         None
     );
+}
+
+#[test]
+fn mac_round_trips_as_text() {
+    let m: Mac = "02:0f:0a:65:00:0a".parse().unwrap();
+    assert_eq!(m.0, [2, 15, 10, 101, 0, 10]);
+    assert_eq!(serde_json::to_string(&m).unwrap(), "\"02:0f:0a:65:00:0a\"");
+    assert!("02:0f:0a".parse::<Mac>().is_err());
+    assert!("zz:0f:0a:65:00:0a".parse::<Mac>().is_err());
 }

@@ -44,6 +44,14 @@ fn apply_converges_then_second_apply_changes_nothing() {
         .contains("from 10.101.0.10 lookup 79 proto 79"));
     assert_eq!(ns.sysctl("net/ipv4/conf/eth0/force_igmp_version"), "2");
     assert_eq!(ns.sysctl("net/ipv6/conf/cloudbr0/disable_ipv6"), "1");
+    // status (no daemon: read from the kernel) states the nested guest MTU and warns
+    let st = ns.overlayd_ok("status", &args);
+    assert!(st.contains("guest mtu: 1400"), "{st}");
+    assert!(
+        st.contains("warning:   guest networks get MTU 1400 < 1500"),
+        "{st}"
+    );
+    assert!(st.contains("gateway:   mode overlay-sourced"), "{st}");
     let hosts = std::fs::read_to_string(ns.dir.join("hosts")).unwrap();
     assert!(
         hosts.starts_with("10.101.0.10\tnode1.example.internal node1\t# overlayd\n"),

@@ -925,7 +925,10 @@ fn verify_converged(ns: &str) -> Result<()> {
     if !route.contains("via 10.101.0.1") {
         bail!("{ns}: no table-79 default via 10.101.0.1: {}", route.trim());
     }
-    let rules = sys::run_ok(Command::new("ip").args(["-n", ns, "-4", "rule", "show"]), None)?;
+    let rules = sys::run_ok(
+        Command::new("ip").args(["-n", ns, "-4", "rule", "show"]),
+        None,
+    )?;
     if !rules.contains("from 10.101.0.10 lookup 79") {
         bail!("{ns}: no rule for the overlay address: {}", rules.trim());
     }
@@ -1814,7 +1817,10 @@ mod tests {
             s[6].join(" "),
             "route add default via 10.101.0.1 dev cloudbr0 table 79"
         );
-        assert_eq!(s[7].join(" "), "rule add from 10.101.0.10 lookup 79 priority 1079");
+        assert_eq!(
+            s[7].join(" "),
+            "rule add from 10.101.0.10 lookup 79 priority 1079"
+        );
     }
 
     #[test]

@@ -24,6 +24,13 @@ fn default_routes(ns: &str) -> Vec<serde_json::Value> {
 fn run_case(role: &str, abbrev: &str) {
     let prefix = unique_prefix(abbrev);
     let node = Node::new(&prefix, 9001);
+    // CloudStack's cloud0 is up and something routed IMDS into it: overlayd must take the
+    // route over (same key) and `down` must put it back exactly.
+    ip_batch(
+        &node.ns,
+        "link add cloud0 type bridge\naddr add 169.254.0.1/16 dev cloud0\nlink set cloud0 up\n\
+         route add 169.254.169.254/32 dev cloud0\n",
+    );
     let before = settled_snapshot(&node.ns, &[]);
     let fqdn = format!("{abbrev}.overlay.example.internal");
     let mut flags = node.flags(role);

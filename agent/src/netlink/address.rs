@@ -1,6 +1,6 @@
 //! IPv4 addresses: the dump and the overlay address on the bridge.
 
-use super::{index_of, nl_err, R};
+use super::{nl_err, Nl, R};
 use crate::model::*;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
@@ -41,8 +41,8 @@ pub async fn dump_addrs(h: &Handle) -> R<Vec<Addr>> {
     Ok(out)
 }
 
-pub async fn add_address(h: &Handle, dev: &str, addr: Ipv4Net) -> R<()> {
-    let i = index_of(h, dev).await?;
+pub async fn add_address(h: &Nl, dev: &str, addr: Ipv4Net) -> R<()> {
+    let i = h.index(dev).await?;
     match h
         .address()
         .add(i, IpAddr::V4(addr.addr()), addr.prefix_len())

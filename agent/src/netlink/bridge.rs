@@ -1,7 +1,7 @@
 //! The overlay bridge (cloudbr0): created owned, STP off, IGMP snooping as configured,
 //! MAC pinned, up.
 
-use super::{index_of, nl_err, R};
+use super::{nl_err, Nl, R};
 use crate::model::*;
 use netlink_packet_route::link::BridgeStpState;
 use rtnetlink::Handle;
@@ -30,8 +30,8 @@ pub async fn create_bridge(
         .map_err(|e| nl_err(format!("create bridge {name}"), e))
 }
 
-pub async fn set_stp_off(h: &Handle, name: &str) -> R<()> {
-    let i = index_of(h, name).await?;
+pub async fn set_stp_off(h: &Nl, name: &str) -> R<()> {
+    let i = h.index(name).await?;
     let msg = rtnetlink::LinkMessageBuilder::<LinkBridge>::new(name)
         .index(i)
         .stp_state(BridgeStpState::Disabled)
@@ -43,8 +43,8 @@ pub async fn set_stp_off(h: &Handle, name: &str) -> R<()> {
         .map_err(|e| nl_err(format!("turn STP off on {name}"), e))
 }
 
-pub async fn set_mcast_snooping(h: &Handle, name: &str, on: bool) -> R<()> {
-    let i = index_of(h, name).await?;
+pub async fn set_mcast_snooping(h: &Nl, name: &str, on: bool) -> R<()> {
+    let i = h.index(name).await?;
     let msg = rtnetlink::LinkMessageBuilder::<LinkBridge>::new(name)
         .index(i)
         .mcast_snooping(on)

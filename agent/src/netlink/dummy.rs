@@ -1,20 +1,19 @@
 //! Standalone's bridge port: a dummy link, or a veth pair where the kernel has no dummy.
 
-use super::{index_of, nl_err, set_owner, set_up, R};
+use super::{nl_err, set_owner, set_up, Nl, R};
 use crate::model::*;
-use rtnetlink::Handle;
 use rtnetlink::{LinkDummy, LinkVeth};
 
 /// A dummy port; where the kernel has no dummy driver (EOPNOTSUPP), a veth pair whose
 /// peer stays outside the bridge.
 pub async fn create_dummy(
-    h: &Handle,
+    h: &Nl,
     name: &str,
     peer: &str,
     mtu: u32,
     master: &str,
 ) -> R<&'static str> {
-    let br = index_of(h, master).await?;
+    let br = h.index(master).await?;
     let msg = LinkDummy::new(name)
         .mtu(mtu)
         .controller(br)

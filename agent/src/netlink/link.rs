@@ -1,7 +1,7 @@
 //! Links in general: the dump into [`Link`], and changes any link kind takes (owner mark,
 //! MTU, MAC, master, up, delete).
 
-use super::{forget_index, index_of, nl_err, R};
+use super::{nl_err, Nl, R};
 use crate::model::*;
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
@@ -81,8 +81,8 @@ pub async fn dump_links(h: &Handle) -> R<Vec<Link>> {
     Ok(out)
 }
 
-pub async fn set_owner(h: &Handle, name: &str) -> R<()> {
-    let i = index_of(h, name).await?;
+pub async fn set_owner(h: &Nl, name: &str) -> R<()> {
+    let i = h.index(name).await?;
     h.link()
         .set(
             LinkUnspec::new_with_index(i)
@@ -99,8 +99,8 @@ pub async fn set_owner(h: &Handle, name: &str) -> R<()> {
         })
 }
 
-pub async fn set_mtu(h: &Handle, name: &str, mtu: u32) -> R<()> {
-    let i = index_of(h, name).await?;
+pub async fn set_mtu(h: &Nl, name: &str, mtu: u32) -> R<()> {
+    let i = h.index(name).await?;
     h.link()
         .set(LinkUnspec::new_with_index(i).mtu(mtu).build())
         .execute()
@@ -108,8 +108,8 @@ pub async fn set_mtu(h: &Handle, name: &str, mtu: u32) -> R<()> {
         .map_err(|e| nl_err(format!("set mtu of {name}"), e))
 }
 
-pub async fn set_mac(h: &Handle, name: &str, mac: [u8; 6]) -> R<()> {
-    let i = index_of(h, name).await?;
+pub async fn set_mac(h: &Nl, name: &str, mac: [u8; 6]) -> R<()> {
+    let i = h.index(name).await?;
     h.link()
         .set(LinkUnspec::new_with_index(i).address(mac.to_vec()).build())
         .execute()
@@ -117,9 +117,9 @@ pub async fn set_mac(h: &Handle, name: &str, mac: [u8; 6]) -> R<()> {
         .map_err(|e| nl_err(format!("set address of {name}"), e))
 }
 
-pub async fn set_master(h: &Handle, name: &str, master: &str) -> R<()> {
-    let i = index_of(h, name).await?;
-    let m = index_of(h, master).await?;
+pub async fn set_master(h: &Nl, name: &str, master: &str) -> R<()> {
+    let i = h.index(name).await?;
+    let m = h.index(master).await?;
     h.link()
         .set(LinkUnspec::new_with_index(i).controller(m).build())
         .execute()
@@ -127,8 +127,8 @@ pub async fn set_master(h: &Handle, name: &str, master: &str) -> R<()> {
         .map_err(|e| nl_err(format!("enslave {name} to {master}"), e))
 }
 
-pub async fn set_up(h: &Handle, name: &str) -> R<()> {
-    let i = index_of(h, name).await?;
+pub async fn set_up(h: &Nl, name: &str) -> R<()> {
+    let i = h.index(name).await?;
     h.link()
         .set(LinkUnspec::new_with_index(i).up().build())
         .execute()
@@ -136,9 +136,9 @@ pub async fn set_up(h: &Handle, name: &str) -> R<()> {
         .map_err(|e| nl_err(format!("set {name} up"), e))
 }
 
-pub async fn delete_link(h: &Handle, name: &str) -> R<bool> {
-    let i = index_of(h, name).await;
-    forget_index(name);
+pub async fn delete_link(h: &Nl, name: &str) -> R<bool> {
+    let i = h.index(name).await;
+    h.forget(name);
     let i = match i {
         Ok(i) => i,
         Err(e) if e.errno == Some(libc::ENODEV) => return Ok(false),

@@ -66,45 +66,58 @@ pub fn connect() -> std::io::Result<Handle> {
     Ok(handle)
 }
 
-/// Name → ifindex for the duration of one plan execution: seeded from the observation
-/// the plan was made from, so each step costs one netlink round trip, not two.
-static INDEXES: std::sync::Mutex<Option<std::collections::HashMap<String, u32>>> =
-    std::sync::Mutex::new(None);
-
-/// Start an execution: forget old indexes, trust the fresh observation.
-pub fn seed_indexes(links: &[Link]) {
-    let m = links.iter().map(|l| (l.name.clone(), l.index)).collect();
-    *INDEXES.lock().unwrap() = Some(m);
+/// The executor's netlink: a handle plus the name → ifindex cache of one plan execution,
+/// seeded from the observation the plan was made from, so each step costs one netlink round
+/// trip, not two. Created per execution and passed explicitly; it derefs to the handle.
+pub struct Nl {
+    handle: Handle,
+    indexes: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
-/// Stop trusting cached indexes (e.g. after a failure).
-pub fn clear_indexes() {
-    *INDEXES.lock().unwrap() = None;
-}
-
-fn forget_index(name: &str) {
-    if let Some(m) = INDEXES.lock().unwrap().as_mut() {
-        m.remove(name);
+impl std::ops::Deref for Nl {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
     }
 }
 
-async fn index_of(h: &Handle, name: &str) -> R<u32> {
-    if let Some(i) = INDEXES
-        .lock()
-        .unwrap()
-        .as_ref()
-        .and_then(|m| m.get(name).copied())
-    {
-        return Ok(i);
+impl Nl {
+    /// No cached indexes: every name is looked up when used.
+    pub fn new(handle: Handle) -> Nl {
+        Nl {
+            handle,
+            indexes: Default::default(),
+        }
     }
+
+    /// Trust the indexes of a fresh observation.
+    pub fn seeded(handle: Handle, links: &[Link]) -> Nl {
+        let nl = Nl::new(handle);
+        *nl.indexes.lock().unwrap() = links.iter().map(|l| (l.name.clone(), l.index)).collect();
+        nl
+    }
+
+    /// A link is gone (or is about to be re-created): forget its index.
+    pub fn forget(&self, name: &str) {
+        self.indexes.lock().unwrap().remove(name);
+    }
+
+    /// The ifindex of `name`: cached, else asked from the kernel (and cached).
+    pub async fn index(&self, name: &str) -> R<u32> {
+        if let Some(i) = self.indexes.lock().unwrap().get(name).copied() {
+            return Ok(i);
+        }
+        let i = link_index(&self.handle, name).await?;
+        self.indexes.lock().unwrap().insert(name.to_string(), i);
+        Ok(i)
+    }
+}
+
+/// The ifindex of `name`, asked from the kernel.
+pub async fn link_index(h: &Handle, name: &str) -> R<u32> {
     let mut s = h.link().get().match_name(name.to_string()).execute();
     match s.try_next().await {
-        Ok(Some(m)) => {
-            if let Some(c) = INDEXES.lock().unwrap().as_mut() {
-                c.insert(name.to_string(), m.header.index);
-            }
-            Ok(m.header.index)
-        }
+        Ok(Some(m)) => Ok(m.header.index),
         Ok(None) => Err(NlError {
             what: format!("find link {name}"),
             errno: Some(libc::ENODEV),
@@ -112,8 +125,4 @@ async fn index_of(h: &Handle, name: &str) -> R<u32> {
         }),
         Err(e) => Err(nl_err(format!("find link {name}"), e)),
     }
-}
-
-pub async fn link_index(h: &Handle, name: &str) -> R<u32> {
-    index_of(h, name).await
 }

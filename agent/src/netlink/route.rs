@@ -1,7 +1,7 @@
 //! IPv4 routes: the dump, and the routes overlayd owns (protocol 79) in the main table
 //! and in its own table.
 
-use super::{index_of, nl_err, R};
+use super::{nl_err, Nl, R};
 use crate::model::*;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
@@ -82,8 +82,8 @@ fn route_msg(
 
 /// Install one of overlayd's routes. `replace`: take the place of the route with the same
 /// key (table, destination, metric) in one step, as the plan decided.
-pub async fn add_route(h: &Handle, r: &RouteSpec, replace: bool) -> R<()> {
-    let i = index_of(h, &r.dev).await?;
+pub async fn add_route(h: &Nl, r: &RouteSpec, replace: bool) -> R<()> {
+    let i = h.index(&r.dev).await?;
     let scope = if r.gateway.is_some() {
         RouteScope::Universe
     } else {
@@ -113,8 +113,8 @@ pub async fn add_route(h: &Handle, r: &RouteSpec, replace: bool) -> R<()> {
 }
 
 /// Put back a route overlayd replaced (or create it again), as it was.
-pub async fn restore_route(h: &Handle, r: &SavedRoute) -> R<()> {
-    let i = index_of(h, &r.dev).await?;
+pub async fn restore_route(h: &Nl, r: &SavedRoute) -> R<()> {
+    let i = h.index(&r.dev).await?;
     let msg = route_msg(
         r.table,
         r.dst,
@@ -134,8 +134,8 @@ pub async fn restore_route(h: &Handle, r: &SavedRoute) -> R<()> {
 }
 
 /// Delete a route; one that is already gone (or whose device is) is not an error.
-pub async fn del_route(h: &Handle, r: &SavedRoute) -> R<()> {
-    let i = match index_of(h, &r.dev).await {
+pub async fn del_route(h: &Nl, r: &SavedRoute) -> R<()> {
+    let i = match h.index(&r.dev).await {
         Ok(i) => i,
         Err(_) => return Ok(()),
     };

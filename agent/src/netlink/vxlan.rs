@@ -1,14 +1,13 @@
 //! The VTEP (ethvxlan0): VNI, dstport, group, underlay, learning; created enslaved and up.
 
-use super::{index_of, nl_err, R};
+use super::{nl_err, Nl, R};
 use crate::model::*;
-use rtnetlink::Handle;
 use rtnetlink::LinkVxlan;
 use std::net::Ipv4Addr;
 
 #[allow(clippy::too_many_arguments)]
 pub async fn create_vtep(
-    h: &Handle,
+    h: &Nl,
     name: &str,
     vni: u32,
     port: u16,
@@ -17,8 +16,8 @@ pub async fn create_vtep(
     mtu: u32,
     master: &str,
 ) -> R<()> {
-    let ul = index_of(h, underlay).await?;
-    let br = index_of(h, master).await?;
+    let ul = h.index(underlay).await?;
+    let br = h.index(master).await?;
     let msg = LinkVxlan::new(name, vni)
         .dev(ul)
         .port(port)
