@@ -1,0 +1,183 @@
+//! The bridge's ports: the VTEP (ethvxlan0) of every role with a VXLAN, the dummy port
+//! (ethdummy0, or a veth pair) of standalone. An existing port of the right kind is kept and
+//! its drift repaired (owner mark, MTU, master, up, shared in [`keep_port`]); one the kernel
+//! cannot change in place is deleted and re-created; a foreign link with our name is refused.
+
+use super::{conflict, sysctl_op, Op, Plan};
+use crate::config::ConfigError;
+use crate::desired::disable_ipv6_key;
+use crate::model::*;
+
+/// Why an existing VTEP cannot be kept (the kernel refuses in-place VNI/port changes).
+fn vtep_mismatch(l: &Link, v: &VtepSpec, underlay_index: Option<u32>) -> Option<String> {
+    if l.kind.as_deref() != Some("vxlan") {
+        return Some(format!(
+            "is a {} link, not vxlan",
+            l.kind.as_deref().unwrap_or("plain")
+        ));
+    }
+    let x = l.vxlan.clone().unwrap_or_default();
+    let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    if x.vni != Some(v.vni) {
+        return Some(format!(
+            "vni {} != {}",
+            show(x.vni.map(|n| n.to_string())),
+            v.vni
+        ));
+    }
+    if x.port != Some(v.port) {
+        return Some(format!(
+            "dstport {} != {}",
+            show(x.port.map(|n| n.to_string())),
+            v.port
+        ));
+    }
+    if x.group != Some(v.group) {
+        return Some(format!(
+            "group {} != {}",
+            show(x.group.map(|n| n.to_string())),
+            v.group
+        ));
+    }
+    if x.dev != underlay_index || underlay_index.is_none() {
+        return Some(format!("underlay device differs from {}", v.underlay));
+    }
+    if x.learning == Some(false) {
+        return Some("learning is off".into());
+    }
+    None
+}
+
+/// Drift of a port that is kept: owner mark, MTU, master.
+fn keep_port(p: &mut Plan, o: &Observed, l: &Link, mtu: u32, bridge: &str, bridge_created: bool) {
+    if !l.owned() {
+        p.ops.push(Op::SetOwner {
+            name: l.name.clone(),
+        });
+    }
+    if l.mtu != mtu {
+        p.ops.push(Op::SetMtu {
+            name: l.name.clone(),
+            mtu,
+            from: l.mtu,
+        });
+    }
+    let master_ok =
+        !bridge_created && l.master.is_some() && l.master == o.link(bridge).map(|b| b.index);
+    if !master_ok {
+        p.ops.push(Op::SetMaster {
+            name: l.name.clone(),
+            master: bridge.to_string(),
+        });
+    }
+}
+
+fn set_up(p: &mut Plan, l: &Link) {
+    if !l.up {
+        p.ops.push(Op::SetUp {
+            name: l.name.clone(),
+        });
+    }
+}
+
+pub(super) fn plan_vtep(
+    p: &mut Plan,
+    d: &Desired,
+    o: &Observed,
+    bridge_created: bool,
+) -> Result<(), ConfigError> {
+    let Some(v) = &d.vtep else {
+        return Ok(());
+    };
+    let br = &d.bridge;
+    let ul_index = o.link(&d.underlay).map(|l| l.index);
+    let mut create = false;
+    match o.link(&v.name) {
+        None => create = true,
+        Some(l) => {
+            if let Some(why) = vtep_mismatch(l, v, ul_index) {
+                if l.kind.as_deref() != Some("vxlan") && !l.owned() {
+                    return Err(conflict(
+                        "vtep",
+                        &v.name,
+                        format!("an existing link with this name {why} and overlayd did not create it; remove or rename it"),
+                    ));
+                }
+                p.ops.push(Op::DeleteLink {
+                    name: v.name.clone(),
+                    why: format!("incompatible: {why}; the kernel cannot change this in place"),
+                });
+                create = true;
+            } else {
+                keep_port(p, o, l, v.mtu, &br.name, bridge_created);
+                sysctl_op(p, o, &disable_ipv6_key(&v.name), "1", false, false);
+                set_up(p, l);
+            }
+        }
+    }
+    if create {
+        p.ops.push(Op::CreateVtep {
+            name: v.name.clone(),
+            vni: v.vni,
+            port: v.port,
+            group: v.group,
+            underlay: v.underlay.clone(),
+            mtu: v.mtu,
+            master: br.name.clone(),
+        });
+        // Created enslaved and up in one netlink request.
+        sysctl_op(p, o, &disable_ipv6_key(&v.name), "1", false, true);
+    }
+    Ok(())
+}
+
+pub(super) fn plan_dummy(
+    p: &mut Plan,
+    d: &Desired,
+    o: &Observed,
+    bridge_created: bool,
+) -> Result<(), ConfigError> {
+    let Some(dm) = &d.dummy else {
+        return Ok(());
+    };
+    let br = &d.bridge;
+    let mut create = false;
+    match o.link(&dm.name) {
+        None => create = true,
+        Some(l) if !matches!(l.kind.as_deref(), Some("dummy") | Some("veth")) => {
+            if !l.owned() {
+                return Err(conflict(
+                    "dummy",
+                    &dm.name,
+                    format!(
+                        "an existing {} link has this name and overlayd did not create it",
+                        l.kind.as_deref().unwrap_or("physical")
+                    ),
+                ));
+            }
+            p.ops.push(Op::DeleteLink {
+                name: dm.name.clone(),
+                why: "not a dummy".into(),
+            });
+            create = true;
+        }
+        Some(l) => {
+            keep_port(p, o, l, dm.mtu, &br.name, bridge_created);
+            set_up(p, l);
+            if l.kind.as_deref() == Some("veth") {
+                if let Some(peer) = l.link.and_then(|i| o.link_by_index(i)) {
+                    set_up(p, peer);
+                }
+            }
+        }
+    }
+    if create {
+        p.ops.push(Op::CreateDummy {
+            name: dm.name.clone(),
+            veth_peer: dm.veth_peer.clone(),
+            mtu: dm.mtu,
+            master: br.name.clone(),
+        });
+    }
+    Ok(())
+}
