@@ -130,6 +130,36 @@ pub async fn compute_with(
     Ok((d, o, p))
 }
 
+/// `adopt`: the marks to set, and what `apply` would still do once they are set.
+pub async fn compute_adopt(
+    h: &Handle,
+    cfg: &Config,
+) -> Result<(Observed, Plan, Vec<Op>), AgentError> {
+    let mut o = observe_kernel(h).await?;
+    let d = desired::desired(cfg, &o)?;
+    let assume = (!cfg.role.forwards()).then_some(NatObserved::Absent);
+    observe_extras_with(
+        &mut o,
+        &plan::sysctl_keys(&d),
+        &cfg.hosts_file,
+        &cfg.resolv_conf,
+        d.nat.as_ref(),
+        assume,
+    )?;
+    let p = plan::plan_adopt(&d, &o)?;
+    // What apply would do after the marks: plan against the observation as if marked.
+    let mut marked = o.clone();
+    for op in &p.ops {
+        if let Op::SetOwner { name } = op {
+            if let Some(l) = marked.links.iter_mut().find(|l| &l.name == name) {
+                l.group = OWNER_GROUP;
+            }
+        }
+    }
+    let rest = plan::plan_apply(&d, &marked)?.ops;
+    Ok((o, p, rest))
+}
+
 /// Carry out one operation.
 pub async fn exec_one(h: &netlink::Nl, op: &Op, state_dir: &Path) -> Result<(), AgentError> {
     // What an operation changes is recorded in the state file by `record_plan`, once per
@@ -276,7 +306,7 @@ fn record_plan(st: &mut State, p: &Plan) -> bool {
             } => {
                 st.sysctls.entry(key.clone()).or_insert_with(|| f.clone());
             }
-            Op::CreateBridge { name, .. } | Op::CreateVtep { name, .. } => {
+            Op::CreateBridge { name, .. } | Op::CreateVtep { name, .. } | Op::SetOwner { name } => {
                 st.links.insert(name.clone());
             }
             Op::CreateDummy {

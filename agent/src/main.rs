@@ -55,6 +55,13 @@ enum Cmd {
     Pause(CmdArgs),
     /// Ask the running daemon to resume repairing, starting with a full reconcile.
     Resume(CmdArgs),
+    /// Take over devices with the configured names that overlayd did not create (made by
+    /// hand or by the original scripts) without re-creating them: a device that matches the
+    /// configuration is marked as overlayd's (device group 79); one that does not (another
+    /// kind, VNI, port, group or underlay) is refused, naming the difference, and nothing is
+    /// marked (exit 2). Traffic keeps flowing; run `overlayd apply` (or start the service)
+    /// afterwards for what is still missing.
+    Adopt(CmdArgs),
 }
 
 #[derive(Args, Clone)]
@@ -288,7 +295,8 @@ fn main() -> ExitCode {
         | Cmd::Run(a)
         | Cmd::Status(a)
         | Cmd::Pause(a)
-        | Cmd::Resume(a) => a.clone(),
+        | Cmd::Resume(a)
+        | Cmd::Adopt(a) => a.clone(),
     };
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr);
@@ -370,6 +378,28 @@ fn main() -> ExitCode {
                             fail(&e)
                         }
                     },
+                }
+            }
+            "adopt" => {
+                let (o, p, rest) = match apply::compute_adopt(&h, &cfg).await {
+                    Ok(x) => x,
+                    Err(e) => return fail(&e),
+                };
+                match apply::execute(&h, &p, &o, &cfg.state_dir).await {
+                    Ok(done) => {
+                        print_ops(&done, args.json, "changes", "nothing to adopt: no device with a configured name lacks overlayd's mark");
+                        if !args.json && !rest.is_empty() {
+                            println!("`overlayd apply` would then:");
+                            for op in &rest {
+                                println!("             - {op}");
+                            }
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err((done, e)) => {
+                        print_ops(&done, args.json, "changes", "no changes made");
+                        fail(&e)
+                    }
                 }
             }
             "down" => {

@@ -11,8 +11,6 @@ use std::net::Ipv4Addr;
 /// itself, so a link is never, even after a kill -9, created without its owner mark.
 /// `ip -d link` shows it as "group 79"; `ip link show group 79` lists overlayd's links.
 pub const OWNER_GROUP: u32 = 79;
-/// Older/foreign marker also accepted as ownership (link alias).
-pub const OWNER_ALIAS: &str = "overlayd";
 /// rtm_protocol of routes overlayd installs (shows as "proto 79" in `ip route`).
 pub const RTPROT_OVERLAYD: u8 = 79;
 /// Main routing table.
@@ -218,7 +216,7 @@ pub struct Link {
 
 impl Link {
     pub fn owned(&self) -> bool {
-        self.group == OWNER_GROUP || self.alias.as_deref() == Some(OWNER_ALIAS)
+        self.group == OWNER_GROUP
     }
 }
 

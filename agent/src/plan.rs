@@ -8,6 +8,7 @@ use crate::model::*;
 use crate::state::State;
 use overlay_router::nat::NatObserved;
 
+mod adopt;
 mod bridge;
 mod hosts_resolv;
 mod nat;
@@ -15,6 +16,7 @@ mod op;
 mod port;
 mod routing;
 
+pub use adopt::plan_adopt;
 pub use op::{Op, Plan};
 
 fn conflict(key: &str, name: &str, what: String) -> ConfigError {
@@ -24,6 +26,20 @@ fn conflict(key: &str, name: &str, what: String) -> ConfigError {
         source: None,
         reason: what,
     }
+}
+
+/// A link with a configured name and the right kind that overlayd did not create (no device
+/// group 79): never changed by `apply`, never deleted by `down`; `overlayd adopt` takes over
+/// one that matches the configuration.
+fn not_ours(key: &str, name: &str) -> ConfigError {
+    conflict(
+        key,
+        name,
+        format!(
+            "{name} exists but overlayd did not create it (no device group {OWNER_GROUP}); \
+             `overlayd adopt` takes over a matching device without re-creating it, or remove/rename it"
+        ),
+    )
 }
 
 fn sysctl_op(

@@ -4,7 +4,7 @@ use crate::config::{self, Config, FileConfig, Overrides, Role, Source};
 use crate::desired::{desired, disable_ipv6_key, igmp_key, IP_FORWARD};
 use crate::files;
 use crate::model::*;
-use crate::plan::{plan_apply, plan_down, DownInput, Op};
+use crate::plan::{plan_adopt, plan_apply, plan_down, DownInput, Op};
 use crate::state::State;
 use overlay_router::nat::NatObserved;
 
@@ -107,7 +107,7 @@ fn converged(d: &Desired) -> Observed {
         o.sysctls.insert(s.key.clone(), Some(s.value.clone()));
     }
     o.links.push(Link {
-        group: 0,
+        group: OWNER_GROUP,
         index: 10,
         name: d.bridge.name.clone(),
         kind: Some("bridge".into()),
@@ -115,7 +115,7 @@ fn converged(d: &Desired) -> Observed {
         mtu: d.bridge.mtu,
         master: None,
         mac: d.bridge.mac.to_vec(),
-        alias: Some(OWNER_ALIAS.into()),
+        alias: None,
         vxlan: None,
         stp: Some(0),
         mcast_snooping: Some(false),
@@ -127,7 +127,7 @@ fn converged(d: &Desired) -> Observed {
     });
     if let Some(v) = &d.vtep {
         o.links.push(Link {
-            group: 0,
+            group: OWNER_GROUP,
             index: 11,
             name: v.name.clone(),
             kind: Some("vxlan".into()),
@@ -135,7 +135,7 @@ fn converged(d: &Desired) -> Observed {
             mtu: v.mtu,
             master: Some(10),
             mac: vec![2, 1, 1, 1, 1, 1],
-            alias: Some(OWNER_ALIAS.into()),
+            alias: None,
             vxlan: Some(VxlanInfo {
                 vni: Some(v.vni),
                 port: Some(v.port),
@@ -150,7 +150,7 @@ fn converged(d: &Desired) -> Observed {
     }
     if let Some(dm) = &d.dummy {
         o.links.push(Link {
-            group: 0,
+            group: OWNER_GROUP,
             index: 12,
             name: dm.name.clone(),
             kind: Some("veth".into()),
@@ -158,14 +158,14 @@ fn converged(d: &Desired) -> Observed {
             mtu: dm.mtu,
             master: Some(10),
             mac: vec![2, 2, 2, 2, 2, 2],
-            alias: Some(OWNER_ALIAS.into()),
+            alias: None,
             vxlan: None,
             stp: None,
             mcast_snooping: None,
             link: Some(13),
         });
         o.links.push(Link {
-            group: 0,
+            group: OWNER_GROUP,
             index: 13,
             name: dm.veth_peer.clone(),
             kind: Some("veth".into()),
@@ -173,7 +173,7 @@ fn converged(d: &Desired) -> Observed {
             mtu: dm.mtu,
             master: None,
             mac: vec![2, 2, 2, 2, 2, 3],
-            alias: Some(OWNER_ALIAS.into()),
+            alias: None,
             vxlan: None,
             stp: None,
             mcast_snooping: None,
@@ -604,20 +604,59 @@ fn foreign_link_with_our_name_is_refused() {
     let (d, mut o) = setup(Role::Host);
     let b = bridge_mut(&mut o);
     b.kind = Some("veth".into());
-    b.alias = None;
+    b.group = 0;
     let e = plan_apply(&d, &o).unwrap_err();
     assert_eq!(e.key, "bridge");
 }
 
 #[test]
-fn unowned_but_compatible_is_adopted_and_marked() {
-    let ops = drift(Role::Host, |o| bridge_mut(o).alias = None);
-    assert_eq!(
-        ops,
-        vec![Op::SetOwner {
-            name: "cloudbr0".into()
-        }]
-    );
+fn unowned_but_compatible_is_refused_and_left_to_adopt() {
+    // The device group is the only mark: an alias "overlayd" no longer counts.
+    for name in ["cloudbr0", "ethvxlan0"] {
+        let (d, mut o) = setup(Role::Host);
+        let l = o.links.iter_mut().find(|l| l.name == name).unwrap();
+        l.group = 0;
+        l.alias = Some("overlayd".into());
+        let e = plan_apply(&d, &o).unwrap_err();
+        assert_eq!(e.key, if name == "cloudbr0" { "bridge" } else { "vtep" });
+        assert!(e.reason.contains("overlayd adopt"), "{e}");
+        // adopt marks it, and then nothing is left to do
+        let a = plan_adopt(&d, &o).unwrap();
+        assert_eq!(
+            a.ops,
+            vec![Op::SetOwner {
+                name: name.to_string()
+            }]
+        );
+        o.links.iter_mut().find(|l| l.name == name).unwrap().group = OWNER_GROUP;
+        assert!(plan_apply(&d, &o).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn adopt_refuses_a_device_that_does_not_match_naming_the_difference() {
+    let (d, mut o) = setup(Role::Host);
+    for l in o
+        .links
+        .iter_mut()
+        .filter(|l| l.name == "cloudbr0" || l.name == "ethvxlan0")
+    {
+        l.group = 0;
+    }
+    vtep_mut(&mut o).vxlan.as_mut().unwrap().vni = Some(200);
+    let e = plan_adopt(&d, &o).unwrap_err();
+    assert_eq!(e.key, "vtep");
+    assert!(e.reason.contains("vni 200 != 100"), "{e}");
+    // a bridge that is no bridge
+    let (d, mut o) = setup(Role::Host);
+    let b = bridge_mut(&mut o);
+    b.group = 0;
+    b.kind = Some("dummy".into());
+    let e = plan_adopt(&d, &o).unwrap_err();
+    assert_eq!(e.key, "bridge");
+    // nothing foreign: nothing to adopt
+    let (d, o) = setup(Role::Standalone);
+    assert!(plan_adopt(&d, &o).unwrap().is_empty());
 }
 
 #[test]
@@ -703,7 +742,7 @@ fn down_removes_only_owned() {
     assert!(matches!(&p.ops[6], Op::SetSysctl { value, .. } if value == "0"));
     let _ = d;
     // A link with our name that we never marked is left alone.
-    bridge_mut(&mut o).alias = None;
+    bridge_mut(&mut o).group = 0;
     let p = plan_down(&i, &o, &st);
     assert_eq!(
         p.ops.iter().filter(|x| x.kind() == "delete_link").count(),

@@ -146,9 +146,11 @@ fn daemon_repairs_the_catalogue_and_traffic_passes_again() {
         ("VTEP group changed", "ip link set ethvxlan0 type vxlan group 239.255.9.9 dev eth0"),
         // Recreating with another VNI/underlay needs delete + add; the daemon repairs the
         // gap faster than any shell can fill it, so these are done under `overlayd pause`
-        // (as an operator would) and must be repaired by the resume reconcile.
-        ("VTEP recreated with wrong VNI", "PAUSE ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 200 dstport 4789 group 239.255.0.1 dev eth0"),
-        ("VTEP recreated with wrong underlay", "PAUSE ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 100 dstport 4789 group 239.255.0.1 dev lo"),
+        // (as an operator would) and must be repaired by the resume reconcile. They carry
+        // overlayd's mark (device group 79), as its own VTEP does after a configuration
+        // change; an unmarked one would be foreign and refused (see executor_netns adopt).
+        ("VTEP recreated with wrong VNI", "PAUSE ip link del ethvxlan0 && ip link add ethvxlan0 group 79 type vxlan id 200 dstport 4789 group 239.255.0.1 dev eth0"),
+        ("VTEP recreated with wrong underlay", "PAUSE ip link del ethvxlan0 && ip link add ethvxlan0 group 79 type vxlan id 100 dstport 4789 group 239.255.0.1 dev lo"),
         ("MTU changed", "ip link set ethvxlan0 mtu 1300"),
         ("overlay address removed", "ip addr del 10.101.0.10/16 dev cloudbr0"),
         ("overlay-sourced rule removed", "ip rule del priority 1079"),

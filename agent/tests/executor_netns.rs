@@ -75,9 +75,9 @@ fn every_drift_is_repaired_by_the_next_apply() {
         ("vtep down", "ip link set ethvxlan0 down"),
         ("bridge down", "ip link set cloudbr0 down"),
         ("vtep detached", "ip link set ethvxlan0 nomaster"),
-        ("vtep wrong vni", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 200 dstport 4789 group 239.255.0.1 dev eth0'"),
-        ("vtep wrong group", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 100 dstport 4789 group 239.255.7.7 dev eth0'"),
-        ("vtep wrong port", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 type vxlan id 100 dstport 8472 group 239.255.0.1 dev eth0'"),
+        ("vtep wrong vni", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 group 79 type vxlan id 200 dstport 4789 group 239.255.0.1 dev eth0'"),
+        ("vtep wrong group", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 group 79 type vxlan id 100 dstport 4789 group 239.255.7.7 dev eth0'"),
+        ("vtep wrong port", "sh -c 'ip link del ethvxlan0 && ip link add ethvxlan0 group 79 type vxlan id 100 dstport 8472 group 239.255.0.1 dev eth0'"),
         ("mtu changed", "ip link set ethvxlan0 mtu 1400"),
         ("bridge mtu changed", "ip link set cloudbr0 mtu 1300"),
         ("address removed", "ip addr flush dev cloudbr0"),
@@ -271,4 +271,97 @@ fn bad_input_exits_2_and_changes_nothing() {
     }
     assert_eq!(before, snap());
     assert!(!ns.dir.join("state").exists());
+}
+
+/// Devices made by hand (as the original scripts made them) are never touched by `apply`
+/// or `down` (the device group is the only mark); `overlayd adopt` marks them without
+/// re-creating them — a ping across the adoption loses nothing — and refuses, naming the
+/// difference and marking nothing, when they do not match the configuration.
+#[test]
+fn adopt_takes_over_hand_made_devices_without_traffic_loss() {
+    if !require_root("adopt") {
+        return;
+    }
+    let ns = Ns::new("ad");
+    let d = ns.dir.display();
+    // the peer: a second overlay host configured by overlayd
+    sh(&format!(
+        "ip netns exec {p} {bin} apply --role host --underlay eth0 --address 10.101.0.20/16 \
+         --gateway 10.101.0.1 --group 239.255.0.1 --state-dir {d}/peer-state \
+         --hosts-file {d}/peer-hosts --resolv-conf {d}/peer-resolv",
+        p = ns.peer,
+        bin = overlayd().display()
+    ));
+    let hand_made = |vni: u32| {
+        ns.exec(&format!(
+            "sh -c 'echo 2 > /proc/sys/net/ipv4/conf/eth0/force_igmp_version && \
+             ip link add cloudbr0 type bridge stp_state 0 mcast_snooping 0 && \
+             ip link set cloudbr0 address 02:0f:0a:65:00:0a mtu 1450 && \
+             ip addr add 10.101.0.10/16 dev cloudbr0 && \
+             ip link add ethvxlan0 mtu 1450 type vxlan id {vni} dstport 4789 group 239.255.0.1 dev eth0 && \
+             ip link set ethvxlan0 master cloudbr0 && ip link set ethvxlan0 up && ip link set cloudbr0 up'"
+        ))
+    };
+    // 1. A mismatch is refused, naming it, and nothing is marked.
+    hand_made(200);
+    let args = ns.host_args();
+    let o = ns.overlayd("adopt", &args);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("vni 200 != 100"), "{err}");
+    assert!(!ns.ip("-d link show cloudbr0").contains("group 79"));
+    ns.exec("sh -c 'ip link del ethvxlan0; ip link del cloudbr0'");
+
+    // 2. A matching hand-made overlay: apply refuses, down leaves it, adopt takes it over.
+    hand_made(100);
+    let index_before = ns.ip("-o link show cloudbr0");
+    let o = ns.overlayd("apply", &args);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overlayd adopt"));
+    ns.overlayd_ok("down", &args);
+    assert!(
+        ns.ip("-br link").contains("cloudbr0"),
+        "down deleted a foreign bridge"
+    );
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ping",
+            "-q",
+            "-i",
+            "0.05",
+            "-c",
+            "60",
+            "10.101.0.20",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = ns.overlayd_ok("adopt", &args);
+    assert!(
+        out.contains("mark cloudbr0 as owned") && out.contains("mark ethvxlan0 as owned"),
+        "{out}"
+    );
+    ns.overlayd_ok("apply", &args);
+    assert_eq!(ns.pending(&args), 0);
+    let ping = ping.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&ping.stdout).to_string();
+    assert!(
+        summary.contains("60 packets transmitted, 60 received"),
+        "{summary}"
+    );
+    // not re-created: same ifindex, now carrying the mark
+    let after = ns.ip("-o link show cloudbr0");
+    assert_eq!(
+        index_before.split(':').next(),
+        after.split(':').next(),
+        "cloudbr0 was re-created"
+    );
+    assert!(ns.ip("-d link show cloudbr0").contains("group 79"));
+    // now ours: down removes it
+    ns.overlayd_ok("down", &args);
+    assert!(!ns.ip("-br link").contains("cloudbr0"));
 }

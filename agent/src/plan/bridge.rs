@@ -31,12 +31,8 @@ pub(super) fn plan_bridge(p: &mut Plan, d: &Desired, o: &Observed) -> Result<boo
             bridge_created = true;
         }
         None => bridge_created = true,
+        Some(l) if !l.owned() => return Err(super::not_ours("bridge", &br.name)),
         Some(l) => {
-            if !l.owned() {
-                p.ops.push(Op::SetOwner {
-                    name: br.name.clone(),
-                });
-            }
             if l.mac != br.mac {
                 p.ops.push(Op::SetMac {
                     name: br.name.clone(),

@@ -9,7 +9,7 @@ use crate::desired::disable_ipv6_key;
 use crate::model::*;
 
 /// Why an existing VTEP cannot be kept (the kernel refuses in-place VNI/port changes).
-fn vtep_mismatch(l: &Link, v: &VtepSpec, underlay_index: Option<u32>) -> Option<String> {
+pub(super) fn vtep_mismatch(l: &Link, v: &VtepSpec, underlay_index: Option<u32>) -> Option<String> {
     if l.kind.as_deref() != Some("vxlan") {
         return Some(format!(
             "is a {} link, not vxlan",
@@ -48,13 +48,8 @@ fn vtep_mismatch(l: &Link, v: &VtepSpec, underlay_index: Option<u32>) -> Option<
     None
 }
 
-/// Drift of a port that is kept: owner mark, MTU, master.
+/// Drift of a port that is kept: MTU, master.
 fn keep_port(p: &mut Plan, o: &Observed, l: &Link, mtu: u32, bridge: &str, bridge_created: bool) {
-    if !l.owned() {
-        p.ops.push(Op::SetOwner {
-            name: l.name.clone(),
-        });
-    }
     if l.mtu != mtu {
         p.ops.push(Op::SetMtu {
             name: l.name.clone(),
@@ -70,6 +65,11 @@ fn keep_port(p: &mut Plan, o: &Observed, l: &Link, mtu: u32, bridge: &str, bridg
             master: bridge.to_string(),
         });
     }
+}
+
+/// Standalone's port is a dummy, or a veth pair where the kernel has no dummy driver.
+pub(super) fn is_dummy_port(l: &Link) -> bool {
+    matches!(l.kind.as_deref(), Some("dummy") | Some("veth"))
 }
 
 fn set_up(p: &mut Plan, l: &Link) {
@@ -94,15 +94,18 @@ pub(super) fn plan_vtep(
     let mut create = false;
     match o.link(&v.name) {
         None => create = true,
+        Some(l) if !l.owned() => {
+            return Err(match vtep_mismatch(l, v, ul_index) {
+                Some(why) => conflict(
+                    "vtep",
+                    &v.name,
+                    format!("an existing link with this name {why} and overlayd did not create it; remove or rename it"),
+                ),
+                None => super::not_ours("vtep", &v.name),
+            })
+        }
         Some(l) => {
             if let Some(why) = vtep_mismatch(l, v, ul_index) {
-                if l.kind.as_deref() != Some("vxlan") && !l.owned() {
-                    return Err(conflict(
-                        "vtep",
-                        &v.name,
-                        format!("an existing link with this name {why} and overlayd did not create it; remove or rename it"),
-                    ));
-                }
                 p.ops.push(Op::DeleteLink {
                     name: v.name.clone(),
                     why: format!("incompatible: {why}; the kernel cannot change this in place"),
@@ -144,17 +147,21 @@ pub(super) fn plan_dummy(
     let mut create = false;
     match o.link(&dm.name) {
         None => create = true,
-        Some(l) if !matches!(l.kind.as_deref(), Some("dummy") | Some("veth")) => {
-            if !l.owned() {
-                return Err(conflict(
+        Some(l) if !l.owned() => {
+            return Err(if is_dummy_port(l) {
+                super::not_ours("dummy", &dm.name)
+            } else {
+                conflict(
                     "dummy",
                     &dm.name,
                     format!(
                         "an existing {} link has this name and overlayd did not create it",
                         l.kind.as_deref().unwrap_or("physical")
                     ),
-                ));
-            }
+                )
+            })
+        }
+        Some(l) if !is_dummy_port(l) => {
             p.ops.push(Op::DeleteLink {
                 name: dm.name.clone(),
                 why: "not a dummy".into(),
