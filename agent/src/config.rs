@@ -170,40 +170,132 @@ pub enum Mtu {
     Fixed(u32),
 }
 
-/// The file as written by the operator. Unknown keys are refused.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
+/// Every configuration key, declared once: the flag `--<key>` (a few read better in the
+/// singular: `--nat-exception`, `--link-local-route`), the environment variable
+/// `OVERLAYD_<KEY>`, the config file key `<key>` (the field name), and the `--help` text.
+/// Values stay text here; each key's check in [`build`] types it and names key, value and
+/// source when it is bad.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct Settings {
+    /// TOML configuration file [default: /etc/overlayd/overlayd.toml, ignored if absent]
+    #[arg(long, env = "OVERLAYD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// host | management | router | standalone
+    #[arg(long, env = "OVERLAYD_ROLE")]
     pub role: Option<String>,
+    /// Underlay interface carrying VXLAN [default: the interface of the default route]
+    #[arg(long, env = "OVERLAYD_UNDERLAY", value_name = "IFNAME")]
     pub underlay: Option<String>,
+    /// This node's overlay address as CIDR, e.g. 10.101.0.10/16
+    #[arg(long, env = "OVERLAYD_ADDRESS", value_name = "CIDR")]
     pub address: Option<String>,
+    /// The router's overlay IP (host/management only)
+    #[arg(long, env = "OVERLAYD_GATEWAY", value_name = "IP")]
     pub gateway: Option<String>,
-    pub dns: Option<Vec<String>>,
+    /// DNS server written to resolv.conf (repeatable; env: comma-separated)
+    #[arg(long, env = "OVERLAYD_DNS", value_name = "IP", value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// Overlay bridge name [default: cloudbr0]
+    #[arg(long, env = "OVERLAYD_BRIDGE", value_name = "IFNAME")]
     pub bridge: Option<String>,
+    /// VXLAN device name; CloudStack needs eth*, bond*, ens* … [default: ethvxlan0]
+    #[arg(long, env = "OVERLAYD_VTEP", value_name = "IFNAME")]
     pub vtep: Option<String>,
-    pub vni: Option<toml::Value>,
-    pub port: Option<toml::Value>,
+    /// VXLAN network identifier, 1..16777215 [default: 100]
+    #[arg(long, env = "OVERLAYD_VNI")]
+    pub vni: Option<String>,
+    /// VXLAN UDP port [default: 4789]
+    #[arg(long, env = "OVERLAYD_PORT")]
+    pub port: Option<String>,
+    /// Multicast group for flooding, e.g. 239.255.0.1 (all roles but standalone)
+    #[arg(long, env = "OVERLAYD_GROUP", value_name = "IP")]
     pub group: Option<String>,
-    pub mtu: Option<toml::Value>,
+    /// auto (underlay MTU - 50, at most 8450) or a number [default: auto]
+    #[arg(long, env = "OVERLAYD_MTU")]
+    pub mtu: Option<String>,
+    /// Keep "<overlay IP> <fqdn>" in the hosts file (CloudStack resolves its own FQDN)
+    #[arg(long, env = "OVERLAYD_FQDN")]
     pub fqdn: Option<String>,
-    pub nat: Option<bool>,
-    pub nat_exceptions: Option<Vec<String>>,
+    /// Masquerade overlay traffic leaving the underlay (router/standalone)
+    #[arg(long, env = "OVERLAYD_NAT", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub nat: Option<String>,
+    /// Destination not to masquerade (repeatable; env OVERLAYD_NAT_EXCEPTIONS, comma-separated)
+    #[arg(
+        long = "nat-exception",
+        env = "OVERLAYD_NAT_EXCEPTIONS",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub nat_exceptions: Vec<String>,
+    /// Dummy port for standalone [default: ethdummy0]
+    #[arg(long, env = "OVERLAYD_DUMMY", value_name = "IFNAME")]
     pub dummy: Option<String>,
-    pub route_metric: Option<toml::Value>,
+    /// Metric of the default route via the gateway [default: 0]
+    #[arg(long, env = "OVERLAYD_ROUTE_METRIC", value_name = "N")]
+    pub route_metric: Option<String>,
+    /// host/management: overlay-sourced (only traffic from the overlay address uses the
+    /// gateway; the instance's own default route stays) or all [default: overlay-sourced]
+    #[arg(long, env = "OVERLAYD_GATEWAY_MODE", value_name = "MODE")]
     pub gateway_mode: Option<String>,
-    pub route_table: Option<toml::Value>,
-    pub link_local_routes: Option<Vec<String>>,
-    pub igmp_max_memberships: Option<toml::Value>,
+    /// Routing table overlayd owns for overlay-sourced traffic [default: 79]
+    #[arg(long, env = "OVERLAYD_ROUTE_TABLE", value_name = "N")]
+    pub route_table: Option<String>,
+    /// Link-local service kept on the underlay with a /32 route (repeatable; "none" for
+    /// none) [default: 169.254.169.254, 169.254.169.253, 169.254.169.123]
+    #[arg(
+        long = "link-local-route",
+        env = "OVERLAYD_LINK_LOCAL_ROUTES",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub link_local_routes: Vec<String>,
+    /// host/standalone: raise net.ipv4.igmp_max_memberships to at least N, room for
+    /// CloudStack's guest VXLAN networks; 0 leaves it alone [default: 1024]
+    #[arg(long, env = "OVERLAYD_IGMP_MAX_MEMBERSHIPS", value_name = "N")]
+    pub igmp_max_memberships: Option<String>,
+    /// Where overlayd records what it changed [default: /var/lib/overlayd]
+    #[arg(long, env = "OVERLAYD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<String>,
+    /// Hosts file for the fqdn line [default: /etc/hosts]
+    #[arg(long, env = "OVERLAYD_HOSTS_FILE", value_name = "PATH")]
     pub hosts_file: Option<String>,
+    /// resolv.conf to write DNS servers to [default: /etc/resolv.conf]
+    #[arg(long, env = "OVERLAYD_RESOLV_CONF", value_name = "PATH")]
     pub resolv_conf: Option<String>,
-    pub resync_interval: Option<toml::Value>,
+    /// Full resync period of `overlayd run`, seconds [default: 30]
+    #[arg(long, env = "OVERLAYD_RESYNC_INTERVAL", value_name = "SECS")]
+    pub resync_interval: Option<String>,
+    /// Prometheus listen address of `overlayd run`, or "off" [default: 127.0.0.1:9465]
+    #[arg(long, env = "OVERLAYD_METRICS_ADDRESS", value_name = "IP:PORT")]
     pub metrics_address: Option<String>,
+    /// Control socket of `overlayd run` (status, pause, resume) [default: /run/overlayd/overlayd.sock]
+    #[arg(long, env = "OVERLAYD_CONTROL_SOCKET", value_name = "PATH")]
     pub control_socket: Option<String>,
 }
 
-/// Values from flags or the environment (clap fills these; env is resolved by clap so
-/// each value is tagged with whether it came from a flag or the environment).
+/// The configuration keys (every field of [`Settings`] but `config`), from its clap
+/// definition: one list, never written out by hand.
+pub fn keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        use clap::Args;
+        Settings::augment_args(clap::Command::new("overlayd"))
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| *id != "config")
+            .map(|id| &*Box::leak(id.to_string().into_boxed_str()))
+            .collect()
+    })
+}
+
+/// The file as written by the operator: key → its value(s) as text. Unknown keys are refused.
+#[derive(Debug, Default, Clone)]
+pub struct FileConfig {
+    values: BTreeMap<&'static str, Vec<String>>,
+}
+
+/// Values from flags or the environment (clap resolves the environment, so each value is
+/// tagged with whether it came from a flag or the environment).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub values: BTreeMap<&'static str, (Vec<String>, Source)>,
@@ -213,37 +305,26 @@ impl Overrides {
     pub fn set(&mut self, key: &'static str, vals: Vec<String>, source: Source) {
         self.values.insert(key, (vals, source));
     }
-}
 
-/// All keys, in the order the README documents them.
-pub const KEYS: &[&str] = &[
-    "role",
-    "underlay",
-    "address",
-    "gateway",
-    "dns",
-    "bridge",
-    "vtep",
-    "vni",
-    "port",
-    "group",
-    "mtu",
-    "fqdn",
-    "nat",
-    "nat_exceptions",
-    "dummy",
-    "route_metric",
-    "gateway_mode",
-    "route_table",
-    "link_local_routes",
-    "igmp_max_memberships",
-    "state_dir",
-    "hosts_file",
-    "resolv_conf",
-    "resync_interval",
-    "metrics_address",
-    "control_socket",
-];
+    /// The keys given on the command line or in the environment of a parse of [`Settings`].
+    pub fn from_matches(m: &clap::ArgMatches) -> Overrides {
+        use clap::parser::ValueSource;
+        let mut o = Overrides::default();
+        for key in keys() {
+            let source = match m.value_source(key) {
+                Some(ValueSource::CommandLine) => Source::Flag,
+                Some(ValueSource::EnvVariable) => Source::Env,
+                _ => continue,
+            };
+            let vals: Vec<String> = m
+                .get_many::<String>(key)
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default();
+            o.set(key, vals, source);
+        }
+        o
+    }
+}
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -289,74 +370,64 @@ struct Raw {
     source: Source,
 }
 
-fn toml_scalar(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Parse TOML text into the file form; unknown keys and type errors name the key.
+/// Parse TOML text into the file form. Every key must be one of [`keys`]; a value is a
+/// string, number or boolean, or (for list keys) an array of them. No serde message is
+/// scraped: unknown keys and bad shapes are found by walking the table.
 pub fn parse_file(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str::<FileConfig>(text).map_err(|e| {
-        let msg = e.message().to_string();
-        // serde reports unknown fields as "unknown field `x`, expected one of ..."
-        let key = msg
-            .split('`')
-            .nth(1)
-            .map(str::to_string)
-            .unwrap_or_else(|| "config".to_string());
-        let reason = if msg.starts_with("unknown field") {
-            format!("unknown key in {path} (known keys: {})", KEYS.join(", "))
-        } else {
-            format!("{path}: {msg}")
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        err(
+            "config",
+            path,
+            Some(Source::File),
+            format!("not valid TOML: {}", e.message()),
+        )
+    })?;
+    let mut f = FileConfig::default();
+    for (k, v) in &table {
+        let Some(key) = keys().iter().copied().find(|x| x == k) else {
+            return Err(err(
+                k,
+                k,
+                Some(Source::File),
+                format!("unknown key in {path} (known keys: {})", keys().join(", ")),
+            ));
         };
-        err(&key, key.clone(), Some(Source::File), reason)
-    })
+        let scalar = |v: &toml::Value| -> Result<String, ConfigError> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    Ok(v.to_string())
+                }
+                other => Err(err(
+                    key,
+                    other.to_string(),
+                    Some(Source::File),
+                    format!("{path}: expected a string, number or boolean"),
+                )),
+            }
+        };
+        let vals = match v {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<_, _>>()?,
+            one => vec![scalar(one)?],
+        };
+        f.values.insert(key, vals);
+    }
+    Ok(f)
 }
 
 fn file_map(f: &FileConfig) -> BTreeMap<&'static str, Raw> {
-    let mut m = BTreeMap::new();
-    let mut put = |k: &'static str, v: Option<Vec<String>>| {
-        if let Some(vals) = v {
-            m.insert(
-                k,
+    f.values
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
                 Raw {
-                    vals,
+                    vals: v.clone(),
                     source: Source::File,
                 },
-            );
-        }
-    };
-    let one = |s: &Option<String>| s.as_ref().map(|v| vec![v.clone()]);
-    let val = |s: &Option<toml::Value>| s.as_ref().map(|v| vec![toml_scalar(v)]);
-    put("role", one(&f.role));
-    put("underlay", one(&f.underlay));
-    put("address", one(&f.address));
-    put("gateway", one(&f.gateway));
-    put("dns", f.dns.clone());
-    put("bridge", one(&f.bridge));
-    put("vtep", one(&f.vtep));
-    put("vni", val(&f.vni));
-    put("port", val(&f.port));
-    put("group", one(&f.group));
-    put("mtu", val(&f.mtu));
-    put("fqdn", one(&f.fqdn));
-    put("nat", f.nat.map(|b| vec![b.to_string()]));
-    put("nat_exceptions", f.nat_exceptions.clone());
-    put("dummy", one(&f.dummy));
-    put("route_metric", val(&f.route_metric));
-    put("gateway_mode", one(&f.gateway_mode));
-    put("route_table", val(&f.route_table));
-    put("link_local_routes", f.link_local_routes.clone());
-    put("igmp_max_memberships", val(&f.igmp_max_memberships));
-    put("state_dir", one(&f.state_dir));
-    put("hosts_file", one(&f.hosts_file));
-    put("resolv_conf", one(&f.resolv_conf));
-    put("resync_interval", val(&f.resync_interval));
-    put("metrics_address", one(&f.metrics_address));
-    put("control_socket", one(&f.control_socket));
-    m
+            )
+        })
+        .collect()
 }
 
 /// Merge file and overrides (flags/env win) and validate.
@@ -374,12 +445,12 @@ pub fn build(file: &FileConfig, over: &Overrides) -> Result<Config, ConfigError>
     validate(&m)
 }
 
-fn get<'a>(m: &'a BTreeMap<&'static str, Raw>, k: &str) -> Option<(&'a str, Source)> {
+fn get<'a>(m: &'a Layers, k: &str) -> Option<(&'a str, Source)> {
     m.get(k)
         .and_then(|r| r.vals.last().map(|v| (v.as_str(), r.source)))
 }
 
-fn list<'a>(m: &'a BTreeMap<&'static str, Raw>, k: &str) -> (Vec<&'a str>, Option<Source>) {
+fn list<'a>(m: &'a Layers, k: &str) -> (Vec<&'a str>, Option<Source>) {
     match m.get(k) {
         Some(r) => (
             r.vals
@@ -457,8 +528,8 @@ fn parse_u32(key: &str, v: &str, src: Source) -> Result<u32, ConfigError> {
         .map_err(|_| err(key, v, Some(src), "not a non-negative integer"))
 }
 
-fn parse_gateway_mode(
-    m: &BTreeMap<&'static str, Raw>,
+fn check_gateway_mode(
+    m: &Layers,
     role: Role,
 ) -> Result<GatewayMode, ConfigError> {
     match get(m, "gateway_mode") {
@@ -486,7 +557,7 @@ fn parse_gateway_mode(
     }
 }
 
-fn parse_route_table(m: &BTreeMap<&'static str, Raw>) -> Result<u32, ConfigError> {
+fn check_route_table(m: &Layers) -> Result<u32, ConfigError> {
     match get(m, "route_table") {
         None => Ok(crate::model::DEFAULT_ROUTE_TABLE),
         Some((v, s)) => {
@@ -504,7 +575,7 @@ fn parse_route_table(m: &BTreeMap<&'static str, Raw>) -> Result<u32, ConfigError
     }
 }
 
-fn parse_link_local_routes(m: &BTreeMap<&'static str, Raw>) -> Result<Vec<Ipv4Addr>, ConfigError> {
+fn check_link_local_routes(m: &Layers) -> Result<Vec<Ipv4Addr>, ConfigError> {
     if !m.contains_key("link_local_routes") {
         return Ok(crate::model::AWS_LINK_LOCAL.to_vec());
     }
@@ -532,11 +603,20 @@ fn parse_link_local_routes(m: &BTreeMap<&'static str, Raw>) -> Result<Vec<Ipv4Ad
     Ok(out)
 }
 
-fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
-    let mut warnings = Vec::new();
+/// The merged layers: key → raw values and where they came from.
+type Layers = BTreeMap<&'static str, Raw>;
 
-    // role
-    let role = match get(m, "role") {
+/// The bridge and port names, and the underlay when configured.
+struct Names {
+    underlay: Option<String>,
+    bridge: String,
+    vtep: String,
+    dummy: String,
+}
+
+/// `role`: host | management | router | standalone (required).
+fn check_role(m: &Layers) -> Result<Role, ConfigError> {
+    Ok(match get(m, "role") {
         None => {
             return Err(err(
                 "role",
@@ -553,9 +633,12 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                 "unknown role; expected host | management | router | standalone",
             )
         })?,
-    };
+    })
+}
 
-    // interface names
+/// `underlay`, `bridge`, `vtep`, `dummy`: valid Linux names, names CloudStack's agent treats
+/// as physical ports, all different.
+fn check_names(m: &Layers, role: Role) -> Result<Names, ConfigError> {
     let name = |k: &str, dflt: &str| -> Result<(String, Option<Source>), ConfigError> {
         let (v, s) = get(m, k)
             .map(|(v, s)| (v.to_string(), Some(s)))
@@ -624,8 +707,17 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         ));
     }
 
-    // address
-    let address = match get(m, "address") {
+    Ok(Names {
+        underlay,
+        bridge,
+        vtep,
+        dummy,
+    })
+}
+
+/// `address`: this node's overlay CIDR (required), a usable unicast host address.
+fn check_address(m: &Layers) -> Result<Ipv4Net, ConfigError> {
+    Ok(match get(m, "address") {
         None => {
             return Err(err(
                 "address",
@@ -673,10 +765,16 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             net
         }
-    };
+    })
+}
 
-    // gateway
-    let gateway = match (get(m, "gateway"), role.needs_gateway()) {
+/// `gateway`: required for host/management, refused for router/standalone; inside the overlay subnet.
+fn check_gateway(
+    m: &Layers,
+    role: Role,
+    address: Ipv4Net,
+) -> Result<Option<Ipv4Addr>, ConfigError> {
+    Ok(match (get(m, "gateway"), role.needs_gateway()) {
         (None, true) => {
             return Err(err(
                 "gateway",
@@ -691,8 +789,8 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                 v,
                 Some(s),
                 format!(
-                "role {role} must not have a gateway (the {role} is the way out of the overlay)"
-            ),
+            "role {role} must not have a gateway (the {role} is the way out of the overlay)"
+        ),
             ))
         }
         (None, false) => None,
@@ -727,9 +825,11 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             Some(g)
         }
-    };
+    })
+}
 
-    // dns
+/// `dns`: IPv4 servers, none link-local.
+fn check_dns(m: &Layers) -> Result<Vec<Ipv4Addr>, ConfigError> {
     let (dns_raw, dns_src) = list(m, "dns");
     let mut dns = Vec::new();
     for d in dns_raw {
@@ -742,8 +842,12 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         dns.push(ip);
     }
 
-    // vni / port
-    let vni = match get(m, "vni") {
+    Ok(dns)
+}
+
+/// `vni`: 1..16777215, default 100.
+fn check_vni(m: &Layers) -> Result<u32, ConfigError> {
+    Ok(match get(m, "vni") {
         None => 100,
         Some((v, s)) => {
             let n = parse_u32("vni", v, s)?;
@@ -752,8 +856,12 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             n
         }
-    };
-    let port = match get(m, "port") {
+    })
+}
+
+/// `port`: the VXLAN UDP port, default 4789.
+fn check_port(m: &Layers) -> Result<u16, ConfigError> {
+    Ok(match get(m, "port") {
         None => 4789,
         Some((v, s)) => {
             let n = parse_u32("port", v, s)?;
@@ -762,10 +870,16 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             n as u16
         }
-    };
+    })
+}
 
-    // group
-    let group = match (get(m, "group"), role.has_vtep()) {
+/// `group`: an IPv4 multicast group that IGMP reports (required with a VTEP).
+fn check_group(
+    m: &Layers,
+    role: Role,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Ipv4Addr>, ConfigError> {
+    Ok(match (get(m, "group"), role.has_vtep()) {
         (None, true) => {
             return Err(err(
                 "group",
@@ -806,10 +920,12 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
         }
         (None, false) => None,
-    };
+    })
+}
 
-    // mtu
-    let mtu = match get(m, "mtu") {
+/// `mtu`: auto or 68..8950 (warned above the TGW's 8450).
+fn check_mtu(m: &Layers, role: Role, warnings: &mut Vec<String>) -> Result<Mtu, ConfigError> {
+    Ok(match get(m, "mtu") {
         None => Mtu::Auto,
         Some((v, _)) if v.trim() == "auto" => Mtu::Auto,
         Some((v, s)) => {
@@ -827,15 +943,17 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             if n > MTU_CAP && role.has_vtep() {
                 warnings.push(format!(
-                    "mtu {n} exceeds {MTU_CAP}: multicast through a Transit Gateway is limited to 8500 bytes and larger flooded frames are dropped silently"
-                ));
+                "mtu {n} exceeds {MTU_CAP}: multicast through a Transit Gateway is limited to 8500 bytes and larger flooded frames are dropped silently"
+            ));
             }
             Mtu::Fixed(n)
         }
-    };
+    })
+}
 
-    // fqdn
-    let fqdn = match get(m, "fqdn") {
+/// `fqdn`: a valid host name.
+fn check_fqdn(m: &Layers) -> Result<Option<String>, ConfigError> {
+    Ok(match get(m, "fqdn") {
         None => None,
         Some((v, s)) => {
             let ok = !v.is_empty()
@@ -852,9 +970,15 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             Some(v.to_string())
         }
-    };
+    })
+}
 
-    // nat
+/// `nat`, `nat_exceptions`: router/standalone only.
+fn check_nat(
+    m: &Layers,
+    role: Role,
+    warnings: &mut Vec<String>,
+) -> Result<(bool, Vec<Ipv4Net>), ConfigError> {
     let nat = match get(m, "nat") {
         None => false,
         Some((v, s)) => match v {
@@ -892,14 +1016,20 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         nat_exceptions.push(n.trunc());
     }
 
-    let route_metric = match get(m, "route_metric") {
+    Ok((nat, nat_exceptions))
+}
+
+/// `route_metric`: metric of the main-table routes via the gateway.
+fn check_route_metric(m: &Layers) -> Result<u32, ConfigError> {
+    Ok(match get(m, "route_metric") {
         None => 0,
         Some((v, s)) => parse_u32("route_metric", v, s)?,
-    };
-    let gateway_mode = parse_gateway_mode(m, role)?;
-    let route_table = parse_route_table(m)?;
-    let link_local_routes = parse_link_local_routes(m)?;
-    let igmp_max_memberships = match get(m, "igmp_max_memberships") {
+    })
+}
+
+/// `igmp_max_memberships`: 0 (leave alone) or at least the kernel default 20.
+fn check_igmp_max_memberships(m: &Layers) -> Result<u32, ConfigError> {
+    Ok(match get(m, "igmp_max_memberships") {
         None => DEFAULT_IGMP_MAX_MEMBERSHIPS,
         Some((v, s)) => {
             let n = parse_u32("igmp_max_memberships", v, s)?;
@@ -913,7 +1043,11 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             n
         }
-    };
+    })
+}
+
+/// `state_dir`, `hosts_file`, `resolv_conf`, `control_socket`: absolute paths.
+fn check_paths(m: &Layers) -> Result<(PathBuf, PathBuf, PathBuf, PathBuf), ConfigError> {
     let path = |k: &str, d: &str| -> Result<PathBuf, ConfigError> {
         match get(m, k) {
             None => Ok(PathBuf::from(d)),
@@ -929,7 +1063,12 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let hosts_file = path("hosts_file", "/etc/hosts")?;
     let resolv_conf = path("resolv_conf", "/etc/resolv.conf")?;
     let control_socket = path("control_socket", "/run/overlayd/overlayd.sock")?;
-    let resync_interval_secs = match get(m, "resync_interval") {
+    Ok((state_dir, hosts_file, resolv_conf, control_socket))
+}
+
+/// `resync_interval`: seconds, at least 1.
+fn check_resync_interval(m: &Layers) -> Result<u64, ConfigError> {
+    Ok(match get(m, "resync_interval") {
         None => 30,
         Some((v, s)) => {
             let n = parse_u32("resync_interval", v.trim_end_matches('s'), s)?;
@@ -943,8 +1082,12 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             }
             n as u64
         }
-    };
-    let metrics_address = match get(m, "metrics_address") {
+    })
+}
+
+/// `metrics_address`: IP:PORT or off.
+fn check_metrics_address(m: &Layers) -> Result<String, ConfigError> {
+    Ok(match get(m, "metrics_address") {
         None => "127.0.0.1:9465".to_string(),
         Some((v, _)) if v.is_empty() || v == "off" => "off".to_string(),
         Some((v, s)) => {
@@ -958,8 +1101,36 @@ fn validate(m: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             })?;
             v.to_string()
         }
-    };
+    })
+}
 
+/// Type every key, one small check each (in dependency order), into a [`Config`].
+fn validate(m: &Layers) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let role = check_role(m)?;
+    let Names {
+        underlay,
+        bridge,
+        vtep,
+        dummy,
+    } = check_names(m, role)?;
+    let address = check_address(m)?;
+    let gateway = check_gateway(m, role, address)?;
+    let dns = check_dns(m)?;
+    let vni = check_vni(m)?;
+    let port = check_port(m)?;
+    let group = check_group(m, role, &mut warnings)?;
+    let mtu = check_mtu(m, role, &mut warnings)?;
+    let fqdn = check_fqdn(m)?;
+    let (nat, nat_exceptions) = check_nat(m, role, &mut warnings)?;
+    let route_metric = check_route_metric(m)?;
+    let gateway_mode = check_gateway_mode(m, role)?;
+    let route_table = check_route_table(m)?;
+    let link_local_routes = check_link_local_routes(m)?;
+    let igmp_max_memberships = check_igmp_max_memberships(m)?;
+    let (state_dir, hosts_file, resolv_conf, control_socket) = check_paths(m)?;
+    let resync_interval_secs = check_resync_interval(m)?;
+    let metrics_address = check_metrics_address(m)?;
     Ok(Config {
         role,
         underlay,
@@ -1028,6 +1199,37 @@ mod tests {
             Ok(c) => panic!("expected error on {key}, got {c:?}"),
             Err(e) => assert_eq!(e.key, key, "{e}"),
         }
+    }
+
+    #[test]
+    fn every_key_is_a_flag_an_env_var_and_a_file_key() {
+        use clap::Args;
+        let cmd = Settings::augment_args(clap::Command::new("t"));
+        assert_eq!(keys().len(), 26);
+        for k in keys() {
+            let a = cmd.get_arguments().find(|a| a.get_id() == *k).unwrap();
+            let env = a.get_env().unwrap().to_string_lossy().into_owned();
+            assert_eq!(env, format!("OVERLAYD_{}", k.to_uppercase()), "{k}");
+            assert!(a.get_long().is_some(), "{k} has no flag");
+            // accepted in the file
+            let text = format!("{k} = \"x\"\n");
+            assert!(parse_file(&text, "/f").is_ok(), "{k} refused in the file");
+        }
+        let e = parse_file("vni = 1\nfrobnicate = 2\n", "/f").unwrap_err();
+        assert_eq!(e.key, "frobnicate");
+        assert!(e.reason.contains("unknown key in /f"), "{e}");
+        let e = parse_file("vni = { a = 1 }\n", "/f").unwrap_err();
+        assert_eq!(e.key, "vni");
+        let e = parse_file("vni = \n", "/f").unwrap_err();
+        assert_eq!(e.key, "config");
+        // TOML types become text; the key's check types them
+        let f = parse_file("vni = 7\nnat = true\ndns = [\"10.0.0.2\"]\n", "/f").unwrap();
+        let mut o = Overrides::default();
+        o.set("role", vec!["router".into()], Source::Flag);
+        o.set("address", vec!["10.101.0.1/16".into()], Source::Flag);
+        o.set("group", vec!["239.255.0.1".into()], Source::Flag);
+        let c = build(&f, &o).unwrap();
+        assert_eq!((c.vni, c.nat, c.dns.len()), (7, true, 1));
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! `overlayd` command line.
 
-use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use overlay_agent::apply::{self, AgentError};
-use overlay_agent::config::{self, Config, ConfigError, FileConfig, Overrides, Source};
+use overlay_agent::config::{self, Config, ConfigError, FileConfig, Overrides, Settings as NodeArgs};
 use overlay_agent::plan::Op;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 const LONG_ABOUT: &str = "\
@@ -55,8 +53,10 @@ enum Cmd {
     Pause(CmdArgs),
     /// Ask the running daemon to resume repairing, starting with a full reconcile.
     Resume(CmdArgs),
-    /// Take over devices with the configured names that overlayd did not create (made by
-    /// hand or by the original scripts) without re-creating them: a device that matches the
+    /// Take over matching hand-made devices in place (mark them as overlayd's).
+    ///
+    /// Devices with the configured names that overlayd did not create (made by hand or by
+    /// the original scripts) are taken over without re-creating them: a device that matches the
     /// configuration is marked as overlayd's (device group 79); one that does not (another
     /// kind, VNI, port, group or underlay) is refused, naming the difference, and nothing is
     /// marked (exit 2). Traffic keeps flowing; run `overlayd apply` (or start the service)
@@ -73,154 +73,8 @@ struct CmdArgs {
     node: NodeArgs,
 }
 
-/// Every configuration key as a flag (and OVERLAYD_<KEY> environment variable).
-#[derive(Args, Clone)]
-struct NodeArgs {
-    /// TOML configuration file [default: /etc/overlayd/overlayd.toml, ignored if absent]
-    #[arg(long, env = "OVERLAYD_CONFIG", value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// host | management | router | standalone
-    #[arg(long, env = "OVERLAYD_ROLE")]
-    role: Option<String>,
-    /// Underlay interface carrying VXLAN [default: the interface of the default route]
-    #[arg(long, env = "OVERLAYD_UNDERLAY", value_name = "IFNAME")]
-    underlay: Option<String>,
-    /// This node's overlay address as CIDR, e.g. 10.101.0.10/16
-    #[arg(long, env = "OVERLAYD_ADDRESS", value_name = "CIDR")]
-    address: Option<String>,
-    /// The router's overlay IP (host/management only)
-    #[arg(long, env = "OVERLAYD_GATEWAY", value_name = "IP")]
-    gateway: Option<String>,
-    /// DNS server written to resolv.conf (repeatable; env: comma-separated)
-    #[arg(long, env = "OVERLAYD_DNS", value_name = "IP", value_delimiter = ',')]
-    dns: Vec<String>,
-    /// Overlay bridge name [default: cloudbr0]
-    #[arg(long, env = "OVERLAYD_BRIDGE", value_name = "IFNAME")]
-    bridge: Option<String>,
-    /// VXLAN device name; CloudStack needs eth*, bond*, ens* … [default: ethvxlan0]
-    #[arg(long, env = "OVERLAYD_VTEP", value_name = "IFNAME")]
-    vtep: Option<String>,
-    /// VXLAN network identifier, 1..16777215 [default: 100]
-    #[arg(long, env = "OVERLAYD_VNI")]
-    vni: Option<String>,
-    /// VXLAN UDP port [default: 4789]
-    #[arg(long, env = "OVERLAYD_PORT")]
-    port: Option<String>,
-    /// Multicast group for flooding, e.g. 239.255.0.1 (all roles but standalone)
-    #[arg(long, env = "OVERLAYD_GROUP", value_name = "IP")]
-    group: Option<String>,
-    /// auto (underlay MTU - 50, at most 8450) or a number [default: auto]
-    #[arg(long, env = "OVERLAYD_MTU")]
-    mtu: Option<String>,
-    /// Keep "<overlay IP> <fqdn>" in the hosts file (CloudStack resolves its own FQDN)
-    #[arg(long, env = "OVERLAYD_FQDN")]
-    fqdn: Option<String>,
-    /// Masquerade overlay traffic leaving the underlay (router/standalone)
-    #[arg(long, env = "OVERLAYD_NAT", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    nat: Option<String>,
-    /// Destination not to masquerade (repeatable; env OVERLAYD_NAT_EXCEPTIONS, comma-separated)
-    #[arg(
-        long = "nat-exception",
-        env = "OVERLAYD_NAT_EXCEPTIONS",
-        value_name = "CIDR",
-        value_delimiter = ','
-    )]
-    nat_exceptions: Vec<String>,
-    /// Dummy port for standalone [default: ethdummy0]
-    #[arg(long, env = "OVERLAYD_DUMMY", value_name = "IFNAME")]
-    dummy: Option<String>,
-    /// Metric of the default route via the gateway [default: 0]
-    #[arg(long, env = "OVERLAYD_ROUTE_METRIC", value_name = "N")]
-    route_metric: Option<String>,
-    /// host/management: overlay-sourced (only traffic from the overlay address uses the
-    /// gateway; the instance's own default route stays) or all [default: overlay-sourced]
-    #[arg(long, env = "OVERLAYD_GATEWAY_MODE", value_name = "MODE")]
-    gateway_mode: Option<String>,
-    /// Routing table overlayd owns for overlay-sourced traffic [default: 79]
-    #[arg(long, env = "OVERLAYD_ROUTE_TABLE", value_name = "N")]
-    route_table: Option<String>,
-    /// Link-local service kept on the underlay with a /32 route (repeatable; "none" for
-    /// none) [default: 169.254.169.254, 169.254.169.253, 169.254.169.123]
-    #[arg(
-        long = "link-local-route",
-        env = "OVERLAYD_LINK_LOCAL_ROUTES",
-        value_name = "IP",
-        value_delimiter = ','
-    )]
-    link_local_routes: Vec<String>,
-    /// host/standalone: raise net.ipv4.igmp_max_memberships to at least N, room for
-    /// CloudStack's guest VXLAN networks; 0 leaves it alone [default: 1024]
-    #[arg(long, env = "OVERLAYD_IGMP_MAX_MEMBERSHIPS", value_name = "N")]
-    igmp_max_memberships: Option<String>,
-    /// Where overlayd records what it changed [default: /var/lib/overlayd]
-    #[arg(long, env = "OVERLAYD_STATE_DIR", value_name = "DIR")]
-    state_dir: Option<String>,
-    /// Hosts file for the fqdn line [default: /etc/hosts]
-    #[arg(long, env = "OVERLAYD_HOSTS_FILE", value_name = "PATH")]
-    hosts_file: Option<String>,
-    /// resolv.conf to write DNS servers to [default: /etc/resolv.conf]
-    #[arg(long, env = "OVERLAYD_RESOLV_CONF", value_name = "PATH")]
-    resolv_conf: Option<String>,
-    /// Full resync period of `overlayd run`, seconds [default: 30]
-    #[arg(long, env = "OVERLAYD_RESYNC_INTERVAL", value_name = "SECS")]
-    resync_interval: Option<String>,
-    /// Prometheus listen address of `overlayd run`, or "off" [default: 127.0.0.1:9465]
-    #[arg(long, env = "OVERLAYD_METRICS_ADDRESS", value_name = "IP:PORT")]
-    metrics_address: Option<String>,
-    /// Control socket of `overlayd run` (status, pause, resume) [default: /run/overlayd/overlayd.sock]
-    #[arg(long, env = "OVERLAYD_CONTROL_SOCKET", value_name = "PATH")]
-    control_socket: Option<String>,
-}
-
-/// (key, clap id) pairs for the flags that carry configuration keys.
-const FLAG_KEYS: &[(&str, &str)] = &[
-    ("role", "role"),
-    ("underlay", "underlay"),
-    ("address", "address"),
-    ("gateway", "gateway"),
-    ("dns", "dns"),
-    ("bridge", "bridge"),
-    ("vtep", "vtep"),
-    ("vni", "vni"),
-    ("port", "port"),
-    ("group", "group"),
-    ("mtu", "mtu"),
-    ("fqdn", "fqdn"),
-    ("nat", "nat"),
-    ("nat_exceptions", "nat_exceptions"),
-    ("dummy", "dummy"),
-    ("route_metric", "route_metric"),
-    ("gateway_mode", "gateway_mode"),
-    ("route_table", "route_table"),
-    ("link_local_routes", "link_local_routes"),
-    ("igmp_max_memberships", "igmp_max_memberships"),
-    ("state_dir", "state_dir"),
-    ("hosts_file", "hosts_file"),
-    ("resolv_conf", "resolv_conf"),
-    ("resync_interval", "resync_interval"),
-    ("metrics_address", "metrics_address"),
-    ("control_socket", "control_socket"),
-];
-
 fn overrides(m: &ArgMatches) -> Overrides {
-    let mut o = Overrides::default();
-    for (key, id) in FLAG_KEYS {
-        let Some(src) = m.value_source(id) else {
-            continue;
-        };
-        let source = match src {
-            ValueSource::CommandLine => Source::Flag,
-            ValueSource::EnvVariable => Source::Env,
-            _ => continue,
-        };
-        let vals: Vec<String> = m
-            .get_many::<String>(id)
-            .map(|v| v.cloned().collect())
-            .unwrap_or_default();
-        let key: &'static str = config::KEYS.iter().find(|k| *k == key).copied().unwrap();
-        o.set(key, vals, source);
-    }
-    o
+    Overrides::from_matches(m)
 }
 
 fn load_config(node: &NodeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
