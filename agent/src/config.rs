@@ -528,10 +528,7 @@ fn parse_u32(key: &str, v: &str, src: Source) -> Result<u32, ConfigError> {
         .map_err(|_| err(key, v, Some(src), "not a non-negative integer"))
 }
 
-fn check_gateway_mode(
-    m: &Layers,
-    role: Role,
-) -> Result<GatewayMode, ConfigError> {
+fn check_gateway_mode(m: &Layers, role: Role) -> Result<GatewayMode, ConfigError> {
     match get(m, "gateway_mode") {
         None => Ok(GatewayMode::OverlaySourced),
         Some((v, s)) => {

@@ -2,7 +2,9 @@
 
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use overlay_agent::apply::{self, AgentError};
-use overlay_agent::config::{self, Config, ConfigError, FileConfig, Overrides, Settings as NodeArgs};
+use overlay_agent::config::{
+    self, Config, ConfigError, FileConfig, Overrides, Settings as NodeArgs,
+};
 use overlay_agent::plan::Op;
 use std::process::ExitCode;
 

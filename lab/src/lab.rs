@@ -1,6 +1,9 @@
 //! The commands: up, down, status, check.
 
 use crate::nl::{self, Nl};
+use crate::node_cmd::{
+    node_dir, overlayd_cmd, overlayd_cmdline, overlayd_flags, run_dir, RUN_ROOT,
+};
 use crate::probe;
 use crate::sys::{self, ip_batch, par_try, run_ok, run_timeout};
 use crate::topo::{self, Endpoint, Node, Role, Topology, Vm};
@@ -14,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub const RUN_ROOT: &str = "/run/overlay-lab";
 const FULL_MATRIX_MAX: usize = 64;
 /// AWS quota: members per TGW multicast group (not adjustable).
 const TGW_GROUP_MEMBER_LIMIT: usize = 100;
@@ -41,14 +43,6 @@ struct LabFile {
     overlayd: PathBuf,
     state: String,
     topology: Topology,
-}
-
-pub(crate) fn run_dir(prefix: &str) -> PathBuf {
-    Path::new(RUN_ROOT).join(prefix)
-}
-
-pub(crate) fn node_dir(prefix: &str, node: &str) -> PathBuf {
-    run_dir(prefix).join(node)
 }
 
 fn check_prefix(p: &str) -> Result<()> {
@@ -92,108 +86,6 @@ fn search_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-/// The flags every overlayd invocation for `node` gets (after the subcommand).
-fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
-    let dir = node_dir(&t.prefix, &n.name);
-    let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    let mut a: Vec<String> = vec![
-        "--config".into(),
-        d("overlayd.toml"),
-        "--role".into(),
-        n.role.as_str().into(),
-        "--underlay".into(),
-        "eth0".into(),
-        "--address".into(),
-        format!("{}/{}", n.overlay_ip, topo::OVERLAY_LEN),
-        "--group".into(),
-        t.group.to_string(),
-        "--vni".into(),
-        t.vni.to_string(),
-        "--dns".into(),
-        topo::UNDERLAY_DNS.to_string(),
-        "--state-dir".into(),
-        d("state"),
-        "--hosts-file".into(),
-        d("hosts"),
-        "--resolv-conf".into(),
-        d("resolv.conf"),
-    ];
-    if n.role != Role::Router {
-        a.extend([
-            "--gateway".into(),
-            topo::OVERLAY_ROUTER.to_string(),
-            "--fqdn".into(),
-            format!("{}.{}.lab.internal", n.name, t.prefix),
-        ]);
-    }
-    a
-}
-
-/// overlayd SUB FLAGS... inside the node's namespace, with a clean OVERLAYD_* environment.
-/// Like `ip netns exec NS overlayd ...` for the network namespace (overlayd uses netlink and
-/// /proc/sys/net only, both per network namespace), but without `ip netns exec`'s private
-/// mount namespace, whose copy of ~1000 netns mounts costs more than overlayd itself in big
-/// labs. `--ip-netns-exec` (or OVERLAY_LAB_IP_NETNS_EXEC=1) uses the real `ip netns exec`.
-pub(crate) fn overlayd_cmd(
-    overlayd: &Path,
-    t: &Topology,
-    n: &Node,
-    sub: &[&str],
-) -> Result<Command> {
-    let mut c = if ip_netns_exec() {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &n.ns]).arg(overlayd);
-        c
-    } else {
-        let mut c = Command::new(overlayd);
-        let f = std::fs::File::open(Path::new(sys::NETNS_DIR).join(&n.ns))
-            .with_context(|| format!("namespace {} does not exist", n.ns))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-        // keep the namespace file open until the child has entered it (dropped with `c`)
-        let keep = std::sync::Arc::new(f);
-        // SAFETY: setns(2) is async-signal-safe; fd stays open because `keep` lives in the
-        // closure, which lives as long as the Command.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
-                let _ = &keep;
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        c
-    };
-    c.args(sub);
-    c.args(overlayd_flags(t, n));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OVERLAYD_") {
-            c.env_remove(k);
-        }
-    }
-    Ok(c)
-}
-
-pub static IP_NETNS_EXEC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn ip_netns_exec() -> bool {
-    IP_NETNS_EXEC.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// The command as a human would type it.
-fn overlayd_cmdline(overlayd: &Path, t: &Topology, n: &Node, sub: &[&str]) -> String {
-    let mut v = vec![
-        "ip".to_string(),
-        "netns".into(),
-        "exec".into(),
-        n.ns.clone(),
-        overlayd.display().to_string(),
-    ];
-    v.extend(sub.iter().map(|s| s.to_string()));
-    v.extend(overlayd_flags(t, n));
-    v.join(" ")
 }
 
 fn write_lab_file(t: &Topology, overlayd: &Path, state: &str) -> Result<()> {
@@ -556,7 +448,7 @@ fn build(
 
     // The real overlayd, concurrently: `overlayd run` daemons (--daemon) or `overlayd apply`.
     if daemon {
-        let pids = crate::bench_daemon::start_all(overlayd, t, jobs, Duration::from_secs(120))?;
+        let pids = crate::daemons::start_all(overlayd, t, jobs, Duration::from_secs(120))?;
         ph.done(&format!("overlayd run x{} (all converged)", pids.len()));
         return finish_build(
             t,
@@ -672,7 +564,7 @@ fn cloudbr0_mtu(ns: &str) -> Result<u32> {
 /// Remove namespaces and run dir of a lab (and its `overlayd run` daemons). Idempotent.
 pub(crate) fn teardown(prefix: &str) -> Result<usize> {
     // `up --daemon`: stop the daemons first, so none repairs what we are deleting
-    crate::bench_daemon::stop_daemons(prefix);
+    crate::daemons::stop_daemons(prefix);
     let mut names = sys::lab_namespaces(prefix);
     if let Ok(f) = read_lab_file(prefix) {
         for n in f.topology.namespaces() {

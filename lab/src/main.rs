@@ -3,11 +3,10 @@
 //! See docs/lab.md.
 
 mod bench;
-mod bench_daemon;
-mod bench_nl;
-mod bench_probe;
+mod daemons;
 mod lab;
 mod nl;
+mod node_cmd;
 mod probe;
 mod sys;
 mod topo;
@@ -174,7 +173,7 @@ pub struct CheckArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    lab::IP_NETNS_EXEC.store(cli.ip_netns_exec, std::sync::atomic::Ordering::Relaxed);
+    node_cmd::IP_NETNS_EXEC.store(cli.ip_netns_exec, std::sync::atomic::Ordering::Relaxed);
     let r = match cli.cmd {
         Cmd::Up(a) => lab::up(a),
         Cmd::Down(a) => lab::down(a),

@@ -5,7 +5,7 @@
 //! found by their command line (a path under /run/overlay-lab/P/), so a crashed `up` or bench
 //! cannot leave one behind.
 
-use crate::lab::{node_dir, overlayd_cmd, RUN_ROOT};
+use crate::node_cmd::{node_dir, overlayd_cmd, RUN_ROOT};
 use crate::topo::Topology;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
