@@ -1132,69 +1132,30 @@ mod tests {
         assert_eq!(split_response(&responses[7]).0, "HTTP/1.1 200 OK");
     }
 
-    /// A named network namespace for the test, deleted on drop (also after a failure).
-    struct Netns(String);
+    /// A network namespace for the test (the shared fixture), deleted on drop.
+    struct Netns(overlay_testkit::NsGuard);
 
     impl Netns {
         fn new(tag: &str) -> Netns {
-            let name = format!("omet{}{tag}", std::process::id());
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &name])
-                .output();
-            ip(&["netns", "add", &name]);
-            Netns(name)
+            let name = overlay_testkit::unique_name(&format!("omet{tag}"));
+            Netns(overlay_testkit::NsGuard::with_ipv6(&[&name], true))
+        }
+        fn name(&self) -> &str {
+            &self.0.names[0]
         }
         fn ip(&self, args: &str) {
-            let mut a = vec!["-n", self.0.as_str()];
-            a.extend(args.split_whitespace());
-            ip(&a);
+            overlay_testkit::ip(self.name(), args);
         }
         fn exec(&self, cmd: &str) {
-            let mut a = vec!["netns", "exec", self.0.as_str()];
+            let mut a = vec!["ip", "netns", "exec", self.name()];
             a.extend(cmd.split_whitespace());
-            ip(&a);
+            overlay_testkit::sh(&a);
         }
     }
 
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .output();
-        }
-    }
-
-    fn ip(args: &[&str]) {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Root + iproute2 available? Under CI=true a missing prerequisite fails the test.
+    /// Root + iproute2 available? The one gate: under CI=true a missing prerequisite fails.
     fn privileged(test: &str) -> bool {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        let root = unsafe { libc::geteuid() } == 0;
-        let tools = ["ip", "bridge"].iter().all(|t| {
-            std::process::Command::new(t)
-                .arg("-V")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-        let reason = match (root, tools) {
-            (true, true) => return true,
-            (false, _) => "needs root",
-            (true, false) => "needs iproute2 (ip, bridge)",
-        };
-        assert!(!ci, "{test}: {reason} (CI=true: not skipping)");
-        eprintln!("skipping {test}: {reason}");
-        false
+        overlay_testkit::gate(test, &["ip", "bridge"], || Ok(()))
     }
 
     /// Run `f` on a fresh thread that has entered namespace `ns`, inside its own
@@ -1205,12 +1166,9 @@ mod tests {
             + Send
             + 'static,
     ) -> T {
-        let path = format!("/run/netns/{ns}");
+        let ns = ns.to_string();
         std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            let fd = std::fs::File::open(&path).expect("open netns");
-            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            overlay_testkit::enter_netns(&ns).expect("enter netns");
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -1251,7 +1209,7 @@ mod tests {
         ns.exec("bridge fdb append 00:00:00:00:00:00 dev vx0 dst 192.0.2.9 self permanent");
         ns.exec("bridge fdb add 02:00:00:00:02:02 dev vx0 dst 192.0.2.10 self permanent");
 
-        let (n0, n1, missing) = in_netns(&ns.0, |h| {
+        let (n0, n1, missing) = in_netns(ns.name(), |h| {
             Box::pin(async move {
                 let i0 = crate::netlink::link_index(&h, "vx0").await.unwrap();
                 let i1 = crate::netlink::link_index(&h, "vx1").await.unwrap();
@@ -1265,7 +1223,7 @@ mod tests {
         assert_eq!((n0, n1, missing), (3, 1, 0));
 
         ns.exec("bridge fdb del 02:00:00:00:00:02 dev vx0 master");
-        let n0 = in_netns(&ns.0, |h| {
+        let n0 = in_netns(ns.name(), |h| {
             Box::pin(async move {
                 let i0 = crate::netlink::link_index(&h, "vx0").await.unwrap();
                 fdb_count(&h, i0).await.unwrap()
@@ -1289,7 +1247,7 @@ mod tests {
         ns.ip("link add ethvxlan0 type vxlan id 7 dstport 4789 group 239.255.0.1 dev eth0");
         ns.ip("link set ethvxlan0 master br0");
         ns.ip("link set br0 up");
-        let before = in_netns(&ns.0, |h| {
+        let before = in_netns(ns.name(), |h| {
             Box::pin(async move { kernel_sample(&h, "ethvxlan0", "eth0", GROUP).await })
         });
         assert_eq!(before.vtep_up, Some(false));
@@ -1298,7 +1256,7 @@ mod tests {
 
         ns.ip("link set ethvxlan0 up");
         ns.exec("bridge fdb add 02:00:00:00:00:01 dev ethvxlan0 master static");
-        let k = in_netns(&ns.0, |h| {
+        let k = in_netns(ns.name(), |h| {
             Box::pin(async move { kernel_sample(&h, "ethvxlan0", "eth0", GROUP).await })
         });
         assert_eq!(k.vtep_up, Some(true));
@@ -1308,7 +1266,7 @@ mod tests {
         assert_eq!(k.group, Some(GROUP));
         assert_eq!(k.underlay.as_deref(), Some("eth0"));
 
-        let gone = in_netns(&ns.0, |h| {
+        let gone = in_netns(ns.name(), |h| {
             Box::pin(async move { kernel_sample(&h, "nosuchvtep", "eth0", GROUP).await })
         });
         assert_eq!(gone.vtep_up, Some(false));

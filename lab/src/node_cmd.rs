@@ -5,7 +5,7 @@
 
 use crate::sys;
 use crate::topo::{self, Node, Role, Topology};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -72,24 +72,7 @@ pub(crate) fn overlayd_cmd(
         c.args(["netns", "exec", &n.ns]).arg(overlayd);
         c
     } else {
-        let mut c = Command::new(overlayd);
-        let f = std::fs::File::open(Path::new(sys::NETNS_DIR).join(&n.ns))
-            .with_context(|| format!("namespace {} does not exist", n.ns))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-        // keep the namespace file open until the child has entered it (dropped with `c`)
-        let keep = std::sync::Arc::new(f);
-        // SAFETY: setns(2) is async-signal-safe; fd stays open because `keep` lives in the
-        // closure, which lives as long as the Command.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
-                let _ = &keep;
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        c
+        sys::command_in_netns(&n.ns, overlayd)?
     };
     c.args(sub);
     c.args(overlayd_flags(t, n));

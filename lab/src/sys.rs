@@ -189,13 +189,29 @@ pub fn require_root() -> Result<()> {
 
 /// Enter the network namespace `ns` on the calling thread only.
 pub fn enter_netns(ns: &str) -> Result<()> {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     let f = std::fs::File::open(format!("{NETNS_DIR}/{ns}"))
         .with_context(|| format!("namespace {ns} does not exist"))?;
-    // SAFETY: valid fd; CLONE_NEWNET affects only this thread.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        bail!("setns({ns}): {}", std::io::Error::last_os_error());
+    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("setns({ns})"))
+}
+
+/// `program` as a child that enters network namespace `ns` itself, right before exec
+/// (setns in `pre_exec`): no `ip netns exec`, no private mount namespace.
+pub fn command_in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+    use std::os::unix::process::CommandExt;
+    let f = std::fs::File::open(format!("{NETNS_DIR}/{ns}"))
+        .with_context(|| format!("namespace {ns} does not exist"))?;
+    let mut c = Command::new(program);
+    // the namespace file stays open as long as the closure, i.e. the Command
+    let keep = std::sync::Arc::new(f);
+    // SAFETY: the closure only calls setns(2), which is async-signal-safe.
+    unsafe {
+        c.pre_exec(move || {
+            use std::os::fd::AsFd;
+            nix::sched::setns(keep.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)
+        });
     }
-    Ok(())
+    Ok(c)
 }

@@ -2,16 +2,12 @@
 //! network namespace the test creates (and deletes again, even on failure).
 //!
 //! These need root, `ip` (iproute2) and `nft`. Without them the tests print a
-//! reason and pass vacuously, except when `CI=true`, where they fail.
+//! reason and pass vacuously, except when `CI=true`, where they fail (overlay-testkit's gate).
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use overlay_router::nat::{self, NatError, NatObserved, NatSpec};
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 const FOREIGN: &str = "table ip foreign {\n\
                        \tchain c {\n\
@@ -24,35 +20,16 @@ const FOREIGN: &str = "table ip foreign {\n\
                        \t}\n\
                        }\n";
 
-/// Whether the namespace tests can run here; panics instead of skipping when
-/// `CI=true`.
+/// Whether the namespace tests can run here: the one gate (panics instead of skipping
+/// when `CI=true`).
 fn prerequisites_met(test: &str) -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ip_ok = Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    let problem = if !root {
-        Some("not running as root")
-    } else if !ip_ok {
-        Some("`ip` (iproute2) is not available")
-    } else if !nat::nft_available() {
-        Some("`nft` is not available (install nftables)")
-    } else {
-        None
-    };
-    match problem {
-        None => true,
-        Some(p) if ci => panic!("{test}: CI=true but {p}; network-namespace tests cannot run"),
-        Some(p) => {
-            eprintln!("SKIP {test}: {p}");
-            false
+    overlay_testkit::gate(test, &["ip"], || {
+        if nat::nft_available() {
+            Ok(())
+        } else {
+            Err("`nft` is not available (install nftables)".into())
         }
-    }
+    })
 }
 
 macro_rules! require_netns {
@@ -63,28 +40,20 @@ macro_rules! require_netns {
     };
 }
 
-/// A network namespace created for one test; deleted on drop.
+/// A network namespace created for one test; deleted on drop (the shared fixture).
 struct Netns {
     name: String,
+    _guard: overlay_testkit::NsGuard,
 }
 
 impl Netns {
     fn new() -> Netns {
-        let name = format!(
-            "ortr{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip netns add");
-        assert!(
-            out.status.success(),
-            "ip netns add {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns { name }
+        let name = overlay_testkit::unique_name("ortr");
+        let guard = overlay_testkit::NsGuard::with_ipv6(&[&name], true);
+        Netns {
+            name,
+            _guard: guard,
+        }
     }
 
     /// Runs a command inside the namespace with `ip netns exec`.
@@ -141,10 +110,9 @@ impl Netns {
     /// Runs `body` on a thread that has entered this namespace, so the nft
     /// processes the library spawns run there too. Panics propagate.
     fn run<T: Send>(&self, body: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/run/netns/{}", self.name);
         std::thread::scope(|scope| {
             let handle = scope.spawn(|| {
-                enter_netns(&path);
+                enter_netns(&self.name);
                 body()
             });
             match handle.join() {
@@ -155,29 +123,11 @@ impl Netns {
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let ok = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("warning: could not delete network namespace {}", self.name);
-        }
-    }
-}
-
-/// Moves the calling thread into the network namespace at `path` and checks
-/// that it got there.
-fn enter_netns(path: &str) {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: the fd is valid for the duration of the call; setns only
-    // changes this thread's network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
-    let want = std::fs::metadata(path).expect("stat netns file").ino();
+/// Moves the calling thread into the network namespace `name` and checks that it got there.
+fn enter_netns(name: &str) {
+    overlay_testkit::enter_netns(name).unwrap_or_else(|e| panic!("{e}"));
+    let path = format!("{}/{name}", overlay_testkit::NETNS_DIR);
+    let want = std::fs::metadata(&path).expect("stat netns file").ino();
     let have = std::fs::metadata("/proc/thread-self/ns/net")
         .expect("stat own netns")
         .ino();

@@ -10,17 +10,15 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-pub const NETNS_DIR: &str = "/run/netns";
-
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
-}
+pub use overlay_testkit::{
+    enter_netns, in_ci, in_netns, ip_batch, ns_exists, run, sh, NsGuard, NETNS_DIR,
+};
 
 /// Heavy tests (whole labs) take this so at most one runs at a time per test binary.
 pub fn heavy_lock() -> MutexGuard<'static, ()> {
@@ -109,34 +107,17 @@ pub fn overlay_lab() -> PathBuf {
     workspace_bin("overlay-lab").expect("overlay-lab binary")
 }
 
-/// Can this test run here? Returns false (after printing why) to skip; panics in CI.
+/// Can this test run here? Returns false (after printing why) to skip; panics under
+/// `CI=true` (the one gate, [`overlay_testkit::gate`]): root, iproute2, the workspace
+/// binaries, and a namespace that can be created.
 pub fn ready(test: &str) -> bool {
     // checked once per test process (parallel tests would race on the probe namespace)
     static ENV: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    let why = match ENV.get_or_init(|| check_env().map_err(|e| format!("{e:#}"))) {
-        Ok(()) => return true,
-        Err(e) => e.clone(),
-    };
-    if in_ci() {
-        panic!("{test}: cannot run ({why}) and CI=true: failing instead of skipping");
-    }
-    // written to the stderr handle directly: the test harness captures eprintln! output of
-    // passing tests, and a skip should be visible
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
-    false
+    let env = ENV.get_or_init(|| check_env().map_err(|e| format!("{e:#}")));
+    overlay_testkit::gate(test, &["ip", "bridge"], || env.clone())
 }
 
 fn check_env() -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("needs root (network namespaces)");
-    }
-    for tool in ["ip", "bridge"] {
-        if which(tool).is_none() {
-            bail!("{tool} (iproute2) not installed");
-        }
-    }
     if std::env::var_os("OVERLAY_TESTS_OVERLAYD").is_none() {
         workspace_bin("overlayd")?;
     }
@@ -166,85 +147,7 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Run to completion with a timeout (the child is killed when it expires).
-pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output> {
-    let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {desc}"))?;
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = so.read_to_end(&mut b);
-        b
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = se.read_to_end(&mut b);
-        b
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("{desc} timed out after {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Ok(Output {
-        status,
-        stdout: t1.join().unwrap_or_default(),
-        stderr: t2.join().unwrap_or_default(),
-    })
-}
-
-/// Run and require success; returns stdout.
-pub fn sh(args: &[&str]) -> String {
-    let o = run(
-        Command::new(args[0]).args(&args[1..]),
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| panic!("{args:?}: {e:#}"));
-    assert!(
-        o.status.success(),
-        "{args:?} failed ({}): {}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// `ip -n NS -batch -` with the given lines; panics on failure.
-pub fn ip_batch(ns: &str, lines: &str) {
-    use std::io::Write;
-    let mut c = Command::new("ip")
-        .args(["-n", ns, "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ip");
-    c.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "ip -n {ns} -batch failed: {}\n{lines}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-pub fn ns_exists(ns: &str) -> bool {
-    Path::new(NETNS_DIR).join(ns).exists()
-}
-
+/// Namespaces named `<prefix>-*` (a lab's).
 pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
     let want = format!("{prefix}-");
     let mut v: Vec<String> = std::fs::read_dir(NETNS_DIR)
@@ -257,42 +160,6 @@ pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-/// Namespaces deleted on drop (also on panic).
-pub struct NsGuard {
-    pub names: Vec<String>,
-    pub dir: Option<PathBuf>,
-}
-
-impl NsGuard {
-    pub fn new(names: &[&str]) -> NsGuard {
-        let g = NsGuard {
-            names: names.iter().map(|s| s.to_string()).collect(),
-            dir: None,
-        };
-        for n in &g.names {
-            if ns_exists(n) {
-                let _ = Command::new("ip").args(["netns", "del", n]).status();
-            }
-            sh(&["ip", "netns", "add", n]);
-        }
-        g
-    }
-}
-
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new("ip")
-                .args(["netns", "del", n])
-                .stderr(Stdio::null())
-                .status();
-        }
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
 }
 
 /// A scratch directory removed on drop.
@@ -318,15 +185,24 @@ pub struct Node {
     pub sw: String,
     pub dir: PathBuf,
     _guard: NsGuard,
+    _dir: TempDir,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Node {
     pub fn new(prefix: &str, mtu: u32) -> Node {
         let ns = format!("{prefix}-node");
         let sw = format!("{prefix}-sw");
-        let mut guard = NsGuard::new(&[&ns, &sw]);
+        let guard = NsGuard::new(&[&ns, &sw]);
         let dir = temp_dir(prefix);
-        guard.dir = Some(dir.clone());
         for n in [&ns, &sw] {
             sh(&[
                 "ip",
@@ -363,8 +239,9 @@ impl Node {
         Node {
             ns,
             sw,
-            dir,
+            dir: dir.clone(),
             _guard: guard,
+            _dir: TempDir(dir),
         }
     }
 
@@ -660,7 +537,7 @@ pub fn lab_cmd(args: &[&str]) -> Result<Output> {
     let mut c = Command::new(overlay_lab());
     c.args(args).env("OVERLAY_LAB_OVERLAYD", overlayd());
     c.env_remove("OVERLAY_LAB_PREFIX");
-    run(&mut c, Duration::from_secs(300))
+    Ok(run(&mut c, Duration::from_secs(300))?)
 }
 
 /// A child process killed (and reaped) on drop.
@@ -773,120 +650,88 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// notifications (IPv4 and IPv6). Subscribed before it is returned, so nothing that happens
 /// afterwards can be missed (unlike a monitor process that needs time to start).
 pub struct NetlinkWatch {
-    fd: std::os::fd::OwnedFd,
+    sock: netlink_sys::Socket,
 }
 
 impl NetlinkWatch {
     pub fn start(ns: &str) -> Result<NetlinkWatch> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        let path = Path::new(NETNS_DIR).join(ns);
-        let fd = std::thread::spawn(move || -> Result<OwnedFd> {
-            let nsf = std::fs::File::open(&path)?;
-            // SAFETY: valid fd; affects only this short-lived thread.
-            if unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
-            // SAFETY: plain socket/bind/setsockopt calls on a fresh descriptor.
-            unsafe {
-                let fd = libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_ROUTE,
-                );
-                if fd < 0 {
-                    bail!("netlink socket: {}", std::io::Error::last_os_error());
-                }
-                let owned = OwnedFd::from_raw_fd(fd);
-                let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-                sa.nl_family = libc::AF_NETLINK as u16;
-                sa.nl_groups = (libc::RTMGRP_LINK
-                    | libc::RTMGRP_IPV4_IFADDR
-                    | libc::RTMGRP_IPV4_ROUTE
-                    | libc::RTMGRP_IPV4_RULE
-                    | libc::RTMGRP_IPV6_IFADDR
-                    | libc::RTMGRP_IPV6_ROUTE) as u32;
-                if libc::bind(
-                    fd,
-                    &sa as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_nl>() as u32,
-                ) != 0
-                {
-                    bail!("netlink bind: {}", std::io::Error::last_os_error());
-                }
-                let tv = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 100_000,
-                };
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    &tv as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::timeval>() as u32,
-                );
-                Ok(owned)
-            }
+        let ns = ns.to_string();
+        let sock = std::thread::spawn(move || -> Result<netlink_sys::Socket> {
+            // only this short-lived thread enters the namespace; the socket stays in it
+            enter_netns(&ns)?;
+            let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_ROUTE)?;
+            let groups = (libc::RTMGRP_LINK
+                | libc::RTMGRP_IPV4_IFADDR
+                | libc::RTMGRP_IPV4_ROUTE
+                | libc::RTMGRP_IPV4_RULE
+                | libc::RTMGRP_IPV6_IFADDR
+                | libc::RTMGRP_IPV6_ROUTE) as u32;
+            sock.bind(&netlink_sys::SocketAddr::new(0, groups))?;
+            sock.set_non_blocking(true)?;
+            Ok(sock)
         })
         .join()
         .map_err(|_| anyhow!("netlink watch thread panicked"))??;
-        Ok(NetlinkWatch { fd })
+        Ok(NetlinkWatch { sock })
     }
 
     /// Everything received so far, waiting until the socket has been quiet for `quiet`
-    /// (bounded by 10 s). Each event as "RTM_NEWLINK ifindex 4" and the like.
+    /// (bounded by 10 s). Each event as "RTM_NEWLINK (type 16) ifindex 4" and the like,
+    /// decoded by netlink-packet-route.
     pub fn drain(&self, quiet: Duration) -> Vec<String> {
-        use std::os::fd::AsRawFd;
+        use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+        use netlink_packet_route::RouteNetlinkMessage as M;
         let mut events = Vec::new();
-        let mut buf = vec![0u8; 65536];
         let start = Instant::now();
         let mut last = Instant::now();
         while last.elapsed() < quiet && start.elapsed() < Duration::from_secs(10) {
-            // SAFETY: valid buffer and fd.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
+            let mut buf: Vec<u8> = Vec::with_capacity(65536);
+            let n = match self.sock.recv(&mut buf, 0) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
             };
-            if n <= 0 {
-                continue;
-            }
             last = Instant::now();
-            let n = n as usize;
             let mut off = 0;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
-                if len < 16 {
+            while off < n {
+                let Ok(msg) = NetlinkMessage::<M>::deserialize(&buf[off..n]) else {
+                    events.push("undecodable (type ?)".into());
+                    break;
+                };
+                let len = msg.header.length as usize;
+                let ty = msg.header.message_type;
+                let ev = match &msg.payload {
+                    NetlinkPayload::InnerMessage(m) => match m {
+                        M::NewLink(l) => {
+                            format!("RTM_NEWLINK (type {ty}) ifindex {}", l.header.index)
+                        }
+                        M::DelLink(l) => {
+                            format!("RTM_DELLINK (type {ty}) ifindex {}", l.header.index)
+                        }
+                        M::NewAddress(a) => format!(
+                            "RTM_NEWADDR (type {ty}) family {} ifindex {}",
+                            u8::from(a.header.family),
+                            a.header.index
+                        ),
+                        M::DelAddress(a) => format!(
+                            "RTM_DELADDR (type {ty}) family {} ifindex {}",
+                            u8::from(a.header.family),
+                            a.header.index
+                        ),
+                        M::NewRoute(_) => format!("RTM_NEWROUTE (type {ty})"),
+                        M::DelRoute(_) => format!("RTM_DELROUTE (type {ty})"),
+                        M::NewRule(_) => format!("RTM_NEWRULE (type {ty})"),
+                        M::DelRule(_) => format!("RTM_DELRULE (type {ty})"),
+                        _ => format!("other (type {ty})"),
+                    },
+                    _ => format!("other (type {ty})"),
+                };
+                events.push(ev);
+                if len == 0 {
                     break;
                 }
-                let name = match ty {
-                    16 => "RTM_NEWLINK",
-                    17 => "RTM_DELLINK",
-                    20 => "RTM_NEWADDR",
-                    21 => "RTM_DELADDR",
-                    24 => "RTM_NEWROUTE",
-                    25 => "RTM_DELROUTE",
-                    32 => "RTM_NEWRULE",
-                    33 => "RTM_DELRULE",
-                    _ => "other",
-                };
-                // ifindex of link (ifinfomsg) and address (ifaddrmsg) messages
-                let detail = match ty {
-                    16 | 17 if off + 24 <= n => format!(
-                        " ifindex {}",
-                        i32::from_ne_bytes(buf[off + 20..off + 24].try_into().unwrap())
-                    ),
-                    20 | 21 if off + 24 <= n => format!(
-                        " family {} ifindex {}",
-                        buf[off + 16],
-                        u32::from_ne_bytes(buf[off + 20..off + 24].try_into().unwrap())
-                    ),
-                    _ => String::new(),
-                };
-                events.push(format!("{name} (type {ty}){detail}"));
                 off += (len + 3) & !3;
             }
         }

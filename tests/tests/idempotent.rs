@@ -96,3 +96,32 @@ fn second_apply_on_converged_nodes_makes_no_netlink_change() {
     }
     drop(lab);
 }
+
+/// The watcher is not blind: a change in the namespace (link, address, route, rule) is seen
+/// and decoded, so an empty drain above means nothing happened.
+#[test]
+fn netlink_watch_sees_and_decodes_changes() {
+    if !ready("netlink_watch_sees_and_decodes_changes") {
+        return;
+    }
+    let ns = format!("{}-w", unique_prefix("nw"));
+    let _g = NsGuard::new(&[&ns]);
+    let watch = NetlinkWatch::start(&ns).unwrap();
+    ip_batch(
+        &ns,
+        "link add brw type bridge\naddr add 192.0.2.1/24 dev brw\nlink set brw up\n\
+         rule add from 192.0.2.1 lookup 77 priority 77\n",
+    );
+    let ev = watch.drain(Duration::from_millis(300));
+    for want in [
+        "RTM_NEWLINK",
+        "RTM_NEWADDR (type 20) family 2",
+        "RTM_NEWROUTE",
+        "RTM_NEWRULE",
+    ] {
+        assert!(
+            ev.iter().any(|e| e.starts_with(want)),
+            "{want} not seen: {ev:?}"
+        );
+    }
+}

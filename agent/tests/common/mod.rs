@@ -1,27 +1,13 @@
 //! Network-namespace fixtures for the agent's root tests.
 #![allow(dead_code)]
 
+use overlay_testkit::NsGuard;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// Root + netns available? Under CI=true a missing capability is a failure, not a skip.
+/// Root + netns available? The one gate: under CI=true a missing capability is a failure.
 pub fn require_root(test: &str) -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let ok = root
-        && Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{test}: needs root and network namespaces (CI=true: failing, not skipping)");
-        }
-        eprintln!("SKIP {test}: needs root and network namespaces");
-    }
-    ok
+    overlay_testkit::gate(test, &["ip"], || Ok(()))
 }
 
 pub fn overlayd() -> PathBuf {
@@ -58,23 +44,26 @@ pub struct Ns {
     pub name: String,
     pub peer: String,
     pub dir: PathBuf,
+    _guard: NsGuard,
 }
 
 impl Ns {
     pub fn new(tag: &str) -> Ns {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let name = format!("oa{}{}{}", std::process::id() % 100000, tag, n);
+        let name = overlay_testkit::unique_name(&format!("oa{tag}"));
         let peer = format!("{name}p");
         let dir = std::env::temp_dir().join(format!("overlayd-test-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
-        let ns = Ns { name, peer, dir };
+        let guard = NsGuard::new(&[&name, &peer]);
+        let ns = Ns {
+            name,
+            peer,
+            dir,
+            _guard: guard,
+        };
         sh(&format!(
-            "ip netns add {n} && ip netns add {p} && \
-             ip netns exec {n} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
-             ip netns exec {p} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
-             ip link add eth0 netns {n} type veth peer name eth0 netns {p} && \
+            "ip link add eth0 netns {n} type veth peer name eth0 netns {p} && \
              ip -n {n} link set lo up && ip -n {n} addr add 10.77.0.2/24 dev eth0 && ip -n {n} link set eth0 up && \
              ip -n {n} route add default via 10.77.0.1 dev eth0 proto dhcp && \
              ip -n {p} link set lo up && ip -n {p} addr add 10.77.0.1/24 dev eth0 && ip -n {p} link set eth0 up",
@@ -161,20 +150,7 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-            .map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            });
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.peer])
-            .status();
+        // the namespaces (and every process in them) go with the guard
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

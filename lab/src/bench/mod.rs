@@ -34,7 +34,6 @@ use serde_json::{json, Value};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -384,22 +383,7 @@ fn run_tracked(c: &mut Command, stdin: Option<&str>) -> Result<Output> {
 }
 
 fn in_ns_cmd(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
-    let f = std::fs::File::open(Path::new(sys::NETNS_DIR).join(ns))
-        .with_context(|| format!("namespace {ns}"))?;
-    let mut c = Command::new(program);
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
-    let keep = std::sync::Arc::new(f);
-    // SAFETY: setns(2) is async-signal-safe; the fd lives as long as the closure.
-    unsafe {
-        c.pre_exec(move || {
-            let _ = &keep;
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(c)
+    sys::command_in_netns(ns, program)
 }
 
 fn strip_overlayd_env(c: &mut Command) {
@@ -420,9 +404,10 @@ fn wait_netns_settled(max: Duration) -> f64 {
     while t0.elapsed() < max && fast < 2 {
         let d = std::thread::spawn(|| {
             let s = Instant::now();
-            // SAFETY: unshare on this short-lived thread only (CLONE_NEWNET is per thread).
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            (rc == 0).then(|| s.elapsed())
+            // on this short-lived thread only (CLONE_NEWNET is per thread)
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .ok()
+                .map(|_| s.elapsed())
         })
         .join()
         .ok()
