@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -187,6 +187,7 @@ impl NlSock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::link::LinkFlags;
 
     fn msg(new: bool, index: i32, flags: LinkFlags, name: &str, master: Option<u32>) -> Vec<u8> {
         let mut l = LinkMessage::default();
