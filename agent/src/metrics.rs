@@ -1,8 +1,12 @@
-//! Prometheus text exposition (format 0.0.4) for `overlayd run`, written by hand: counters
-//! and the reconcile histogram live in [`Metrics`]; what is read from the kernel at scrape
-//! time arrives as a [`KernelSample`]; [`serve`] is a minimal HTTP/1.1 server for
-//! `GET /metrics`. Helpers read the kernel's view of the overlay: [`igmp_membership`]
-//! (`/proc/net/igmp`) and [`fdb_count`] (AF_BRIDGE neighbour dump).
+//! The metrics of `overlayd run`, exposed with the maintained Prometheus client
+//! (`prometheus-client`, OpenMetrics text): counters and the reconcile histogram live in
+//! [`Metrics`]' registry; what is read from the kernel at scrape time arrives as a
+//! [`KernelSample`] and is encoded from a registry made for that scrape (so absent values
+//! are absent, not 0). [`serve`] is a minimal HTTP/1.1 server for `GET /metrics`, kept
+//! hand-written on purpose: one loopback path, bounded (request size, connections,
+//! timeouts, all tested), where hyper would add its dependency tree to the static binary
+//! whose cold start every `overlayd apply` pays. Helpers read the kernel's view of the
+//! overlay: [`igmp_membership`] (`/proc/net/igmp`) and [`fdb_count`] (AF_BRIDGE dump).
 
 use crate::netlink::{nl_err, NlError};
 use futures::TryStreamExt;
@@ -11,10 +15,13 @@ use netlink_packet_route::neighbour::{
     NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::AddressFamily;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,31 +33,31 @@ pub const DURATION_BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-/// Content type of the Prometheus text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the OpenMetrics text format (what prometheus-client encodes).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Debug, Default, Clone)]
-struct Reconciles {
-    ok: u64,
-    error: u64,
-    /// Per-bucket (not cumulative) counts; index `DURATION_BUCKETS.len()` is the +Inf overflow.
-    buckets: [u64; DURATION_BUCKETS.len() + 1],
-    sum_seconds: f64,
-    last_end_unix: Option<f64>,
-    last_ok: Option<bool>,
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
-/// The daemon's own counters. Cheap to update from any thread; `render` takes a snapshot.
+/// The daemon's own metrics. Cheap to update from any thread; `render` encodes a snapshot.
 #[derive(Debug)]
 pub struct Metrics {
-    role: String,
-    start_unix: f64,
-    reconciles: Mutex<Reconciles>,
-    repairs: Mutex<BTreeMap<String, u64>>,
-    netlink_errors: AtomicU64,
-    events: AtomicU64,
-    overruns: AtomicU64,
-    paused: AtomicBool,
+    registry: Registry,
+    reconciles: Family<Labels, Counter>,
+    duration: Histogram,
+    /// When the last reconcile ended (Unix seconds) and whether it succeeded.
+    last: Mutex<Option<(f64, bool)>>,
+    repairs: Family<Labels, Counter>,
+    netlink_errors: Counter,
+    events: Counter,
+    overruns: Counter,
+    paused: Gauge,
 }
 
 /// What the kernel looks like at scrape time. `None` fields are left out of the exposition
@@ -85,308 +92,201 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// prometheus-client adds the final period of a HELP text itself.
+fn help(h: &str) -> &str {
+    h.strip_suffix('.').unwrap_or(h)
+}
+
 impl Metrics {
     pub fn new(role: &str) -> Metrics {
+        let mut registry = Registry::default();
+        let build: Family<Labels, Gauge> = Family::default();
+        build
+            .get_or_create(&labels(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("role", role),
+            ]))
+            .set(1);
+        registry.register(
+            "overlayd_build_info",
+            help("Build and role of this overlayd; always 1."),
+            build,
+        );
+        registry.register(
+            "process_start_time_seconds",
+            help("Start time of the process since the Unix epoch in seconds."),
+            ConstGauge::new(unix_now()),
+        );
+        let reconciles: Family<Labels, Counter> = Family::default();
+        for r in ["ok", "error"] {
+            let _ = reconciles.get_or_create(&labels(&[("result", r)]));
+        }
+        registry.register(
+            "overlayd_reconcile",
+            help("Reconcile passes completed, by result."),
+            reconciles.clone(),
+        );
+        let duration = Histogram::new(DURATION_BUCKETS);
+        registry.register(
+            "overlayd_reconcile_duration_seconds",
+            help("Duration of reconcile passes in seconds."),
+            duration.clone(),
+        );
+        let repairs: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "overlayd_repairs",
+            help("Kernel state changes made to repair drift, by kind."),
+            repairs.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, h: &str| {
+            let c = Counter::default();
+            registry.register(name, help(h), c.clone());
+            c
+        };
+        let netlink_errors = counter(
+            &mut registry,
+            "overlayd_netlink_errors",
+            "Netlink requests that failed.",
+        );
+        let events = counter(
+            &mut registry,
+            "overlayd_netlink_events",
+            "Netlink notifications received.",
+        );
+        let overruns = counter(
+            &mut registry,
+            "overlayd_netlink_overruns",
+            "Netlink notification socket overruns (ENOBUFS), each followed by a full resync.",
+        );
+        let paused = Gauge::default();
+        registry.register(
+            "overlayd_paused",
+            help("1 while reconciling is paused (SIGUSR1 or the control socket)."),
+            paused.clone(),
+        );
         Metrics {
-            role: role.to_string(),
-            start_unix: unix_now(),
-            reconciles: Mutex::new(Reconciles::default()),
-            repairs: Mutex::new(BTreeMap::new()),
-            netlink_errors: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            overruns: AtomicU64::new(0),
-            paused: AtomicBool::new(false),
+            registry,
+            reconciles,
+            duration,
+            last: Mutex::new(None),
+            repairs,
+            netlink_errors,
+            events,
+            overruns,
+            paused,
         }
     }
 
     /// One reconcile pass finished, successfully or not, after `dur`.
     pub fn reconcile_done(&self, dur: Duration, ok: bool) {
-        let secs = dur.as_secs_f64();
-        let slot = DURATION_BUCKETS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(DURATION_BUCKETS.len());
-        let mut r = lock(&self.reconciles);
-        if ok {
-            r.ok += 1;
-        } else {
-            r.error += 1;
-        }
-        r.buckets[slot] += 1;
-        r.sum_seconds += secs;
-        r.last_end_unix = Some(unix_now());
-        r.last_ok = Some(ok);
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+        self.duration.observe(dur.as_secs_f64());
+        *lock(&self.last) = Some((unix_now(), ok));
     }
 
     /// A repair of drifted kernel state (`kind` e.g. "create_vtep", "mtu", "set_up").
     pub fn repair(&self, kind: &str) {
-        *lock(&self.repairs).entry(kind.to_string()).or_insert(0) += 1;
+        self.repairs.get_or_create(&labels(&[("kind", kind)])).inc();
     }
 
     pub fn netlink_error(&self) {
-        self.netlink_errors.fetch_add(1, Ordering::Relaxed);
+        self.netlink_errors.inc();
     }
 
     /// A netlink multicast notification arrived; `overrun` when the socket reported
     /// ENOBUFS (events were lost and a full resync is due).
     pub fn event(&self, overrun: bool) {
-        self.events.fetch_add(1, Ordering::Relaxed);
+        self.events.inc();
         if overrun {
-            self.overruns.fetch_add(1, Ordering::Relaxed);
+            self.overruns.inc();
         }
     }
 
     pub fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
+        self.paused.set(i64::from(paused));
     }
 
-    /// The full exposition: build info, the daemon's counters and the kernel sample.
+    /// The full exposition: the daemon's registry, then what this scrape read from the kernel.
     pub fn render(&self, k: &KernelSample) -> String {
-        let mut w = Writer::default();
-
-        w.family(
-            "overlayd_build_info",
-            "gauge",
-            "Build and role of this overlayd; always 1.",
-        );
-        w.sample(
-            "overlayd_build_info",
-            &[("version", env!("CARGO_PKG_VERSION")), ("role", &self.role)],
-            1.0,
-        );
-        w.family(
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch in seconds.",
-        );
-        w.sample("process_start_time_seconds", &[], self.start_unix);
-
-        let r = lock(&self.reconciles).clone();
-        w.family(
-            "overlayd_reconcile_total",
-            "counter",
-            "Reconcile passes completed, by result.",
-        );
-        w.sample("overlayd_reconcile_total", &[("result", "ok")], r.ok as f64);
-        w.sample(
-            "overlayd_reconcile_total",
-            &[("result", "error")],
-            r.error as f64,
-        );
-        w.family(
-            "overlayd_reconcile_duration_seconds",
-            "histogram",
-            "Duration of reconcile passes in seconds.",
-        );
-        let mut cumulative = 0u64;
-        for (i, le) in DURATION_BUCKETS.iter().enumerate() {
-            cumulative += r.buckets[i];
-            w.sample(
-                "overlayd_reconcile_duration_seconds_bucket",
-                &[("le", &fmt_value(*le))],
-                cumulative as f64,
-            );
-        }
-        cumulative += r.buckets[DURATION_BUCKETS.len()];
-        w.sample(
-            "overlayd_reconcile_duration_seconds_bucket",
-            &[("le", "+Inf")],
-            cumulative as f64,
-        );
-        w.sample(
-            "overlayd_reconcile_duration_seconds_sum",
-            &[],
-            r.sum_seconds,
-        );
-        w.sample(
-            "overlayd_reconcile_duration_seconds_count",
-            &[],
-            cumulative as f64,
-        );
-        if let (Some(ts), Some(ok)) = (r.last_end_unix, r.last_ok) {
-            w.family(
-                "overlayd_last_reconcile_timestamp_seconds",
-                "gauge",
-                "When the last reconcile pass ended, seconds since the Unix epoch.",
-            );
-            w.sample("overlayd_last_reconcile_timestamp_seconds", &[], ts);
-            w.family(
-                "overlayd_last_reconcile_success",
-                "gauge",
-                "1 if the last reconcile pass succeeded, 0 if it failed.",
-            );
-            w.sample("overlayd_last_reconcile_success", &[], bool_value(ok));
-        }
-
-        w.family(
-            "overlayd_repairs_total",
-            "counter",
-            "Kernel state changes made to repair drift, by kind.",
-        );
-        for (kind, n) in lock(&self.repairs).iter() {
-            w.sample("overlayd_repairs_total", &[("kind", kind)], *n as f64);
-        }
-        w.family(
-            "overlayd_netlink_errors_total",
-            "counter",
-            "Netlink requests that failed.",
-        );
-        w.sample(
-            "overlayd_netlink_errors_total",
-            &[],
-            self.netlink_errors.load(Ordering::Relaxed) as f64,
-        );
-        w.family(
-            "overlayd_netlink_events_total",
-            "counter",
-            "Netlink notifications received.",
-        );
-        w.sample(
-            "overlayd_netlink_events_total",
-            &[],
-            self.events.load(Ordering::Relaxed) as f64,
-        );
-        w.family(
-            "overlayd_netlink_overruns_total",
-            "counter",
-            "Netlink notification socket overruns (ENOBUFS), each followed by a full resync.",
-        );
-        w.sample(
-            "overlayd_netlink_overruns_total",
-            &[],
-            self.overruns.load(Ordering::Relaxed) as f64,
-        );
-        w.family(
-            "overlayd_paused",
-            "gauge",
-            "1 while reconciling is paused (SIGUSR1 or the control socket).",
-        );
-        w.sample(
-            "overlayd_paused",
-            &[],
-            bool_value(self.paused.load(Ordering::Relaxed)),
-        );
-
-        if let Some(up) = k.vtep_up {
-            w.family(
-                "overlayd_vtep_up",
-                "gauge",
-                "1 if the VXLAN VTEP exists, is up and running.",
-            );
-            w.sample("overlayd_vtep_up", &[], bool_value(up));
-        }
-        let group = k.group.map(|g| g.to_string());
-        let mut igmp_labels: Vec<(&str, &str)> = Vec::new();
-        if let Some(g) = &group {
-            igmp_labels.push(("group", g));
-        }
-        if let Some(u) = &k.underlay {
-            igmp_labels.push(("underlay", u));
-        }
-        if let Some(m) = k.igmp_member {
-            w.family(
-                "overlayd_igmp_group_member",
-                "gauge",
-                "1 if the underlay interface has joined the VXLAN multicast group (/proc/net/igmp).",
-            );
-            w.sample("overlayd_igmp_group_member", &igmp_labels, bool_value(m));
-        }
-        if let Some(v) = k.igmp_querier_version {
-            let labels: Vec<(&str, &str)> = k
-                .underlay
-                .as_deref()
-                .map(|u| vec![("underlay", u)])
-                .unwrap_or_default();
-            w.family(
-                "overlayd_igmp_querier_version",
-                "gauge",
-                "IGMP version the underlay interface uses (2 when force_igmp_version=2 is in effect).",
-            );
-            w.sample("overlayd_igmp_querier_version", &labels, f64::from(v));
-        }
-        if let Some(n) = k.fdb_entries {
-            w.family(
-                "overlayd_fdb_entries",
-                "gauge",
-                "Bridge FDB entries (learned or static, not the port's own address) on the VTEP port.",
-            );
-            w.sample("overlayd_fdb_entries", &[], n as f64);
-        }
-        if let Some(c) = k.converged {
-            w.family(
-                "overlayd_converged",
-                "gauge",
-                "1 if the last reconcile pass succeeded: the kernel matches the configuration.",
-            );
-            w.sample("overlayd_converged", &[], bool_value(c));
-        }
-        w.out
+        let mut out = String::new();
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &scrape_registry(*lock(&self.last), k));
+        let _ = encode_eof(&mut out);
+        out
     }
 }
 
-fn bool_value(b: bool) -> f64 {
-    if b {
-        1.0
-    } else {
-        0.0
+/// The metrics of one scrape: only what is known (a standalone node has no VTEP).
+fn scrape_registry(last: Option<(f64, bool)>, k: &KernelSample) -> Registry {
+    let mut r = Registry::default();
+    let flag = |b: bool| ConstGauge::new(i64::from(b));
+    if let Some((ts, ok)) = last {
+        r.register(
+            "overlayd_last_reconcile_timestamp_seconds",
+            help("When the last reconcile pass ended, seconds since the Unix epoch."),
+            ConstGauge::new(ts),
+        );
+        r.register(
+            "overlayd_last_reconcile_success",
+            help("1 if the last reconcile pass succeeded, 0 if it failed."),
+            flag(ok),
+        );
     }
-}
-
-/// Prometheus float: integers without a fraction, infinities as +Inf/-Inf.
-fn fmt_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+    if let Some(up) = k.vtep_up {
+        r.register(
+            "overlayd_vtep_up",
+            help("1 if the VXLAN VTEP exists, is up and running."),
+            flag(up),
+        );
     }
-}
-
-fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
+    let mut igmp: Labels = Vec::new();
+    if let Some(g) = k.group {
+        igmp.push(("group".into(), g.to_string()));
     }
-    s
-}
-
-fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-#[derive(Default)]
-struct Writer {
-    out: String,
-}
-
-impl Writer {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    if let Some(u) = &k.underlay {
+        igmp.push(("underlay".into(), u.clone()));
     }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {}", fmt_value(value));
+    if let Some(m) = k.igmp_member {
+        let f: Family<Labels, Gauge> = Family::default();
+        f.get_or_create(&igmp).set(i64::from(m));
+        r.register(
+            "overlayd_igmp_group_member",
+            help("1 if the underlay interface has joined the VXLAN multicast group (/proc/net/igmp)."),
+            f,
+        );
     }
+    if let Some(v) = k.igmp_querier_version {
+        let f: Family<Labels, Gauge> = Family::default();
+        let l: Labels = k
+            .underlay
+            .iter()
+            .map(|u| ("underlay".to_string(), u.clone()))
+            .collect();
+        f.get_or_create(&l).set(i64::from(v));
+        r.register(
+            "overlayd_igmp_querier_version",
+            help("IGMP version the underlay interface uses (2 when force_igmp_version=2 is in effect)."),
+            f,
+        );
+    }
+    if let Some(n) = k.fdb_entries {
+        r.register(
+            "overlayd_fdb_entries",
+            help("Bridge FDB entries (learned or static, not the port's own address) on the VTEP port."),
+            ConstGauge::new(n as i64),
+        );
+    }
+    if let Some(c) = k.converged {
+        r.register(
+            "overlayd_converged",
+            help("1 if the last reconcile pass succeeded: the kernel matches the configuration."),
+            flag(c),
+        );
+    }
+    r
 }
 
 /// Multicast membership of one interface, as `/proc/net/igmp` shows it.
@@ -628,6 +528,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     /// Captured from a network namespace (x86_64, Linux 6.x): veth `eth0` with a VXLAN
     /// `ethvxlan0` (group 239.255.0.1 dev eth0) up, default IGMP settings.
@@ -756,7 +657,8 @@ mod tests {
 
     /// Parse the exposition strictly; returns (TYPE per family, samples).
     fn parse(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
-        assert!(text.ends_with('\n'));
+        assert!(text.ends_with("\n# EOF\n"), "OpenMetrics ends with # EOF");
+        let text = text.strip_suffix("# EOF\n").unwrap();
         let mut types = BTreeMap::new();
         let mut helps = BTreeMap::new();
         let mut samples = Vec::new();
@@ -793,14 +695,19 @@ mod tests {
             }
         }
         for s in &samples {
-            let fam = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suf| {
-                    s.name
-                        .strip_suffix(suf)
-                        .filter(|b| types.get(*b).map(String::as_str) == Some("histogram"))
-                })
-                .unwrap_or(&s.name);
+            let fam = [
+                ("_bucket", "histogram"),
+                ("_sum", "histogram"),
+                ("_count", "histogram"),
+                ("_total", "counter"),
+            ]
+            .iter()
+            .find_map(|(suf, kind)| {
+                s.name
+                    .strip_suffix(suf)
+                    .filter(|b| types.get(*b).map(String::as_str) == Some(*kind))
+            })
+            .unwrap_or(&s.name);
             assert!(types.contains_key(fam), "sample {} without TYPE", s.name);
             if types[fam] == "counter" {
                 assert!(s.name.ends_with("_total"), "{}", s.name);
@@ -939,7 +846,7 @@ mod tests {
             find(
                 &s,
                 "overlayd_reconcile_duration_seconds_bucket",
-                &[("le", "10")]
+                &[("le", "10.0")]
             )
             .unwrap()
             .value,
@@ -969,7 +876,12 @@ mod tests {
         ] {
             assert!(!text.contains(absent), "{absent} should be absent");
         }
-        assert!(types.contains_key("overlayd_repairs_total"));
+        // an empty family is left out (OpenMetrics); the first repair brings it
+        assert!(!types.contains_key("overlayd_repairs"));
+        m.repair("mtu");
+        assert!(parse(&m.render(&KernelSample::default()))
+            .0
+            .contains_key("overlayd_repairs"));
         assert_eq!(value(&s, "overlayd_paused", &[]), 0.0);
         assert_eq!(
             value(&s, "overlayd_reconcile_duration_seconds_count", &[]),
