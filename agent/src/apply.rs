@@ -94,6 +94,26 @@ pub async fn compute_with(
     cfg: &Config,
     assume_nat: Option<NatObserved>,
 ) -> Result<(Desired, Observed, Plan), AgentError> {
+    let (d, o) = observe_node(h, cfg, assume_nat).await?;
+    let mut p = plan::plan_apply(&d, &o)?;
+    if !d.dns.is_empty() && o.resolv.is_none() && cfg.resolv_conf.exists() {
+        p.warnings.push(format!(
+            "{} is a symlink (systemd-resolved?); DNS not written — configure the resolver for {} instead (see README)",
+            cfg.resolv_conf.display(),
+            cfg.bridge
+        ));
+        p.ops.retain(|op| !matches!(op, Op::WriteResolv { .. }));
+    }
+    Ok((d, o, p))
+}
+
+/// config → desired, and everything observed that a plan compares against (kernel dumps,
+/// sysctls, files, NAT table).
+async fn observe_node(
+    h: &Handle,
+    cfg: &Config,
+    assume_nat: Option<NatObserved>,
+) -> Result<(Desired, Observed), AgentError> {
     let mut o = observe_kernel(h).await?;
     let d = desired::desired(cfg, &o)?;
     // Hosts and management never own a NAT table: don't spawn nft for them.
@@ -118,16 +138,7 @@ pub async fn compute_with(
         d.nat.as_ref(),
         assume_nat,
     )?;
-    let mut p = plan::plan_apply(&d, &o)?;
-    if !d.dns.is_empty() && o.resolv.is_none() && cfg.resolv_conf.exists() {
-        p.warnings.push(format!(
-            "{} is a symlink (systemd-resolved?); DNS not written — configure the resolver for {} instead (see README)",
-            cfg.resolv_conf.display(),
-            cfg.bridge
-        ));
-        p.ops.retain(|op| !matches!(op, Op::WriteResolv { .. }));
-    }
-    Ok((d, o, p))
+    Ok((d, o))
 }
 
 /// `adopt`: the marks to set, and what `apply` would still do once they are set.
@@ -135,17 +146,7 @@ pub async fn compute_adopt(
     h: &Handle,
     cfg: &Config,
 ) -> Result<(Observed, Plan, Vec<Op>), AgentError> {
-    let mut o = observe_kernel(h).await?;
-    let d = desired::desired(cfg, &o)?;
-    let assume = (!cfg.role.forwards()).then_some(NatObserved::Absent);
-    observe_extras_with(
-        &mut o,
-        &plan::sysctl_keys(&d),
-        &cfg.hosts_file,
-        &cfg.resolv_conf,
-        d.nat.as_ref(),
-        assume,
-    )?;
+    let (d, o) = observe_node(h, cfg, None).await?;
     let p = plan::plan_adopt(&d, &o)?;
     // What apply would do after the marks: plan against the observation as if marked.
     let mut marked = o.clone();

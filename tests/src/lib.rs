@@ -201,20 +201,9 @@ impl Node {
     pub fn new(prefix: &str, mtu: u32) -> Node {
         let ns = format!("{prefix}-node");
         let sw = format!("{prefix}-sw");
+        // IPv6 off in both (NsGuard): link-local addresses would make dumps racy
         let guard = NsGuard::new(&[&ns, &sw]);
         let dir = temp_dir(prefix);
-        for n in [&ns, &sw] {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ]);
-        }
         ip_batch(
             &sw,
             &format!(

@@ -10,19 +10,23 @@ use super::{conflict, Op, Plan};
 use crate::config::ConfigError;
 use crate::model::*;
 
+fn wrong_kind(key: &str, l: &Link, want: &str) -> ConfigError {
+    conflict(
+        key,
+        &l.name,
+        format!(
+            "cannot adopt: a {} link, not {want}",
+            l.kind.as_deref().unwrap_or("physical")
+        ),
+    )
+}
+
 pub fn plan_adopt(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
     let mut p = Plan::default();
     let foreign = |name: &str| o.link(name).filter(|l| !l.owned());
     if let Some(l) = foreign(&d.bridge.name) {
         if l.kind.as_deref() != Some("bridge") {
-            return Err(conflict(
-                "bridge",
-                &l.name,
-                format!(
-                    "cannot adopt: a {} link, not a bridge",
-                    l.kind.as_deref().unwrap_or("physical")
-                ),
-            ));
+            return Err(wrong_kind("bridge", l, "a bridge"));
         }
         p.ops.push(Op::SetOwner {
             name: l.name.clone(),
@@ -42,14 +46,7 @@ pub fn plan_adopt(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
     if let Some(dm) = &d.dummy {
         if let Some(l) = foreign(&dm.name) {
             if !is_dummy_port(l) {
-                return Err(conflict(
-                    "dummy",
-                    &l.name,
-                    format!(
-                        "cannot adopt: a {} link, not a dummy or veth",
-                        l.kind.as_deref().unwrap_or("physical")
-                    ),
-                ));
+                return Err(wrong_kind("dummy", l, "a dummy or veth"));
             }
             p.ops.push(Op::SetOwner {
                 name: l.name.clone(),
