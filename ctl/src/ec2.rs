@@ -192,8 +192,15 @@ fn to_ip_permission(p: &Perm) -> IpPermission {
     .build()
 }
 
-/// Our security groups by role: role -> (id, ingress).
-pub async fn find_groups(ctx: &Ctx) -> Result<BTreeMap<String, (String, Vec<Perm>)>> {
+/// One of our security groups as AWS has it.
+#[derive(Debug, Clone)]
+pub struct FoundGroup {
+    pub id: String,
+    pub ingress: Vec<Perm>,
+}
+
+/// Our security groups by role.
+pub async fn find_groups(ctx: &Ctx) -> Result<BTreeMap<String, FoundGroup>> {
     let out = ctx
         .clients
         .ec2
@@ -214,7 +221,13 @@ pub async fn find_groups(ctx: &Ctx) -> Result<BTreeMap<String, (String, Vec<Perm
             .to_string();
         let perms = g.ip_permissions().iter().flat_map(perms_from).collect();
         if let Some(id) = g.group_id() {
-            map.insert(role, (id.to_string(), perms));
+            map.insert(
+                role,
+                FoundGroup {
+                    id: id.to_string(),
+                    ingress: perms,
+                },
+            );
         }
     }
     Ok(map)
@@ -226,7 +239,7 @@ pub async fn security_groups(ctx: &Ctx, env: &Env) -> Result<BTreeMap<String, St
     let mut found = find_groups(ctx).await?;
     let mut ids: BTreeMap<String, String> = found
         .iter()
-        .map(|(r, (id, _))| (r.clone(), id.clone()))
+        .map(|(r, g)| (r.clone(), g.id.clone()))
         .collect();
     for role in model::SG_ROLES {
         let res = format!("security-group/{role}");
@@ -268,7 +281,13 @@ pub async fn security_groups(ctx: &Ctx, env: &Env) -> Result<BTreeMap<String, St
             &ctx.cluster.res_name(role),
         );
         ids.insert(role.to_string(), id.clone());
-        found.insert(role.to_string(), (id, Vec::new()));
+        found.insert(
+            role.to_string(),
+            FoundGroup {
+                id,
+                ingress: Vec::new(),
+            },
+        );
     }
     let inputs = RuleInputs {
         subnet_cidr: env.subnet_cidr.clone(),
@@ -279,7 +298,7 @@ pub async fn security_groups(ctx: &Ctx, env: &Env) -> Result<BTreeMap<String, St
     for role in model::SG_ROLES {
         let res = format!("security-group/{role}/ingress");
         let want = model::desired_rules(role, &inputs);
-        let Some((id, have)) = found.get(role) else {
+        let Some(FoundGroup { id, ingress: have }) = found.get(role) else {
             let d: Vec<String> = want.iter().map(Perm::describe).collect();
             ctx.record(&res, None, "absent", Action::Create, &d.join(", "));
             continue;
@@ -448,7 +467,15 @@ pub struct TgwIds {
 
 const GONE: [&str; 4] = ["deleted", "deleting", "failed", "rejected"];
 
-pub async fn find_tgw(ctx: &Ctx) -> Result<Option<(String, String, bool)>> {
+/// Our transit gateway as AWS has it.
+#[derive(Debug, Clone)]
+pub struct FoundTgw {
+    pub id: String,
+    pub state: String,
+    pub multicast: bool,
+}
+
+pub async fn find_tgw(ctx: &Ctx) -> Result<Option<FoundTgw>> {
     let out = ctx
         .clients
         .ec2
@@ -461,17 +488,17 @@ pub async fn find_tgw(ctx: &Ctx) -> Result<Option<(String, String, bool)>> {
         .transit_gateways()
         .iter()
         .filter(|t| !GONE.contains(&t.state().map(|s| s.as_str()).unwrap_or("")))
-        .map(|t| {
-            (
-                t.transit_gateway_id().unwrap_or_default().to_string(),
-                t.state()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default(),
-                t.options()
-                    .and_then(|o| o.multicast_support())
-                    .map(|m| m.as_str())
-                    == Some("enable"),
-            )
+        .map(|t| FoundTgw {
+            id: t.transit_gateway_id().unwrap_or_default().to_string(),
+            state: t
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            multicast: t
+                .options()
+                .and_then(|o| o.multicast_support())
+                .map(|m| m.as_str())
+                == Some("enable"),
         })
         .next())
 }
@@ -493,10 +520,15 @@ async fn tgw_state(ctx: &Ctx, id: &str) -> Result<String> {
         .unwrap_or_else(|| "missing".into()))
 }
 
-pub async fn find_attachment(
-    ctx: &Ctx,
-    tgw: &str,
-) -> Result<Option<(String, String, Vec<String>)>> {
+/// The transit gateway's attachment to our VPC as AWS has it.
+#[derive(Debug, Clone)]
+pub struct FoundAttachment {
+    pub id: String,
+    pub state: String,
+    pub subnets: Vec<String>,
+}
+
+pub async fn find_attachment(ctx: &Ctx, tgw: &str) -> Result<Option<FoundAttachment>> {
     let out = ctx
         .clients
         .ec2
@@ -510,16 +542,16 @@ pub async fn find_attachment(
         .transit_gateway_vpc_attachments()
         .iter()
         .filter(|a| !GONE.contains(&a.state().map(|s| s.as_str()).unwrap_or("")))
-        .map(|a| {
-            (
-                a.transit_gateway_attachment_id()
-                    .unwrap_or_default()
-                    .to_string(),
-                a.state()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default(),
-                a.subnet_ids().to_vec(),
-            )
+        .map(|a| FoundAttachment {
+            id: a
+                .transit_gateway_attachment_id()
+                .unwrap_or_default()
+                .to_string(),
+            state: a
+                .state()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            subnets: a.subnet_ids().to_vec(),
         })
         .next())
 }
@@ -541,8 +573,23 @@ async fn attachment_state(ctx: &Ctx, id: &str) -> Result<String> {
         .unwrap_or_else(|| "missing".into()))
 }
 
-/// (id, state, igmpv2, static sources, auto accept)
-pub async fn find_domain(ctx: &Ctx, tgw: &str) -> Result<Option<(String, String, [String; 3])>> {
+/// Options of a multicast domain, as AWS spells them (enable / disable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainOptions {
+    pub igmpv2: String,
+    pub static_sources: String,
+    pub auto_accept: String,
+}
+
+/// Our multicast domain as AWS has it.
+#[derive(Debug, Clone)]
+pub struct FoundDomain {
+    pub id: String,
+    pub state: String,
+    pub options: DomainOptions,
+}
+
+pub async fn find_domain(ctx: &Ctx, tgw: &str) -> Result<Option<FoundDomain>> {
     let out = ctx
         .clients
         .ec2
@@ -558,25 +605,30 @@ pub async fn find_domain(ctx: &Ctx, tgw: &str) -> Result<Option<(String, String,
         .filter(|d| !GONE.contains(&d.state().map(|s| s.as_str()).unwrap_or("")))
         .map(|d| {
             let o = d.options();
-            (
-                d.transit_gateway_multicast_domain_id()
+            FoundDomain {
+                id: d
+                    .transit_gateway_multicast_domain_id()
                     .unwrap_or_default()
                     .to_string(),
-                d.state()
+                state: d
+                    .state()
                     .map(|s| s.as_str().to_string())
                     .unwrap_or_default(),
-                [
-                    o.and_then(|o| o.igmpv2_support())
+                options: DomainOptions {
+                    igmpv2: o
+                        .and_then(|o| o.igmpv2_support())
                         .map(|v| v.as_str().to_string())
                         .unwrap_or_default(),
-                    o.and_then(|o| o.static_sources_support())
+                    static_sources: o
+                        .and_then(|o| o.static_sources_support())
                         .map(|v| v.as_str().to_string())
                         .unwrap_or_default(),
-                    o.and_then(|o| o.auto_accept_shared_associations())
+                    auto_accept: o
+                        .and_then(|o| o.auto_accept_shared_associations())
                         .map(|v| v.as_str().to_string())
                         .unwrap_or_default(),
-                ],
-            )
+                },
+            }
         })
         .next())
 }
@@ -633,7 +685,11 @@ pub async fn tgw_chain(ctx: &Ctx) -> Result<TgwIds> {
 
     // 1. transit gateway
     let tgw = match find_tgw(ctx).await? {
-        Some((id, state, multicast)) => {
+        Some(FoundTgw {
+            id,
+            state,
+            multicast,
+        }) => {
             if !multicast {
                 bail!(
                     "transit gateway {id} (tagged {CLUSTER_TAG}={}) has multicast support off; it can only be \
@@ -723,7 +779,7 @@ pub async fn tgw_chain(ctx: &Ctx) -> Result<TgwIds> {
 
     // 2. VPC attachment on the overlay subnet
     let att = match find_attachment(ctx, &tgw).await? {
-        Some((id, state, subnets)) => {
+        Some(FoundAttachment { id, state, subnets }) => {
             if subnets.iter().any(|s| s == &cfg.subnet_id) {
                 ctx.record(
                     "tgw-attachment",
@@ -793,17 +849,25 @@ pub async fn tgw_chain(ctx: &Ctx) -> Result<TgwIds> {
     ids.attachment = att.clone();
 
     // 3. multicast domain
-    let want_opts = ["enable", "disable", "disable"];
+    let want_opts = DomainOptions {
+        igmpv2: "enable".into(),
+        static_sources: "disable".into(),
+        auto_accept: "disable".into(),
+    };
     let opts_detail = "igmpv2 on, static sources off, auto-accept off";
     let domain = match find_domain(ctx, &tgw).await? {
-        Some((id, state, opts)) => {
+        Some(FoundDomain {
+            id,
+            state,
+            options: opts,
+        }) => {
             if opts != want_opts {
                 bail!(
                     "multicast domain {id} has options igmpv2={} static-sources={} auto-accept={}; \
                      they cannot be changed in place: run overlayctl teardown and bootstrap again",
-                    opts[0],
-                    opts[1],
-                    opts[2]
+                    opts.igmpv2,
+                    opts.static_sources,
+                    opts.auto_accept
                 );
             }
             ctx.record(

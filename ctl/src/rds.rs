@@ -23,8 +23,17 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// (arn, tagged as ours, scheduled for deletion)
-pub async fn describe_secret(ctx: &Ctx, name: &str) -> Result<Option<(String, bool, bool)>> {
+/// A secret as Secrets Manager has it (never its value).
+#[derive(Debug, Clone)]
+pub struct FoundSecret {
+    pub arn: String,
+    /// Tagged as this cluster's.
+    pub ours: bool,
+    /// Scheduled for deletion.
+    pub deleted: bool,
+}
+
+pub async fn describe_secret(ctx: &Ctx, name: &str) -> Result<Option<FoundSecret>> {
     match ctx
         .clients
         .sm
@@ -38,11 +47,11 @@ pub async fn describe_secret(ctx: &Ctx, name: &str) -> Result<Option<(String, bo
                 .tags()
                 .iter()
                 .any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(ctx.name()));
-            Ok(Some((
-                out.arn().unwrap_or_default().to_string(),
+            Ok(Some(FoundSecret {
+                arn: out.arn().unwrap_or_default().to_string(),
                 ours,
-                out.deleted_date().is_some(),
-            )))
+                deleted: out.deleted_date().is_some(),
+            }))
         }
         Err(e) if code(&e).as_deref() == Some("ResourceNotFoundException") => Ok(None),
         Err(e) => Err(err("DescribeSecret", e)),
@@ -56,7 +65,7 @@ pub async fn secrets(ctx: &Ctx) -> Result<Vec<(String, Option<String>)>> {
         let name = ctx.cluster.secret_name(which);
         let res = format!("secret/{which}");
         match describe_secret(ctx, &name).await? {
-            Some((arn, ours, deleted)) => {
+            Some(FoundSecret { arn, ours, deleted }) => {
                 if !ours {
                     bail!("secret {name} exists but is not tagged {CLUSTER_TAG}={}; refusing to adopt it", ctx.name());
                 }
@@ -159,8 +168,15 @@ fn has_tag(tags: &[RdsTag], ctx: &Ctx) -> bool {
         .any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(ctx.name()))
 }
 
-/// Subnets of the DB subnet group; None when absent. Errors when it exists but is not ours.
-pub async fn find_subnet_group(ctx: &Ctx) -> Result<Option<(String, Vec<String>)>> {
+/// The DB subnet group as RDS has it.
+#[derive(Debug, Clone)]
+pub struct FoundSubnetGroup {
+    pub arn: String,
+    pub subnets: Vec<String>,
+}
+
+/// The DB subnet group; None when absent.
+pub async fn find_subnet_group(ctx: &Ctx) -> Result<Option<FoundSubnetGroup>> {
     let name = ctx.cluster.db_subnet_group();
     match ctx
         .clients
@@ -170,14 +186,13 @@ pub async fn find_subnet_group(ctx: &Ctx) -> Result<Option<(String, Vec<String>)
         .send()
         .await
     {
-        Ok(out) => Ok(out.db_subnet_groups().first().map(|g| {
-            (
-                g.db_subnet_group_arn().unwrap_or_default().to_string(),
-                g.subnets()
-                    .iter()
-                    .filter_map(|s| s.subnet_identifier().map(str::to_string))
-                    .collect(),
-            )
+        Ok(out) => Ok(out.db_subnet_groups().first().map(|g| FoundSubnetGroup {
+            arn: g.db_subnet_group_arn().unwrap_or_default().to_string(),
+            subnets: g
+                .subnets()
+                .iter()
+                .filter_map(|s| s.subnet_identifier().map(str::to_string))
+                .collect(),
         })),
         Err(e) if code(&e).as_deref() == Some("DBSubnetGroupNotFoundFault") => Ok(None),
         Err(e) => Err(err("DescribeDBSubnetGroups", e)),
@@ -295,7 +310,7 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
     // subnet group
     let sg_name = ctx.cluster.db_subnet_group();
     match find_subnet_group(ctx).await? {
-        Some((arn, subnets)) => {
+        Some(FoundSubnetGroup { arn, subnets }) => {
             let have: BTreeSet<String> = subnets.into_iter().collect();
             if have == want_subnets {
                 ctx.record(

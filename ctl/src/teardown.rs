@@ -65,7 +65,7 @@ async fn database(ctx: &Ctx) -> Result<()> {
         }
     }
     let sg = ctx.cluster.db_subnet_group();
-    if let Some((arn, _)) = rds::find_subnet_group(ctx).await? {
+    if let Some(rds::FoundSubnetGroup { arn, .. }) = rds::find_subnet_group(ctx).await? {
         if rds_tagged(ctx, &arn).await? {
             rdsc.delete_db_subnet_group()
                 .db_subnet_group_name(&sg)
@@ -77,7 +77,9 @@ async fn database(ctx: &Ctx) -> Result<()> {
     }
     for which in ["service", "admin"] {
         let name = ctx.cluster.secret_name(which);
-        if let Some((arn, ours, deleted)) = rds::describe_secret(ctx, &name).await? {
+        if let Some(rds::FoundSecret { arn, ours, deleted }) =
+            rds::describe_secret(ctx, &name).await?
+        {
             if ours {
                 match ctx
                     .clients
@@ -159,10 +161,20 @@ async fn file_system(ctx: &Ctx) -> Result<()> {
 
 async fn tgw(ctx: &Ctx) -> Result<()> {
     let ec2c = &ctx.clients.ec2;
-    let Some((tgw, tgw_state, _)) = ec2::find_tgw(ctx).await? else {
+    let Some(ec2::FoundTgw {
+        id: tgw,
+        state: tgw_state,
+        ..
+    }) = ec2::find_tgw(ctx).await?
+    else {
         return Ok(());
     };
-    if let Some((domain, dstate, _)) = ec2::find_domain(ctx, &tgw).await? {
+    if let Some(ec2::FoundDomain {
+        id: domain,
+        state: dstate,
+        ..
+    }) = ec2::find_domain(ctx, &tgw).await?
+    {
         for (att, subnet, state) in ec2::associations(ctx, &domain).await? {
             if state == "disassociating" || state == "disassociated" {
                 continue;
@@ -210,12 +222,17 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
         ctx.wait_for(&format!("deletion of {domain}"), || async {
             Ok(match ec2::find_domain(ctx, &tgw).await? {
                 None => Ok(()),
-                Some((_, s, _)) => Err(s),
+                Some(d) => Err(d.state),
             })
         })
         .await?;
     }
-    if let Some((att, astate, _)) = ec2::find_attachment(ctx, &tgw).await? {
+    if let Some(ec2::FoundAttachment {
+        id: att,
+        state: astate,
+        ..
+    }) = ec2::find_attachment(ctx, &tgw).await?
+    {
         ec2c.delete_transit_gateway_vpc_attachment()
             .transit_gateway_attachment_id(&att)
             .send()
@@ -225,7 +242,7 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
         ctx.wait_for(&format!("deletion of {att}"), || async {
             Ok(match ec2::find_attachment(ctx, &tgw).await? {
                 None => Ok(()),
-                Some((_, s, _)) => Err(s),
+                Some(a) => Err(a.state),
             })
         })
         .await?;
@@ -245,7 +262,7 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
     ctx.wait_for(&format!("deletion of {tgw}"), || async {
         Ok(match ec2::find_tgw(ctx).await? {
             None => Ok(()),
-            Some((_, s, _)) => Err(s),
+            Some(t) => Err(t.state),
         })
     })
     .await
@@ -306,7 +323,7 @@ async fn routes(ctx: &Ctx) -> Result<()> {
 async fn security_groups(ctx: &Ctx) -> Result<()> {
     let groups = ec2::find_groups(ctx).await?;
     for role in model::SG_ROLES.iter().rev() {
-        if let Some((id, _)) = groups.get(*role) {
+        if let Some(ec2::FoundGroup { id, .. }) = groups.get(*role) {
             ctx.clients
                 .ec2
                 .delete_security_group()
@@ -324,7 +341,7 @@ async fn security_groups(ctx: &Ctx) -> Result<()> {
         }
     }
     // Groups whose role tag is unknown but carry the cluster tag.
-    for (role, (id, _)) in &groups {
+    for (role, ec2::FoundGroup { id, .. }) in &groups {
         if !model::SG_ROLES.contains(&role.as_str()) {
             ctx.clients
                 .ec2
