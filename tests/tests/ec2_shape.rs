@@ -358,3 +358,51 @@ fn strict_vpc_drops_overlay_sourced_replies_on_the_underlay() {
         assert_eq!(d.trim(), "default via 10.0.0.1 dev eth0 proto dhcp", "{n}");
     }
 }
+
+/// The fault the CloudStack test guards against is real here: with the kernel's default
+/// `igmp_max_memberships` (20) the 21st and later guest networks never come up although
+/// CloudStack's script reports success; at overlayd's 1024 all 25 do.
+#[test]
+fn guest_networks_past_20_fail_without_raised_igmp_max_memberships() {
+    if !ready("guest_networks_past_20_fail_without_raised_igmp_max_memberships") {
+        return;
+    }
+    let ns = format!("{}-g", unique_prefix("gm"));
+    let _g = NsGuard::new(&[&ns]);
+    ip_batch(
+        &ns,
+        "link set lo up\nlink add cloudbr0 type bridge\naddr add 10.101.0.10/16 dev cloudbr0\n\
+         link set cloudbr0 up\n",
+    );
+    let script = fixture("cloudstack-guest-vxlan.sh");
+    let up_count = || -> usize {
+        let v: Value = serde_json::from_str(&sh(&[
+            "ip", "-n", &ns, "-j", "link", "show", "type", "vxlan",
+        ]))
+        .unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["flags"].as_array().unwrap().iter().any(|f| f == "UP"))
+            .count()
+    };
+    let create_all = || {
+        in_ns(
+            &ns,
+            &format!(
+                "for n in $(seq 1 25); do {s} delete $n; {s} add $n || exit 1; done",
+                s = script.display()
+            ),
+        )
+    };
+    assert_eq!(sysctls(&ns, &["net.ipv4.igmp_max_memberships"])[0].1, "20");
+    create_all();
+    assert_eq!(
+        up_count(),
+        20,
+        "the kernel default should stop at 20 groups"
+    );
+    in_ns(&ns, "echo 1024 > /proc/sys/net/ipv4/igmp_max_memberships");
+    create_all();
+    assert_eq!(up_count(), 25);
+}
