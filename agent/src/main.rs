@@ -371,7 +371,10 @@ fn print_desired(d: &overlay_agent::model::Desired) {
         println!("gateway:   mode {m}");
     }
     for r in &d.rules {
-        println!("rule:      {r}");
+        println!(
+            "rule:      {}: from {} lookup {}",
+            r.priority, r.from, r.table
+        );
     }
     for r in &d.routes {
         let fallback = if r.fallback {
