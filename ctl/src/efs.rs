@@ -74,8 +74,15 @@ async fn fs_state(ctx: &Ctx, id: &str) -> Result<String> {
         .unwrap_or_else(|| "missing".into()))
 }
 
-/// (mount target id, subnet, state)
-pub async fn mount_targets(ctx: &Ctx, fs: &str) -> Result<Vec<(String, String, String)>> {
+/// A mount target as EFS has it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountTarget {
+    pub id: String,
+    pub subnet: String,
+    pub state: String,
+}
+
+pub async fn mount_targets(ctx: &Ctx, fs: &str) -> Result<Vec<MountTarget>> {
     let out = ctx
         .clients
         .efs
@@ -87,12 +94,10 @@ pub async fn mount_targets(ctx: &Ctx, fs: &str) -> Result<Vec<(String, String, S
     Ok(out
         .mount_targets()
         .iter()
-        .map(|m| {
-            (
-                m.mount_target_id().to_string(),
-                m.subnet_id().to_string(),
-                m.life_cycle_state().as_str().to_string(),
-            )
+        .map(|m| MountTarget {
+            id: m.mount_target_id().to_string(),
+            subnet: m.subnet_id().to_string(),
+            state: m.life_cycle_state().as_str().to_string(),
         })
         .collect())
 }
@@ -110,53 +115,215 @@ fn tags(ctx: &Ctx) -> Result<Vec<Tag>> {
         .collect()
 }
 
-/// Converges the file system; returns its id (None in plan mode when it does not exist).
-pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>> {
-    let efs = &ctx.clients.efs;
-    let cfg = &ctx.cluster.cfg;
-    let want = cfg.efs_throughput_mibps;
-    let detail = format!("encrypted, provisioned {want} MiB/s");
-    let id = match find(ctx).await? {
-        Some(fs) => {
-            if !fs.encrypted {
-                bail!(
-                    "file system {} (tagged {CLUSTER_TAG}={}) is not encrypted; encryption cannot be \
-                     turned on: tear it down and bootstrap again",
-                    fs.id,
-                    ctx.name()
-                );
-            }
-            if fs.mode != "provisioned" || fs.mibps != Some(want) {
-                if ctx.apply() {
-                    efs.update_file_system()
-                        .file_system_id(&fs.id)
-                        .throughput_mode(ThroughputMode::Provisioned)
-                        .provisioned_throughput_in_mibps(want)
-                        .send()
-                        .await
-                        .map_err(|e| err("UpdateFileSystem", e))?;
-                }
-                let was = format!("{} {:?}", fs.mode, fs.mibps);
-                ctx.record(
-                    "efs",
-                    Some(&fs.id),
-                    &fs.state,
-                    Action::Change,
-                    &format!("{detail} (was {was})"),
-                );
-            } else {
-                ctx.record("efs", Some(&fs.id), &fs.state, Action::Keep, &detail);
-            }
-            Some(fs.id)
+/// What the cluster file asks of EFS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Want {
+    pub mibps: f64,
+    pub subnet: String,
+    /// The EFS security group (None while it does not exist yet: plan mode).
+    pub security_group: Option<String>,
+}
+
+/// The mount target in our subnet, with its security groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedMountTarget {
+    pub target: MountTarget,
+    pub security_groups: Vec<String>,
+}
+
+/// One step of the EFS part of a bootstrap, decided by [`plan_fs`] / [`plan_mount_target`]
+/// (pure) and carried out by [`converge`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    KeepFs {
+        id: String,
+        state: String,
+    },
+    CreateFs,
+    UpdateThroughput {
+        id: String,
+        state: String,
+        was: String,
+    },
+    KeepMountTarget {
+        id: String,
+        state: String,
+    },
+    CreateMountTarget,
+    SetMountTargetGroups {
+        id: String,
+        state: String,
+        from: Vec<String>,
+        to: String,
+    },
+}
+
+fn fs_detail(w: &Want) -> String {
+    format!("encrypted, provisioned {} MiB/s", w.mibps)
+}
+
+/// The file system: keep, change its throughput in place, or create it. Encryption cannot be
+/// turned on afterwards: an unencrypted one of ours is an error.
+pub fn plan_fs(w: &Want, fs: Option<&Fs>, cluster: &str) -> Result<Op> {
+    let Some(fs) = fs else {
+        return Ok(Op::CreateFs);
+    };
+    if !fs.encrypted {
+        bail!(
+            "file system {} (tagged {CLUSTER_TAG}={cluster}) is not encrypted; encryption cannot be \
+             turned on: tear it down and bootstrap again",
+            fs.id
+        );
+    }
+    Ok(if fs.mode != "provisioned" || fs.mibps != Some(w.mibps) {
+        Op::UpdateThroughput {
+            id: fs.id.clone(),
+            state: fs.state.clone(),
+            was: format!("{} {:?}", fs.mode, fs.mibps),
         }
-        None if ctx.apply() => {
+    } else {
+        Op::KeepFs {
+            id: fs.id.clone(),
+            state: fs.state.clone(),
+        }
+    })
+}
+
+/// The mount target in our subnet: keep, re-point its security groups, or create it.
+pub fn plan_mount_target(w: &Want, mt: Option<&ObservedMountTarget>) -> Op {
+    match (mt, &w.security_group) {
+        (None, _) => Op::CreateMountTarget,
+        (Some(m), Some(sg)) if m.security_groups != [sg.clone()] => Op::SetMountTargetGroups {
+            id: m.target.id.clone(),
+            state: m.target.state.clone(),
+            from: m.security_groups.clone(),
+            to: sg.clone(),
+        },
+        (Some(m), _) => Op::KeepMountTarget {
+            id: m.target.id.clone(),
+            state: m.target.state.clone(),
+        },
+    }
+}
+
+/// The mount target of `fs` in `subnet` that is not going away, with its security groups.
+async fn observe_mount_target(
+    ctx: &Ctx,
+    fs: &str,
+    subnet: &str,
+) -> Result<Option<ObservedMountTarget>> {
+    let Some(target) = mount_targets(ctx, fs)
+        .await?
+        .into_iter()
+        .find(|m| m.subnet == subnet && m.state != "deleting" && m.state != "deleted")
+    else {
+        return Ok(None);
+    };
+    let have = ctx
+        .clients
+        .efs
+        .describe_mount_target_security_groups()
+        .mount_target_id(&target.id)
+        .send()
+        .await
+        .map_err(|e| err("DescribeMountTargetSecurityGroups", e))?;
+    Ok(Some(ObservedMountTarget {
+        target,
+        security_groups: have.security_groups().to_vec(),
+    }))
+}
+
+/// Converges the file system: observe, plan (pure), carry out (in apply mode) and record each
+/// step. Returns its id (None in plan mode when it does not exist).
+pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>> {
+    let cfg = &ctx.cluster.cfg;
+    let want = Want {
+        mibps: cfg.efs_throughput_mibps,
+        subnet: cfg.subnet_id.clone(),
+        security_group: efs_sg.map(str::to_string),
+    };
+    let op = plan_fs(&want, find(ctx).await?.as_ref(), ctx.name())?;
+    let Some(id) = execute(ctx, &want, None, &op).await? else {
+        ctx.record(
+            "efs-mount-target",
+            None,
+            "absent",
+            Action::Create,
+            &want.subnet,
+        );
+        return Ok(None);
+    };
+    if ctx.apply() {
+        ctx.wait_for(&format!("file system {id}"), || async {
+            let s = fs_state(ctx, &id).await?;
+            Ok(if s == "available" { Ok(()) } else { Err(s) })
+        })
+        .await?;
+    }
+    let mt = observe_mount_target(ctx, &id, &want.subnet).await?;
+    execute(
+        ctx,
+        &want,
+        Some(&id),
+        &plan_mount_target(&want, mt.as_ref()),
+    )
+    .await?;
+    if ctx.apply() {
+        ctx.wait_for(&format!("mount target of {id}"), || async {
+            let st = mount_targets(ctx, &id)
+                .await?
+                .into_iter()
+                .find(|m| m.subnet == want.subnet)
+                .map(|m| m.state)
+                .unwrap_or_else(|| "missing".into());
+            Ok(if st == "available" { Ok(()) } else { Err(st) })
+        })
+        .await?;
+    }
+    Ok(Some(id))
+}
+
+/// Carry out one step (API calls only in apply mode) and record it. Returns the file
+/// system's id where the step knows it.
+async fn execute(ctx: &Ctx, w: &Want, fs: Option<&str>, op: &Op) -> Result<Option<String>> {
+    let efs = &ctx.clients.efs;
+    let detail = fs_detail(w);
+    match op {
+        Op::KeepFs { id, state } => {
+            ctx.record("efs", Some(id), state, Action::Keep, &detail);
+            Ok(Some(id.clone()))
+        }
+        Op::UpdateThroughput { id, state, was } => {
+            if ctx.apply() {
+                efs.update_file_system()
+                    .file_system_id(id)
+                    .throughput_mode(ThroughputMode::Provisioned)
+                    .provisioned_throughput_in_mibps(w.mibps)
+                    .send()
+                    .await
+                    .map_err(|e| err("UpdateFileSystem", e))?;
+            }
+            ctx.record(
+                "efs",
+                Some(id),
+                state,
+                Action::Change,
+                &format!("{detail} (was {was})"),
+            );
+            Ok(Some(id.clone()))
+        }
+        Op::CreateFs if !ctx.apply() => {
+            ctx.record("efs", None, "absent", Action::Create, &detail);
+            Ok(None)
+        }
+        Op::CreateFs => {
             let res = efs
                 .create_file_system()
                 .creation_token(ctx.cluster.efs_token())
                 .encrypted(true)
                 .performance_mode(PerformanceMode::GeneralPurpose)
                 .throughput_mode(ThroughputMode::Provisioned)
-                .provisioned_throughput_in_mibps(want)
+                .provisioned_throughput_in_mibps(w.mibps)
                 .set_tags(Some(tags(ctx)?))
                 .send()
                 .await;
@@ -172,77 +339,40 @@ pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>>
                 },
             };
             ctx.record("efs", Some(&id), "creating", Action::Create, &detail);
-            Some(id)
+            Ok(Some(id))
         }
-        None => {
-            ctx.record("efs", None, "absent", Action::Create, &detail);
-            None
+        Op::KeepMountTarget { id, state } => {
+            ctx.record("efs-mount-target", Some(id), state, Action::Keep, &w.subnet);
+            Ok(fs.map(str::to_string))
         }
-    };
-    let Some(id) = id else {
-        ctx.record(
-            "efs-mount-target",
-            None,
-            "absent",
-            Action::Create,
-            &cfg.subnet_id,
-        );
-        return Ok(None);
-    };
-    if ctx.apply() {
-        ctx.wait_for(&format!("file system {id}"), || async {
-            let s = fs_state(ctx, &id).await?;
-            Ok(if s == "available" { Ok(()) } else { Err(s) })
-        })
-        .await?;
-    }
-    let mts = mount_targets(ctx, &id).await?;
-    match mts
-        .iter()
-        .find(|(_, s, st)| s == &cfg.subnet_id && st != "deleting" && st != "deleted")
-    {
-        Some((mt, _, st)) => {
-            let have = ctx
-                .clients
-                .efs
-                .describe_mount_target_security_groups()
-                .mount_target_id(mt)
-                .send()
-                .await
-                .map_err(|e| err("DescribeMountTargetSecurityGroups", e))?;
-            let have: Vec<String> = have.security_groups().to_vec();
-            match efs_sg {
-                Some(sg) if have != [sg.to_string()] => {
-                    if ctx.apply() {
-                        efs.modify_mount_target_security_groups()
-                            .mount_target_id(mt)
-                            .security_groups(sg)
-                            .send()
-                            .await
-                            .map_err(|e| err("ModifyMountTargetSecurityGroups", e))?;
-                    }
-                    let detail = format!("{} security groups {have:?} -> [{sg}]", cfg.subnet_id);
-                    ctx.record("efs-mount-target", Some(mt), st, Action::Change, &detail);
-                }
-                _ => ctx.record(
-                    "efs-mount-target",
-                    Some(mt),
-                    st,
-                    Action::Keep,
-                    &cfg.subnet_id,
-                ),
+        Op::SetMountTargetGroups {
+            id,
+            state,
+            from,
+            to,
+        } => {
+            if ctx.apply() {
+                efs.modify_mount_target_security_groups()
+                    .mount_target_id(id)
+                    .security_groups(to)
+                    .send()
+                    .await
+                    .map_err(|e| err("ModifyMountTargetSecurityGroups", e))?;
             }
+            let d = format!("{} security groups {from:?} -> [{to}]", w.subnet);
+            ctx.record("efs-mount-target", Some(id), state, Action::Change, &d);
+            Ok(fs.map(str::to_string))
         }
-        None => {
+        Op::CreateMountTarget => {
             let mut mt_id = None;
             if ctx.apply() {
-                let Some(sg) = efs_sg else {
+                let (Some(sg), Some(fs)) = (&w.security_group, fs) else {
                     bail!("EFS security group missing")
                 };
                 let out = efs
                     .create_mount_target()
-                    .file_system_id(&id)
-                    .subnet_id(&cfg.subnet_id)
+                    .file_system_id(fs)
+                    .subnet_id(&w.subnet)
                     .security_groups(sg)
                     .send()
                     .await
@@ -254,25 +384,81 @@ pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>>
                 mt_id.as_deref(),
                 "absent",
                 Action::Create,
-                &cfg.subnet_id,
+                &w.subnet,
             );
+            Ok(fs.map(str::to_string))
         }
     }
-    if ctx.apply() {
-        ctx.wait_for(&format!("mount target of {id}"), || async {
-            let st = mount_targets(ctx, &id)
-                .await?
-                .into_iter()
-                .find(|(_, s, _)| s == &cfg.subnet_id)
-                .map(|(_, _, st)| st)
-                .unwrap_or_else(|| "missing".into());
-            Ok(if st == "available" { Ok(()) } else { Err(st) })
-        })
-        .await?;
-    }
-    Ok(Some(id))
 }
 
 pub fn dns_name(fs: &str, region: &str) -> String {
     format!("{fs}.efs.{region}.amazonaws.com")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want() -> Want {
+        Want {
+            mibps: 10.0,
+            subnet: "subnet-1".into(),
+            security_group: Some("sg-efs".into()),
+        }
+    }
+
+    fn fs(encrypted: bool, mode: &str, mibps: Option<f64>) -> Fs {
+        Fs {
+            id: "fs-1".into(),
+            state: "available".into(),
+            encrypted,
+            mode: mode.into(),
+            mibps,
+        }
+    }
+
+    #[test]
+    fn file_system_is_created_kept_or_changed_in_place() {
+        assert_eq!(plan_fs(&want(), None, "c").unwrap(), Op::CreateFs);
+        assert!(matches!(
+            plan_fs(&want(), Some(&fs(true, "provisioned", Some(10.0))), "c").unwrap(),
+            Op::KeepFs { .. }
+        ));
+        let Op::UpdateThroughput { was, .. } =
+            plan_fs(&want(), Some(&fs(true, "bursting", None)), "c").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(was, "bursting None");
+        let e = plan_fs(&want(), Some(&fs(false, "provisioned", Some(10.0))), "c").unwrap_err();
+        assert!(e.to_string().contains("not encrypted"), "{e}");
+    }
+
+    #[test]
+    fn mount_target_is_created_kept_or_re_pointed() {
+        assert_eq!(plan_mount_target(&want(), None), Op::CreateMountTarget);
+        let mt = |sgs: &[&str]| ObservedMountTarget {
+            target: MountTarget {
+                id: "fsmt-1".into(),
+                subnet: "subnet-1".into(),
+                state: "available".into(),
+            },
+            security_groups: sgs.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(matches!(
+            plan_mount_target(&want(), Some(&mt(&["sg-efs"]))),
+            Op::KeepMountTarget { .. }
+        ));
+        assert!(matches!(
+            plan_mount_target(&want(), Some(&mt(&["sg-other"]))),
+            Op::SetMountTargetGroups { .. }
+        ));
+        // plan mode before the group exists: nothing to compare against
+        let mut w = want();
+        w.security_group = None;
+        assert!(matches!(
+            plan_mount_target(&w, Some(&mt(&["sg-other"]))),
+            Op::KeepMountTarget { .. }
+        ));
+    }
 }

@@ -116,7 +116,7 @@ async fn file_system(ctx: &Ctx) -> Result<()> {
     let Some(fs) = efs::find(ctx).await? else {
         return Ok(());
     };
-    for (mt, _, state) in efs::mount_targets(ctx, &fs.id).await? {
+    for efs::MountTarget { id: mt, state, .. } in efs::mount_targets(ctx, &fs.id).await? {
         if state != "deleting" {
             ctx.clients
                 .efs
