@@ -299,6 +299,80 @@ pub async fn find_instance(ctx: &Ctx) -> Result<Option<Db>> {
     }
 }
 
+/// What to do with the DB subnet group.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubnetGroupOp {
+    Keep,
+    SetSubnets { arn: String, have: BTreeSet<String> },
+    Create,
+}
+
+pub fn plan_subnet_group(
+    want: &BTreeSet<String>,
+    found: Option<FoundSubnetGroup>,
+) -> SubnetGroupOp {
+    match found {
+        None => SubnetGroupOp::Create,
+        Some(FoundSubnetGroup { arn, subnets }) => {
+            let have: BTreeSet<String> = subnets.into_iter().collect();
+            if &have == want {
+                SubnetGroupOp::Keep
+            } else {
+                SubnetGroupOp::SetSubnets { arn, have }
+            }
+        }
+    }
+}
+
+/// What to do with the DB instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceOp {
+    Keep {
+        status: String,
+    },
+    /// Bring the settings to `want` in place (storage never shrinks).
+    Modify {
+        want: DbSettings,
+        status: String,
+        storage_gib: i32,
+        diffs: Vec<String>,
+    },
+    Create,
+}
+
+/// Keep, modify in place or create the instance; one with our name that is not tagged as ours
+/// is an error. Without a known security group (plan mode before it exists) the observed ones
+/// count as wanted.
+pub fn plan_instance(
+    want: &DbSettings,
+    security_group_known: bool,
+    found: Option<Db>,
+    id: &str,
+    cluster: &str,
+) -> Result<InstanceOp> {
+    let Some(db) = found else {
+        return Ok(InstanceOp::Create);
+    };
+    if !db.ours {
+        bail!("DB instance {id} exists but is not tagged {CLUSTER_TAG}={cluster}; refusing to adopt it");
+    }
+    let mut want = want.clone();
+    if !security_group_known {
+        want.security_groups = db.settings.security_groups.clone();
+    }
+    let diffs = model::db_changes(&want, &db.settings);
+    Ok(if diffs.is_empty() {
+        InstanceOp::Keep { status: db.status }
+    } else {
+        InstanceOp::Modify {
+            storage_gib: want.storage_gib.max(db.settings.storage_gib),
+            want,
+            status: db.status,
+            diffs,
+        }
+    })
+}
+
 /// Subnet group, parameter group and instance.
 pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result<Option<Db>> {
     let rds = &ctx.clients.rds;
@@ -309,36 +383,32 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
 
     // subnet group
     let sg_name = ctx.cluster.db_subnet_group();
-    match find_subnet_group(ctx).await? {
-        Some(FoundSubnetGroup { arn, subnets }) => {
-            let have: BTreeSet<String> = subnets.into_iter().collect();
-            if have == want_subnets {
-                ctx.record(
-                    "db-subnet-group",
-                    Some(&sg_name),
-                    "ok",
-                    Action::Keep,
-                    &format!("{want_subnets:?}"),
-                );
-            } else {
-                if ctx.apply() {
-                    rds.modify_db_subnet_group()
-                        .db_subnet_group_name(&sg_name)
-                        .set_subnet_ids(Some(want_subnets.iter().cloned().collect()))
-                        .send()
-                        .await
-                        .map_err(|e| err("ModifyDBSubnetGroup", e))?;
-                }
-                ctx.record(
-                    "db-subnet-group",
-                    Some(&sg_name),
-                    &arn,
-                    Action::Change,
-                    &format!("{have:?} -> {want_subnets:?}"),
-                );
+    match plan_subnet_group(&want_subnets, find_subnet_group(ctx).await?) {
+        SubnetGroupOp::Keep => ctx.record(
+            "db-subnet-group",
+            Some(&sg_name),
+            "ok",
+            Action::Keep,
+            &format!("{want_subnets:?}"),
+        ),
+        SubnetGroupOp::SetSubnets { arn, have } => {
+            if ctx.apply() {
+                rds.modify_db_subnet_group()
+                    .db_subnet_group_name(&sg_name)
+                    .set_subnet_ids(Some(want_subnets.iter().cloned().collect()))
+                    .send()
+                    .await
+                    .map_err(|e| err("ModifyDBSubnetGroup", e))?;
             }
+            ctx.record(
+                "db-subnet-group",
+                Some(&sg_name),
+                &arn,
+                Action::Change,
+                &format!("{have:?} -> {want_subnets:?}"),
+            );
         }
-        None => {
+        SubnetGroupOp::Create => {
             if ctx.apply() {
                 rds.create_db_subnet_group()
                     .db_subnet_group_name(&sg_name)
@@ -449,44 +519,46 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
         want.class, want.storage_gib, want.max_storage_gib
     );
     let id = ctx.cluster.db_instance_id();
-    match find_instance(ctx).await? {
-        Some(db) => {
-            if !db.ours {
-                bail!("DB instance {id} exists but is not tagged {CLUSTER_TAG}={}; refusing to adopt it", ctx.name());
-            }
-            let mut want = want.clone();
-            if db_sg.is_none() {
-                want.security_groups = db.settings.security_groups.clone();
-            }
-            let diffs = model::db_changes(&want, &db.settings);
-            if diffs.is_empty() {
-                ctx.record("db-instance", Some(&id), &db.status, Action::Keep, &detail);
-            } else {
-                if ctx.apply() {
-                    rds.modify_db_instance()
-                        .db_instance_identifier(&id)
-                        .db_instance_class(&want.class)
-                        .allocated_storage(want.storage_gib.max(db.settings.storage_gib))
-                        .max_allocated_storage(want.max_storage_gib)
-                        .db_parameter_group_name(&want.parameter_group)
-                        .set_vpc_security_group_ids(Some(
-                            want.security_groups.iter().cloned().collect(),
-                        ))
-                        .apply_immediately(true)
-                        .send()
-                        .await
-                        .map_err(|e| err("ModifyDBInstance", e))?;
-                }
-                ctx.record(
-                    "db-instance",
-                    Some(&id),
-                    &db.status,
-                    Action::Change,
-                    &diffs.join("; "),
-                );
-            }
+    match plan_instance(
+        &want,
+        db_sg.is_some(),
+        find_instance(ctx).await?,
+        &id,
+        ctx.name(),
+    )? {
+        InstanceOp::Keep { status } => {
+            ctx.record("db-instance", Some(&id), &status, Action::Keep, &detail)
         }
-        None => {
+        InstanceOp::Modify {
+            want,
+            status,
+            storage_gib,
+            diffs,
+        } => {
+            if ctx.apply() {
+                rds.modify_db_instance()
+                    .db_instance_identifier(&id)
+                    .db_instance_class(&want.class)
+                    .allocated_storage(storage_gib)
+                    .max_allocated_storage(want.max_storage_gib)
+                    .db_parameter_group_name(&want.parameter_group)
+                    .set_vpc_security_group_ids(Some(
+                        want.security_groups.iter().cloned().collect(),
+                    ))
+                    .apply_immediately(true)
+                    .send()
+                    .await
+                    .map_err(|e| err("ModifyDBInstance", e))?;
+            }
+            ctx.record(
+                "db-instance",
+                Some(&id),
+                &status,
+                Action::Change,
+                &diffs.join("; "),
+            );
+        }
+        InstanceOp::Create => {
             if ctx.apply() {
                 let Some(sg) = db_sg else {
                     bail!("DB security group missing")
@@ -532,4 +604,86 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
         })
         .await?;
     Ok(Some(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn settings(class: &str, storage: i32, sgs: &[&str]) -> DbSettings {
+        DbSettings {
+            class: class.into(),
+            storage_gib: storage,
+            max_storage_gib: 100,
+            parameter_group: "pg".into(),
+            security_groups: set(sgs),
+        }
+    }
+
+    fn db(ours: bool, s: DbSettings) -> Db {
+        Db {
+            id: "db".into(),
+            arn: "arn:db".into(),
+            status: "available".into(),
+            endpoint: None,
+            settings: s,
+            ours,
+        }
+    }
+
+    #[test]
+    fn subnet_group_is_created_kept_or_re_pointed() {
+        let want = set(&["subnet-a", "subnet-b"]);
+        assert_eq!(plan_subnet_group(&want, None), SubnetGroupOp::Create);
+        let found = |s: &[&str]| FoundSubnetGroup {
+            arn: "arn:sg".into(),
+            subnets: s.iter().map(|x| x.to_string()).collect(),
+        };
+        assert_eq!(
+            plan_subnet_group(&want, Some(found(&["subnet-b", "subnet-a"]))),
+            SubnetGroupOp::Keep
+        );
+        assert_eq!(
+            plan_subnet_group(&want, Some(found(&["subnet-a"]))),
+            SubnetGroupOp::SetSubnets {
+                arn: "arn:sg".into(),
+                have: set(&["subnet-a"])
+            }
+        );
+    }
+
+    #[test]
+    fn instance_is_created_kept_modified_or_refused() {
+        let want = settings("db.t3.medium", 20, &["sg-db"]);
+        assert_eq!(
+            plan_instance(&want, true, None, "db", "c").unwrap(),
+            InstanceOp::Create
+        );
+        assert!(matches!(
+            plan_instance(&want, true, Some(db(true, want.clone())), "db", "c").unwrap(),
+            InstanceOp::Keep { .. }
+        ));
+        // bigger class wanted; storage never shrinks below what the instance has
+        let have = settings("db.t3.small", 50, &["sg-db"]);
+        let InstanceOp::Modify {
+            storage_gib, diffs, ..
+        } = plan_instance(&want, true, Some(db(true, have)), "db", "c").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(storage_gib, 50);
+        assert!(!diffs.is_empty());
+        // plan mode before the security group exists: the observed ones count as wanted
+        let other = settings("db.t3.medium", 20, &["sg-other"]);
+        assert!(matches!(
+            plan_instance(&want, false, Some(db(true, other)), "db", "c").unwrap(),
+            InstanceOp::Keep { .. }
+        ));
+        let e = plan_instance(&want, true, Some(db(false, want.clone())), "db", "c").unwrap_err();
+        assert!(e.to_string().contains("refusing to adopt"), "{e}");
+    }
 }
