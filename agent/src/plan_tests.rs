@@ -751,6 +751,25 @@ fn down_removes_only_owned() {
     assert_eq!(p.warnings.len(), 1);
 }
 
+/// A link overlayd did not create (device group 0), up.
+fn foreign_link(index: u32, name: &str, kind: &str, master: Option<u32>) -> Link {
+    Link {
+        group: 0,
+        index,
+        name: name.into(),
+        kind: Some(kind.into()),
+        up: true,
+        mtu: 1500,
+        master,
+        mac: vec![2, 9, 9, 9, 9, index as u8],
+        alias: None,
+        vxlan: None,
+        stp: None,
+        mcast_snooping: None,
+        link: None,
+    }
+}
+
 fn route(dst: &str, gw: Option<&str>, oif: u32, metric: u32, proto: u8, table: u32) -> Route {
     Route {
         dst: dst.parse().unwrap(),
@@ -854,21 +873,7 @@ fn foreign_route_with_our_key_is_kept_when_equivalent_and_replaced_otherwise() {
         .push(route("169.254.169.254/32", None, 2, 0, 3, 254));
     assert!(plan_apply(&d, &o).unwrap().is_empty());
     // A foreign route sends it into cloud0 instead: replaced in one step, recorded.
-    o.links.push(Link {
-        group: 0,
-        index: 50,
-        name: "cloud0".into(),
-        kind: Some("bridge".into()),
-        up: true,
-        mtu: 1500,
-        master: None,
-        mac: vec![2; 6],
-        alias: None,
-        vxlan: None,
-        stp: Some(0),
-        mcast_snooping: Some(true),
-        link: None,
-    });
+    o.links.push(foreign_link(50, "cloud0", "bridge", None));
     o.routes
         .retain(|r| r.dst.to_string() != "169.254.169.254/32");
     o.routes
@@ -928,21 +933,7 @@ fn cloudstack_devices_and_routes_never_make_a_plan() {
             (64, "vnet0", "tun", Some(62)),
             (65, "breth0-10", "bridge", None),
         ] {
-            o.links.push(Link {
-                group: 0,
-                index: i,
-                name: name.into(),
-                kind: Some(kind.into()),
-                up: true,
-                mtu: 8400,
-                master,
-                mac: vec![2, 9, 9, 9, 9, i as u8],
-                alias: None,
-                vxlan: None,
-                stp: None,
-                mcast_snooping: None,
-                link: None,
-            });
+            o.links.push(foreign_link(i, name, kind, master));
         }
         o.addrs.push(Addr {
             index: 60,

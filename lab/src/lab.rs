@@ -996,8 +996,7 @@ fn pair_budget() -> usize {
 fn choose_pairs(eps: &[Endpoint], o: &ProbeOpts, budget: usize) -> (Vec<(usize, usize)>, bool) {
     let n = eps.len();
     // Up to FULL_MATRIX_MAX endpoints the matrix is always full: pairs beyond the ARP budget
-    // are probed in waves (see `waves`).
-    let _ = budget;
+    // are probed in waves (see `waves`); `budget` sizes the sample of bigger labs.
     if o.full_matrix || n <= FULL_MATRIX_MAX {
         let mut v = Vec::with_capacity(n * n);
         for a in 0..n {

@@ -156,9 +156,8 @@ pub(super) fn plan_down(
         }
     }
     for s in restored {
-        if o.link(&s.dev).is_none()
-            || o.link(&s.dev)
-                .is_some_and(|l| deleted_links.contains(&l.index))
+        if o.link(&s.dev)
+            .is_none_or(|l| deleted_links.contains(&l.index))
         {
             warnings.push(format!(
                 "cannot restore route {s}: device {} is gone",
