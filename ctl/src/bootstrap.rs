@@ -50,14 +50,14 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
     let mut errors = Vec::new();
 
     let tgw_branch = async {
-        let r = ec2::tgw_chain(ctx).await;
+        let r = ec2::tgw::converge(ctx).await;
         r.map_err(|e| format!("transit gateway: {e:#}"))
     };
     let rest_branch = async {
-        let groups = ec2::security_groups(ctx, &env)
+        let groups = ec2::security_group::converge(ctx, &env)
             .await
             .map_err(|e| vec![format!("security groups: {e:#}")])?;
-        let router = ec2::router(ctx, &env)
+        let router = ec2::router::converge(ctx, &env)
             .await
             .map_err(|e| format!("router: {e:#}"));
         let efs_branch = async {

@@ -50,6 +50,46 @@ pub struct Item {
     pub detail: String,
 }
 
+impl Item {
+    pub fn new(
+        resource: &str,
+        id: Option<&str>,
+        state: &str,
+        action: Action,
+        detail: &str,
+    ) -> Self {
+        Item {
+            resource: resource.to_string(),
+            id: id.map(str::to_string),
+            state: state.to_string(),
+            action,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// What carrying out a step learned from AWS: the id of a resource it created and its state.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    pub id: Option<String>,
+    pub state: Option<String>,
+}
+
+impl Done {
+    /// Nothing new learned (changes to a resource whose id is known).
+    pub fn nothing() -> Self {
+        Done::default()
+    }
+
+    /// A resource was created with `id`, now in `state`.
+    pub fn created(id: impl Into<String>, state: &str) -> Self {
+        Done {
+            id: Some(id.into()),
+            state: Some(state.to_string()),
+        }
+    }
+}
+
 pub struct Ctx {
     pub clients: Clients,
     pub cluster: Cluster,
@@ -77,18 +117,55 @@ impl Ctx {
         action: Action,
         detail: &str,
     ) {
-        let item = Item {
-            resource: resource.to_string(),
-            id: id.map(str::to_string),
-            state: state.to_string(),
-            action,
-            detail: detail.to_string(),
-        };
-        if self.mode == Mode::Apply && !self.quiet && action != Action::Keep {
+        self.push(Item::new(resource, id, state, action, detail));
+    }
+
+    fn push(&self, item: Item) {
+        if self.mode == Mode::Apply && !self.quiet && item.action != Action::Keep {
             let id = item.id.as_deref().unwrap_or("-");
-            eprintln!("{:<7} {:<28} {} {}", action.as_str(), resource, id, detail);
+            eprintln!(
+                "{:<7} {:<28} {} {}",
+                item.action.as_str(),
+                item.resource,
+                id,
+                item.detail
+            );
         }
         self.items.lock().unwrap().push(item);
+    }
+
+    /// Records one decided step and, in apply mode only, carries it out with `call` (futures
+    /// are lazy: in plan mode `call` never runs). This is the one place the mode decides between
+    /// printing a plan and executing it. A call that creates a resource returns what AWS said
+    /// about it ([`Done`]); the recorded step then carries the new id and state.
+    pub async fn carry_out<Fut>(&self, mut step: Item, call: Fut) -> Result<Option<String>>
+    where
+        Fut: std::future::Future<Output = Result<Done>>,
+    {
+        if self.apply() {
+            let done = call.await?;
+            if done.id.is_some() {
+                step.id = done.id;
+            }
+            if let Some(state) = done.state {
+                step.state = state;
+            }
+        }
+        let id = step.id.clone();
+        self.push(step);
+        Ok(id)
+    }
+
+    /// Waits for AWS to settle (see [`Ctx::wait_for`]) when applying; a plan does not wait.
+    pub async fn settle<T, F, Fut>(&self, what: &str, probe: F) -> Result<Option<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<std::result::Result<T, String>>>,
+    {
+        if !self.apply() {
+            return Ok(None);
+        }
+        self.wait_for(what, probe).await.map(Some)
     }
 
     /// The recorded items in dependency order (parallel branches record in any order).

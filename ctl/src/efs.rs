@@ -6,7 +6,7 @@ use aws_sdk_efs::types::{PerformanceMode, Tag, ThroughputMode};
 
 use crate::aws::err;
 use crate::config::CLUSTER_TAG;
-use crate::ctx::{Action, Ctx};
+use crate::ctx::{Action, Ctx, Done, Item};
 
 pub const MOUNT_OPTIONS: &str =
     "nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport,_netdev";
@@ -132,7 +132,7 @@ pub struct ObservedMountTarget {
 }
 
 /// One step of the EFS part of a bootstrap, decided by [`plan_fs`] / [`plan_mount_target`]
-/// (pure) and carried out by [`converge`].
+/// (pure), printed by `plan` and carried out by `bootstrap` ([`converge`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     KeepFs {
@@ -233,8 +233,48 @@ async fn observe_mount_target(
     }))
 }
 
-/// Converges the file system: observe, plan (pure), carry out (in apply mode) and record each
-/// step. Returns its id (None in plan mode when it does not exist).
+impl Op {
+    /// The report line of this step.
+    pub fn item(&self, w: &Want) -> Item {
+        let detail = fs_detail(w);
+        match self {
+            Op::KeepFs { id, state } => Item::new("efs", Some(id), state, Action::Keep, &detail),
+            Op::UpdateThroughput { id, state, was } => Item::new(
+                "efs",
+                Some(id),
+                state,
+                Action::Change,
+                &format!("{detail} (was {was})"),
+            ),
+            Op::CreateFs => Item::new("efs", None, "absent", Action::Create, &detail),
+            Op::KeepMountTarget { id, state } => {
+                Item::new("efs-mount-target", Some(id), state, Action::Keep, &w.subnet)
+            }
+            Op::SetMountTargetGroups {
+                id,
+                state,
+                from,
+                to,
+            } => Item::new(
+                "efs-mount-target",
+                Some(id),
+                state,
+                Action::Change,
+                &format!("{} security groups {from:?} -> [{to}]", w.subnet),
+            ),
+            Op::CreateMountTarget => Item::new(
+                "efs-mount-target",
+                None,
+                "absent",
+                Action::Create,
+                &w.subnet,
+            ),
+        }
+    }
+}
+
+/// Converges the file system: observe, plan (pure), record each step and carry it out (in apply
+/// mode). Returns its id (None in plan mode when it does not exist).
 pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>> {
     let cfg = &ctx.cluster.cfg;
     let want = Want {
@@ -244,57 +284,39 @@ pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>>
     };
     let op = plan_fs(&want, find(ctx).await?.as_ref(), ctx.name())?;
     let Some(id) = execute(ctx, &want, None, &op).await? else {
-        ctx.record(
-            "efs-mount-target",
-            None,
-            "absent",
-            Action::Create,
-            &want.subnet,
-        );
+        // plan mode: the mount target comes with the file system
+        execute(ctx, &want, None, &Op::CreateMountTarget).await?;
         return Ok(None);
     };
-    if ctx.apply() {
-        ctx.wait_for(&format!("file system {id}"), || async {
-            let s = fs_state(ctx, &id).await?;
-            Ok(if s == "available" { Ok(()) } else { Err(s) })
-        })
-        .await?;
-    }
-    let mt = observe_mount_target(ctx, &id, &want.subnet).await?;
-    execute(
-        ctx,
-        &want,
-        Some(&id),
-        &plan_mount_target(&want, mt.as_ref()),
-    )
+    ctx.settle(&format!("file system {id}"), || async {
+        let s = fs_state(ctx, &id).await?;
+        Ok(if s == "available" { Ok(()) } else { Err(s) })
+    })
     .await?;
-    if ctx.apply() {
-        ctx.wait_for(&format!("mount target of {id}"), || async {
-            let st = mount_targets(ctx, &id)
-                .await?
-                .into_iter()
-                .find(|m| m.subnet == want.subnet)
-                .map(|m| m.state)
-                .unwrap_or_else(|| "missing".into());
-            Ok(if st == "available" { Ok(()) } else { Err(st) })
-        })
-        .await?;
-    }
+    let mt = observe_mount_target(ctx, &id, &want.subnet).await?;
+    let op = plan_mount_target(&want, mt.as_ref());
+    execute(ctx, &want, Some(&id), &op).await?;
+    ctx.settle(&format!("mount target of {id}"), || async {
+        let st = mount_targets(ctx, &id)
+            .await?
+            .into_iter()
+            .find(|m| m.subnet == want.subnet)
+            .map(|m| m.state)
+            .unwrap_or_else(|| "missing".into());
+        Ok(if st == "available" { Ok(()) } else { Err(st) })
+    })
+    .await?;
     Ok(Some(id))
 }
 
-/// Carry out one step (API calls only in apply mode) and record it. Returns the file
-/// system's id where the step knows it.
+/// Records one step and carries it out in apply mode. Returns the id of the resource the step
+/// is about where known (file system steps: the file system; mount target steps: the target).
 async fn execute(ctx: &Ctx, w: &Want, fs: Option<&str>, op: &Op) -> Result<Option<String>> {
     let efs = &ctx.clients.efs;
-    let detail = fs_detail(w);
-    match op {
-        Op::KeepFs { id, state } => {
-            ctx.record("efs", Some(id), state, Action::Keep, &detail);
-            Ok(Some(id.clone()))
-        }
-        Op::UpdateThroughput { id, state, was } => {
-            if ctx.apply() {
+    let call = async {
+        Ok(match op {
+            Op::KeepFs { .. } | Op::KeepMountTarget { .. } => Done::nothing(),
+            Op::UpdateThroughput { id, .. } => {
                 efs.update_file_system()
                     .file_system_id(id)
                     .throughput_mode(ThroughputMode::Provisioned)
@@ -302,70 +324,42 @@ async fn execute(ctx: &Ctx, w: &Want, fs: Option<&str>, op: &Op) -> Result<Optio
                     .send()
                     .await
                     .map_err(|e| err("UpdateFileSystem", e))?;
+                Done::nothing()
             }
-            ctx.record(
-                "efs",
-                Some(id),
-                state,
-                Action::Change,
-                &format!("{detail} (was {was})"),
-            );
-            Ok(Some(id.clone()))
-        }
-        Op::CreateFs if !ctx.apply() => {
-            ctx.record("efs", None, "absent", Action::Create, &detail);
-            Ok(None)
-        }
-        Op::CreateFs => {
-            let res = efs
-                .create_file_system()
-                .creation_token(ctx.cluster.efs_token())
-                .encrypted(true)
-                .performance_mode(PerformanceMode::GeneralPurpose)
-                .throughput_mode(ThroughputMode::Provisioned)
-                .provisioned_throughput_in_mibps(w.mibps)
-                .set_tags(Some(tags(ctx)?))
-                .send()
-                .await;
-            let id = match res {
-                Ok(out) => out.file_system_id().to_string(),
-                // The creation token makes the call idempotent: a file system created by an
-                // earlier run whose tags are not visible yet is adopted, not duplicated.
-                Err(e) => match e.as_service_error() {
-                    Some(CreateFileSystemError::FileSystemAlreadyExists(x)) => {
-                        x.file_system_id().to_string()
-                    }
-                    _ => return Err(err("CreateFileSystem", e)),
-                },
-            };
-            ctx.record("efs", Some(&id), "creating", Action::Create, &detail);
-            Ok(Some(id))
-        }
-        Op::KeepMountTarget { id, state } => {
-            ctx.record("efs-mount-target", Some(id), state, Action::Keep, &w.subnet);
-            Ok(fs.map(str::to_string))
-        }
-        Op::SetMountTargetGroups {
-            id,
-            state,
-            from,
-            to,
-        } => {
-            if ctx.apply() {
+            Op::CreateFs => {
+                let res = efs
+                    .create_file_system()
+                    .creation_token(ctx.cluster.efs_token())
+                    .encrypted(true)
+                    .performance_mode(PerformanceMode::GeneralPurpose)
+                    .throughput_mode(ThroughputMode::Provisioned)
+                    .provisioned_throughput_in_mibps(w.mibps)
+                    .set_tags(Some(tags(ctx)?))
+                    .send()
+                    .await;
+                let id = match res {
+                    Ok(out) => out.file_system_id().to_string(),
+                    // The creation token makes the call idempotent: a file system created by an
+                    // earlier run whose tags are not visible yet is adopted, not duplicated.
+                    Err(e) => match e.as_service_error() {
+                        Some(CreateFileSystemError::FileSystemAlreadyExists(x)) => {
+                            x.file_system_id().to_string()
+                        }
+                        _ => return Err(err("CreateFileSystem", e)),
+                    },
+                };
+                Done::created(id, "creating")
+            }
+            Op::SetMountTargetGroups { id, to, .. } => {
                 efs.modify_mount_target_security_groups()
                     .mount_target_id(id)
                     .security_groups(to)
                     .send()
                     .await
                     .map_err(|e| err("ModifyMountTargetSecurityGroups", e))?;
+                Done::nothing()
             }
-            let d = format!("{} security groups {from:?} -> [{to}]", w.subnet);
-            ctx.record("efs-mount-target", Some(id), state, Action::Change, &d);
-            Ok(fs.map(str::to_string))
-        }
-        Op::CreateMountTarget => {
-            let mut mt_id = None;
-            if ctx.apply() {
+            Op::CreateMountTarget => {
                 let (Some(sg), Some(fs)) = (&w.security_group, fs) else {
                     bail!("EFS security group missing")
                 };
@@ -377,18 +371,14 @@ async fn execute(ctx: &Ctx, w: &Want, fs: Option<&str>, op: &Op) -> Result<Optio
                     .send()
                     .await
                     .map_err(|e| err("CreateMountTarget", e))?;
-                mt_id = Some(out.mount_target_id().to_string());
+                Done {
+                    id: Some(out.mount_target_id().to_string()),
+                    state: None,
+                }
             }
-            ctx.record(
-                "efs-mount-target",
-                mt_id.as_deref(),
-                "absent",
-                Action::Create,
-                &w.subnet,
-            );
-            Ok(fs.map(str::to_string))
-        }
-    }
+        })
+    };
+    ctx.carry_out(op.item(w), call).await
 }
 
 pub fn dns_name(fs: &str, region: &str) -> String {

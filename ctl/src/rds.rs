@@ -8,7 +8,7 @@ use aws_sdk_secretsmanager::types::Tag as SmTag;
 
 use crate::aws::{code, err};
 use crate::config::CLUSTER_TAG;
-use crate::ctx::{Action, Ctx};
+use crate::ctx::{Action, Ctx, Done, Item};
 use crate::model::{self, DbSettings};
 
 pub const ADMIN_USER: &str = "admin";
@@ -58,78 +58,106 @@ pub async fn describe_secret(ctx: &Ctx, name: &str) -> Result<Option<FoundSecret
     }
 }
 
-/// Creates or adopts the admin and service credentials. Returns (which, arn) pairs.
+/// What to do with one database credential.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretOp {
+    Keep {
+        arn: String,
+    },
+    /// Ours, scheduled for deletion by an earlier teardown: restore it (same password).
+    Restore {
+        arn: String,
+    },
+    Create,
+}
+
+/// Keep, restore or create a credential; one with our name that is not tagged as ours is an
+/// error (never adopted, never overwritten).
+pub fn plan_secret(found: Option<&FoundSecret>, name: &str, cluster: &str) -> Result<SecretOp> {
+    Ok(match found {
+        None => SecretOp::Create,
+        Some(s) if !s.ours => bail!(
+            "secret {name} exists but is not tagged {CLUSTER_TAG}={cluster}; refusing to adopt it"
+        ),
+        Some(s) if s.deleted => SecretOp::Restore { arn: s.arn.clone() },
+        Some(s) => SecretOp::Keep { arn: s.arn.clone() },
+    })
+}
+
+impl SecretOp {
+    pub fn item(&self, which: &str, name: &str) -> Item {
+        let res = format!("secret/{which}");
+        match self {
+            SecretOp::Keep { arn } => Item::new(&res, Some(arn), "ok", Action::Keep, name),
+            SecretOp::Restore { arn } => Item::new(
+                &res,
+                Some(arn),
+                "scheduled for deletion",
+                Action::Change,
+                "restore",
+            ),
+            SecretOp::Create => Item::new(&res, None, "absent", Action::Create, name),
+        }
+    }
+}
+
+/// Creates, restores or adopts the admin and service credentials. Returns (which, arn) pairs
+/// (no arn in plan mode for one still to be created).
 pub async fn secrets(ctx: &Ctx) -> Result<Vec<(String, Option<String>)>> {
     let mut arns = Vec::new();
     for (which, user) in [("admin", ADMIN_USER), ("service", SERVICE_USER)] {
         let name = ctx.cluster.secret_name(which);
-        let res = format!("secret/{which}");
-        match describe_secret(ctx, &name).await? {
-            Some(FoundSecret { arn, ours, deleted }) => {
-                if !ours {
-                    bail!("secret {name} exists but is not tagged {CLUSTER_TAG}={}; refusing to adopt it", ctx.name());
+        let op = plan_secret(
+            describe_secret(ctx, &name).await?.as_ref(),
+            &name,
+            ctx.name(),
+        )?;
+        let sm = &ctx.clients.sm;
+        let call = async {
+            Ok(match &op {
+                SecretOp::Keep { .. } => Done::nothing(),
+                SecretOp::Restore { .. } => {
+                    sm.restore_secret()
+                        .secret_id(&name)
+                        .send()
+                        .await
+                        .map_err(|e| err("RestoreSecret", e))?;
+                    Done::nothing()
                 }
-                if deleted {
-                    if ctx.apply() {
-                        ctx.clients
-                            .sm
-                            .restore_secret()
-                            .secret_id(&name)
-                            .send()
-                            .await
-                            .map_err(|e| err("RestoreSecret", e))?;
-                    }
-                    ctx.record(
-                        &res,
-                        Some(&arn),
-                        "scheduled for deletion",
-                        Action::Change,
-                        "restore",
-                    );
-                } else {
-                    ctx.record(&res, Some(&arn), "ok", Action::Keep, &name);
+                SecretOp::Create => {
+                    let password = model::generate_password(32)?;
+                    let value = serde_json::json!({
+                        "engine": "mysql",
+                        "port": 3306,
+                        "username": user,
+                        "password": password,
+                        "dbInstanceIdentifier": ctx.cluster.db_instance_id(),
+                    })
+                    .to_string();
+                    drop(password);
+                    let tags = ctx
+                        .tags(&format!("db-{which}"))
+                        .into_iter()
+                        .map(|(k, v)| SmTag::builder().key(k).value(v).build())
+                        .collect();
+                    let out = sm
+                        .create_secret()
+                        .name(&name)
+                        .description(format!(
+                            "overlay {} database {which} credentials",
+                            ctx.name()
+                        ))
+                        .secret_string(value)
+                        .set_tags(Some(tags))
+                        .send()
+                        .await
+                        .map_err(|e| err("CreateSecret", e))?;
+                    Done::created(out.arn().unwrap_or_default(), "created")
                 }
-                arns.push((which.to_string(), Some(arn)));
-            }
-            None if ctx.apply() => {
-                let password = model::generate_password(32)?;
-                let value = serde_json::json!({
-                    "engine": "mysql",
-                    "port": 3306,
-                    "username": user,
-                    "password": password,
-                    "dbInstanceIdentifier": ctx.cluster.db_instance_id(),
-                })
-                .to_string();
-                drop(password);
-                let tags = ctx
-                    .tags(&format!("db-{which}"))
-                    .into_iter()
-                    .map(|(k, v)| SmTag::builder().key(k).value(v).build())
-                    .collect();
-                let out = ctx
-                    .clients
-                    .sm
-                    .create_secret()
-                    .name(&name)
-                    .description(format!(
-                        "overlay {} database {which} credentials",
-                        ctx.name()
-                    ))
-                    .secret_string(value)
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(|e| err("CreateSecret", e))?;
-                let arn = out.arn().unwrap_or_default().to_string();
-                ctx.record(&res, Some(&arn), "created", Action::Create, &name);
-                arns.push((which.to_string(), Some(arn)));
-            }
-            None => {
-                ctx.record(&res, None, "absent", Action::Create, &name);
-                arns.push((which.to_string(), None));
-            }
-        }
+            })
+        };
+        let arn = ctx.carry_out(op.item(which, &name), call).await?;
+        arns.push((which.to_string(), arn));
     }
     Ok(arns)
 }
@@ -373,7 +401,123 @@ pub fn plan_instance(
     })
 }
 
-/// Subnet group, parameter group and instance.
+/// What to do with the parameter group (its parameters are [`ParametersOp`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParameterGroupOp {
+    Keep,
+    Create,
+}
+
+/// What to do with the parameter group's CloudStack settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParametersOp {
+    Keep,
+    /// Set these (name, value, static?); `fresh`: the group has no user parameters yet.
+    Set {
+        changes: Vec<(&'static str, &'static str, bool)>,
+        fresh: bool,
+    },
+}
+
+pub fn plan_parameter_group(exists: bool) -> ParameterGroupOp {
+    if exists {
+        ParameterGroupOp::Keep
+    } else {
+        ParameterGroupOp::Create
+    }
+}
+
+/// The user parameters `have` against what CloudStack needs ([`model::DB_PARAMETERS`]).
+pub fn plan_parameters(have: &BTreeMap<String, String>) -> ParametersOp {
+    let changes = model::param_changes(have);
+    if changes.is_empty() {
+        ParametersOp::Keep
+    } else {
+        ParametersOp::Set {
+            changes,
+            fresh: have.is_empty(),
+        }
+    }
+}
+
+impl SubnetGroupOp {
+    pub fn item(&self, name: &str, want: &BTreeSet<String>) -> Item {
+        let res = "db-subnet-group";
+        match self {
+            SubnetGroupOp::Keep => {
+                Item::new(res, Some(name), "ok", Action::Keep, &format!("{want:?}"))
+            }
+            SubnetGroupOp::SetSubnets { arn, have } => Item::new(
+                res,
+                Some(name),
+                arn,
+                Action::Change,
+                &format!("{have:?} -> {want:?}"),
+            ),
+            SubnetGroupOp::Create => Item::new(
+                res,
+                Some(name),
+                "absent",
+                Action::Create,
+                &format!("{want:?}"),
+            ),
+        }
+    }
+}
+
+impl ParameterGroupOp {
+    pub fn item(&self, name: &str) -> Item {
+        let (state, action) = match self {
+            ParameterGroupOp::Keep => ("ok", Action::Keep),
+            ParameterGroupOp::Create => ("absent", Action::Create),
+        };
+        Item::new("db-parameter-group", Some(name), state, action, "mysql8.0")
+    }
+}
+
+impl ParametersOp {
+    pub fn item(&self, name: &str) -> Item {
+        let res = "db-parameter-group/parameters";
+        match self {
+            ParametersOp::Keep => {
+                Item::new(res, Some(name), "ok", Action::Keep, "CloudStack settings")
+            }
+            ParametersOp::Set { changes, fresh } => {
+                let detail: Vec<String> =
+                    changes.iter().map(|(n, v, _)| format!("{n}={v}")).collect();
+                let action = if *fresh {
+                    Action::Create
+                } else {
+                    Action::Change
+                };
+                Item::new(res, Some(name), "drift", action, &detail.join(", "))
+            }
+        }
+    }
+}
+
+impl InstanceOp {
+    pub fn item(&self, id: &str, detail: &str) -> Item {
+        match self {
+            InstanceOp::Keep { status } => {
+                Item::new("db-instance", Some(id), status, Action::Keep, detail)
+            }
+            InstanceOp::Modify { status, diffs, .. } => Item::new(
+                "db-instance",
+                Some(id),
+                status,
+                Action::Change,
+                &diffs.join("; "),
+            ),
+            InstanceOp::Create => {
+                Item::new("db-instance", Some(id), "absent", Action::Create, detail)
+            }
+        }
+    }
+}
+
+/// Subnet group, parameter group (and its parameters) and instance, in that order: each is
+/// observed, planned (pure) and carried out before the next, which names it.
 pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result<Option<Db>> {
     let rds = &ctx.clients.rds;
     let cfg = &ctx.cluster.cfg;
@@ -383,16 +527,11 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
 
     // subnet group
     let sg_name = ctx.cluster.db_subnet_group();
-    match plan_subnet_group(&want_subnets, find_subnet_group(ctx).await?) {
-        SubnetGroupOp::Keep => ctx.record(
-            "db-subnet-group",
-            Some(&sg_name),
-            "ok",
-            Action::Keep,
-            &format!("{want_subnets:?}"),
-        ),
-        SubnetGroupOp::SetSubnets { arn, have } => {
-            if ctx.apply() {
+    let op = plan_subnet_group(&want_subnets, find_subnet_group(ctx).await?);
+    let call = async {
+        match &op {
+            SubnetGroupOp::Keep => {}
+            SubnetGroupOp::SetSubnets { .. } => {
                 rds.modify_db_subnet_group()
                     .db_subnet_group_name(&sg_name)
                     .set_subnet_ids(Some(want_subnets.iter().cloned().collect()))
@@ -400,16 +539,7 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
                     .await
                     .map_err(|e| err("ModifyDBSubnetGroup", e))?;
             }
-            ctx.record(
-                "db-subnet-group",
-                Some(&sg_name),
-                &arn,
-                Action::Change,
-                &format!("{have:?} -> {want_subnets:?}"),
-            );
-        }
-        SubnetGroupOp::Create => {
-            if ctx.apply() {
+            SubnetGroupOp::Create => {
                 rds.create_db_subnet_group()
                     .db_subnet_group_name(&sg_name)
                     .db_subnet_group_description(format!("overlay {} database", ctx.name()))
@@ -419,21 +549,18 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
                     .await
                     .map_err(|e| err("CreateDBSubnetGroup", e))?;
             }
-            ctx.record(
-                "db-subnet-group",
-                Some(&sg_name),
-                "absent",
-                Action::Create,
-                &format!("{want_subnets:?}"),
-            );
         }
-    }
+        Ok(Done::nothing())
+    };
+    ctx.carry_out(op.item(&sg_name, &want_subnets), call)
+        .await?;
 
     // parameter group
     let pg_name = ctx.cluster.db_parameter_group();
     let pg_exists = find_parameter_group(ctx).await?.is_some();
-    if !pg_exists {
-        if ctx.apply() {
+    let op = plan_parameter_group(pg_exists);
+    let call = async {
+        if op == ParameterGroupOp::Create {
             rds.create_db_parameter_group()
                 .db_parameter_group_name(&pg_name)
                 .db_parameter_group_family("mysql8.0")
@@ -443,40 +570,18 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
                 .await
                 .map_err(|e| err("CreateDBParameterGroup", e))?;
         }
-        ctx.record(
-            "db-parameter-group",
-            Some(&pg_name),
-            "absent",
-            Action::Create,
-            "mysql8.0",
-        );
-    } else {
-        ctx.record(
-            "db-parameter-group",
-            Some(&pg_name),
-            "ok",
-            Action::Keep,
-            "mysql8.0",
-        );
-    }
+        Ok(Done::nothing())
+    };
+    ctx.carry_out(op.item(&pg_name), call).await?;
+    // observe the parameters: in plan mode a group still to be created has none to read
     let have = if pg_exists || ctx.apply() {
         user_parameters(ctx).await?
     } else {
         BTreeMap::new()
     };
-    let changes = model::param_changes(&have);
-    let res = "db-parameter-group/parameters";
-    if changes.is_empty() {
-        ctx.record(
-            res,
-            Some(&pg_name),
-            "ok",
-            Action::Keep,
-            "CloudStack settings",
-        );
-    } else {
-        let detail: Vec<String> = changes.iter().map(|(n, v, _)| format!("{n}={v}")).collect();
-        if ctx.apply() {
+    let op = plan_parameters(&have);
+    let call = async {
+        if let ParametersOp::Set { changes, .. } = &op {
             let params = changes
                 .iter()
                 .map(|(n, v, st)| {
@@ -498,13 +603,9 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
                 .await
                 .map_err(|e| err("ModifyDBParameterGroup", e))?;
         }
-        let action = if have.is_empty() {
-            Action::Create
-        } else {
-            Action::Change
-        };
-        ctx.record(res, Some(&pg_name), "drift", action, &detail.join(", "));
-    }
+        Ok(Done::nothing())
+    };
+    ctx.carry_out(op.item(&pg_name), call).await?;
 
     // instance
     let want = DbSettings {
@@ -519,27 +620,23 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
         want.class, want.storage_gib, want.max_storage_gib
     );
     let id = ctx.cluster.db_instance_id();
-    match plan_instance(
+    let op = plan_instance(
         &want,
         db_sg.is_some(),
         find_instance(ctx).await?,
         &id,
         ctx.name(),
-    )? {
-        InstanceOp::Keep { status } => {
-            ctx.record("db-instance", Some(&id), &status, Action::Keep, &detail)
-        }
-        InstanceOp::Modify {
-            want,
-            status,
-            storage_gib,
-            diffs,
-        } => {
-            if ctx.apply() {
+    )?;
+    let call = async {
+        match &op {
+            InstanceOp::Keep { .. } => {}
+            InstanceOp::Modify {
+                want, storage_gib, ..
+            } => {
                 rds.modify_db_instance()
                     .db_instance_identifier(&id)
                     .db_instance_class(&want.class)
-                    .allocated_storage(storage_gib)
+                    .allocated_storage(*storage_gib)
                     .max_allocated_storage(want.max_storage_gib)
                     .db_parameter_group_name(&want.parameter_group)
                     .set_vpc_security_group_ids(Some(
@@ -550,16 +647,7 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
                     .await
                     .map_err(|e| err("ModifyDBInstance", e))?;
             }
-            ctx.record(
-                "db-instance",
-                Some(&id),
-                &status,
-                Action::Change,
-                &diffs.join("; "),
-            );
-        }
-        InstanceOp::Create => {
-            if ctx.apply() {
+            InstanceOp::Create => {
                 let Some(sg) = db_sg else {
                     bail!("DB security group missing")
                 };
@@ -588,22 +676,18 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
                     .await
                     .map_err(|e| err("CreateDBInstance", e))?;
             }
-            ctx.record("db-instance", Some(&id), "absent", Action::Create, &detail);
         }
-    }
-    if !ctx.apply() {
-        return Ok(None);
-    }
-    let db = ctx
-        .wait_for(&format!("database {id}"), || async {
-            match find_instance(ctx).await? {
-                Some(db) if db.status == "available" => Ok(Ok(db)),
-                Some(db) => Ok(Err(db.status)),
-                None => Ok(Err("missing".to_string())),
-            }
-        })
-        .await?;
-    Ok(Some(db))
+        Ok(Done::nothing())
+    };
+    ctx.carry_out(op.item(&id, &detail), call).await?;
+    ctx.settle(&format!("database {id}"), || async {
+        match find_instance(ctx).await? {
+            Some(db) if db.status == "available" => Ok(Ok(db)),
+            Some(db) => Ok(Err(db.status)),
+            None => Ok(Err("missing".to_string())),
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -685,5 +769,52 @@ mod tests {
         ));
         let e = plan_instance(&want, true, Some(db(false, want.clone())), "db", "c").unwrap_err();
         assert!(e.to_string().contains("refusing to adopt"), "{e}");
+    }
+
+    #[test]
+    fn secret_is_kept_restored_created_or_refused() {
+        let found = |ours: bool, deleted: bool| FoundSecret {
+            arn: "arn:s".into(),
+            ours,
+            deleted,
+        };
+        assert_eq!(plan_secret(None, "n", "c").unwrap(), SecretOp::Create);
+        assert_eq!(
+            plan_secret(Some(&found(true, false)), "n", "c").unwrap(),
+            SecretOp::Keep {
+                arn: "arn:s".into()
+            }
+        );
+        assert_eq!(
+            plan_secret(Some(&found(true, true)), "n", "c").unwrap(),
+            SecretOp::Restore {
+                arn: "arn:s".into()
+            }
+        );
+        let e = plan_secret(Some(&found(false, false)), "n", "c").unwrap_err();
+        assert!(e.to_string().contains("refusing to adopt"), "{e}");
+        assert_eq!(SecretOp::Create.item("admin", "n").id, None);
+    }
+
+    #[test]
+    fn parameters_are_set_only_where_they_differ() {
+        assert_eq!(plan_parameter_group(false), ParameterGroupOp::Create);
+        let ParametersOp::Set { changes, fresh } = plan_parameters(&BTreeMap::new()) else {
+            panic!()
+        };
+        assert!(fresh);
+        assert_eq!(changes.len(), model::DB_PARAMETERS.len());
+        let mut have: BTreeMap<String, String> = model::DB_PARAMETERS
+            .iter()
+            .map(|(n, v, _)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(plan_parameters(&have), ParametersOp::Keep);
+        have.insert("max_connections".into(), "100".into());
+        let op = plan_parameters(&have);
+        let it = op.item("pg");
+        assert_eq!(
+            (it.action, it.detail.as_str()),
+            (Action::Change, "max_connections=350")
+        );
     }
 }

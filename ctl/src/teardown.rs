@@ -175,7 +175,12 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
         ..
     }) = ec2::find_domain(ctx, &tgw).await?
     {
-        for (att, subnet, state) in ec2::associations(ctx, &domain).await? {
+        for ec2::Association {
+            attachment: att,
+            subnet,
+            state,
+        } in ec2::associations(ctx, &domain).await?
+        {
             if state == "disassociating" || state == "disassociated" {
                 continue;
             }
@@ -198,7 +203,7 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
             let left: Vec<_> = ec2::associations(ctx, &domain)
                 .await?
                 .into_iter()
-                .filter(|(_, _, s)| s != "disassociated")
+                .filter(|a| a.state != "disassociated")
                 .collect();
             Ok(if left.is_empty() {
                 Ok(())
