@@ -156,6 +156,19 @@ impl Ctx {
         Ok(id)
     }
 
+    /// Waits until a deleted resource is gone: `find` returns its state while it is still there.
+    pub async fn wait_gone<F, Fut>(&self, what: &str, mut find: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<String>>>,
+    {
+        self.wait_for(what, || {
+            let f = find();
+            async move { Ok(f.await?.map_or(Ok(()), Err)) }
+        })
+        .await
+    }
+
     /// Waits for AWS to settle (see [`Ctx::wait_for`]) when applying; a plan does not wait.
     pub async fn settle<T, F, Fut>(&self, what: &str, probe: F) -> Result<Option<T>>
     where

@@ -44,11 +44,8 @@ async fn database(ctx: &Ctx) -> Result<()> {
                     .map_err(|e| err("DeleteDBInstance", e))?;
             }
             ctx.record("db-instance", Some(&db.id), &db.status, Action::Delete, "");
-            ctx.wait_for(&format!("deletion of database {}", db.id), || async {
-                Ok(match rds::find_instance(ctx).await? {
-                    None => Ok(()),
-                    Some(d) => Err(d.status),
-                })
+            ctx.wait_gone(&format!("deletion of database {}", db.id), || async {
+                Ok(rds::find_instance(ctx).await?.map(|d| d.status))
             })
             .await?;
         }
@@ -150,11 +147,8 @@ async fn file_system(ctx: &Ctx) -> Result<()> {
             .map_err(|e| err("DeleteFileSystem", e))?;
     }
     ctx.record("efs", Some(&fs.id), &fs.state, Action::Delete, "");
-    ctx.wait_for(&format!("deletion of file system {}", fs.id), || async {
-        Ok(match efs::find(ctx).await? {
-            None => Ok(()),
-            Some(f) => Err(f.state),
-        })
+    ctx.wait_gone(&format!("deletion of file system {}", fs.id), || async {
+        Ok(efs::find(ctx).await?.map(|f| f.state))
     })
     .await
 }
@@ -224,11 +218,8 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
             Action::Delete,
             "",
         );
-        ctx.wait_for(&format!("deletion of {domain}"), || async {
-            Ok(match ec2::find_domain(ctx, &tgw).await? {
-                None => Ok(()),
-                Some(d) => Err(d.state),
-            })
+        ctx.wait_gone(&format!("deletion of {domain}"), || async {
+            Ok(ec2::find_domain(ctx, &tgw).await?.map(|d| d.state))
         })
         .await?;
     }
@@ -244,11 +235,8 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
             .await
             .map_err(|e| err("DeleteTransitGatewayVpcAttachment", e))?;
         ctx.record("tgw-attachment", Some(&att), &astate, Action::Delete, "");
-        ctx.wait_for(&format!("deletion of {att}"), || async {
-            Ok(match ec2::find_attachment(ctx, &tgw).await? {
-                None => Ok(()),
-                Some(a) => Err(a.state),
-            })
+        ctx.wait_gone(&format!("deletion of {att}"), || async {
+            Ok(ec2::find_attachment(ctx, &tgw).await?.map(|a| a.state))
         })
         .await?;
     }
@@ -264,11 +252,8 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
         Action::Delete,
         "",
     );
-    ctx.wait_for(&format!("deletion of {tgw}"), || async {
-        Ok(match ec2::find_tgw(ctx).await? {
-            None => Ok(()),
-            Some(t) => Err(t.state),
-        })
+    ctx.wait_gone(&format!("deletion of {tgw}"), || async {
+        Ok(ec2::find_tgw(ctx).await?.map(|t| t.state))
     })
     .await
 }
