@@ -519,13 +519,18 @@ impl InstanceOp {
 /// Subnet group, parameter group (and its parameters) and instance, in that order: each is
 /// observed, planned (pure) and carried out before the next, which names it.
 pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result<Option<Db>> {
+    let sg_name = subnet_group(ctx).await?;
+    let pg_name = parameter_group(ctx).await?;
+    instance(ctx, db_sg, router_az, &sg_name, &pg_name).await
+}
+
+/// The DB subnet group over the two subnets. Returns its name.
+async fn subnet_group(ctx: &Ctx) -> Result<String> {
     let rds = &ctx.clients.rds;
     let cfg = &ctx.cluster.cfg;
     let want_subnets: BTreeSet<String> = [cfg.subnet_id.clone(), cfg.second_subnet_id.clone()]
         .into_iter()
         .collect();
-
-    // subnet group
     let sg_name = ctx.cluster.db_subnet_group();
     let op = plan_subnet_group(&want_subnets, find_subnet_group(ctx).await?);
     let call = async {
@@ -554,8 +559,12 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
     };
     ctx.carry_out(op.item(&sg_name, &want_subnets), call)
         .await?;
+    Ok(sg_name)
+}
 
-    // parameter group
+/// The parameter group and CloudStack's settings in it. Returns its name.
+async fn parameter_group(ctx: &Ctx) -> Result<String> {
+    let rds = &ctx.clients.rds;
     let pg_name = ctx.cluster.db_parameter_group();
     let pg_exists = find_parameter_group(ctx).await?.is_some();
     let op = plan_parameter_group(pg_exists);
@@ -606,13 +615,24 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
         Ok(Done::nothing())
     };
     ctx.carry_out(op.item(&pg_name), call).await?;
+    Ok(pg_name)
+}
 
-    // instance
+/// The instance; waits for it to be available when applying.
+async fn instance(
+    ctx: &Ctx,
+    db_sg: Option<&str>,
+    router_az: &str,
+    sg_name: &str,
+    pg_name: &str,
+) -> Result<Option<Db>> {
+    let rds = &ctx.clients.rds;
+    let cfg = &ctx.cluster.cfg;
     let want = DbSettings {
         class: cfg.db_instance_class.clone(),
         storage_gib: cfg.db_allocated_storage_gib,
         max_storage_gib: cfg.db_max_storage_gib,
-        parameter_group: pg_name.clone(),
+        parameter_group: pg_name.to_string(),
         security_groups: db_sg.map(|s| s.to_string()).into_iter().collect(),
     };
     let detail = format!(
@@ -661,8 +681,8 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
                     .max_allocated_storage(want.max_storage_gib)
                     .storage_type("gp3")
                     .storage_encrypted(true)
-                    .db_subnet_group_name(&sg_name)
-                    .db_parameter_group_name(&pg_name)
+                    .db_subnet_group_name(sg_name)
+                    .db_parameter_group_name(pg_name)
                     .vpc_security_group_ids(sg)
                     .availability_zone(router_az)
                     .multi_az(false)

@@ -1,0 +1,699 @@
+//! One check per key: its text from the layers into a typed value, or an error naming key,
+//! value and source.
+
+use super::*;
+
+/// Linux interface name rules (IFNAMSIZ 16 incl. NUL).
+pub fn check_ifname(key: &str, name: &str, src: Option<Source>) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(err(key, name, src, "interface name is empty"));
+    }
+    if name.len() > 15 {
+        return Err(err(
+            key,
+            name,
+            src,
+            format!(
+                "interface name is {} bytes; Linux allows at most 15",
+                name.len()
+            ),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(err(key, name, src, "not a valid interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(err(
+            key,
+            name,
+            src,
+            format!("interface name contains {c:?}; '/', ':' and whitespace are not allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Name prefixes the CloudStack KVM agent accepts as a bridge's physical port.
+pub const CLOUDSTACK_PORT_PATTERNS: &[&str] = &[
+    "eth", "bond", "team", "vlan", "em", "ens", "eno", "enp", "enx",
+];
+
+/// Does CloudStack's KVM agent treat this name as a physical port (eth*, bond*, …, p*p*)?
+pub fn cloudstack_recognises(name: &str) -> bool {
+    if CLOUDSTACK_PORT_PATTERNS.iter().any(|p| name.starts_with(p)) {
+        return true;
+    }
+    // p<digits>p<digits>
+    let b = name.as_bytes();
+    if b.first() == Some(&b'p') {
+        let rest = &name[1..];
+        if let Some(i) = rest.find('p') {
+            let (a, c) = (&rest[..i], &rest[i + 1..]);
+            return !a.is_empty()
+                && a.bytes().all(|x| x.is_ascii_digit())
+                && c.bytes().next().is_some_and(|x| x.is_ascii_digit());
+        }
+    }
+    false
+}
+
+pub(super) fn parse_u32(key: &str, v: &str, src: Source) -> Result<u32, ConfigError> {
+    v.trim()
+        .parse::<u32>()
+        .map_err(|_| err(key, v, Some(src), "not a non-negative integer"))
+}
+
+pub(super) fn check_gateway_mode(m: &Layers, role: Role) -> Result<GatewayMode, ConfigError> {
+    match get(m, "gateway_mode") {
+        None => Ok(GatewayMode::OverlaySourced),
+        Some((v, s)) => {
+            let g = GatewayMode::parse(v).ok_or_else(|| {
+                err(
+                    "gateway_mode",
+                    v,
+                    Some(s),
+                    "expected overlay-sourced (default: only overlay-sourced traffic uses the gateway) \
+                     or all (the gateway is preferred for everything)",
+                )
+            })?;
+            if !role.needs_gateway() {
+                return Err(err(
+                    "gateway_mode",
+                    v,
+                    Some(s),
+                    format!("only host and management nodes have a gateway, not {role}"),
+                ));
+            }
+            Ok(g)
+        }
+    }
+}
+
+pub(super) fn check_route_table(m: &Layers) -> Result<u32, ConfigError> {
+    match get(m, "route_table") {
+        None => Ok(crate::model::DEFAULT_ROUTE_TABLE),
+        Some((v, s)) => {
+            let n = parse_u32("route_table", v, s)?;
+            if n == 0 || (253..=255).contains(&n) {
+                return Err(err(
+                    "route_table",
+                    v,
+                    Some(s),
+                    "0 and 253-255 are the kernel's (unspec, default, main, local); pick another table number",
+                ));
+            }
+            Ok(n)
+        }
+    }
+}
+
+pub(super) fn check_link_local_routes(m: &Layers) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    if !m.contains_key("link_local_routes") {
+        return Ok(crate::model::AWS_LINK_LOCAL.to_vec());
+    }
+    let (vals, src) = list(m, "link_local_routes");
+    let mut out: Vec<Ipv4Addr> = Vec::new();
+    for v in vals {
+        if v == "none" {
+            continue;
+        }
+        let a: Ipv4Addr = v
+            .parse()
+            .map_err(|_| err("link_local_routes", v, src, "not an IPv4 address"))?;
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+            return Err(err(
+                "link_local_routes",
+                v,
+                src,
+                "not a unicast service address",
+            ));
+        }
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// The bridge and port names, and the underlay when configured.
+pub(super) struct Names {
+    underlay: Option<String>,
+    bridge: String,
+    vtep: String,
+    dummy: String,
+}
+
+/// `role`: host | management | router | standalone (required).
+pub(super) fn check_role(m: &Layers) -> Result<Role, ConfigError> {
+    Ok(match get(m, "role") {
+        None => {
+            return Err(err(
+                "role",
+                "",
+                None,
+                "role is required: host | management | router | standalone",
+            ))
+        }
+        Some((v, s)) => Role::parse(v).ok_or_else(|| {
+            err(
+                "role",
+                v,
+                Some(s),
+                "unknown role; expected host | management | router | standalone",
+            )
+        })?,
+    })
+}
+
+/// `underlay`, `bridge`, `vtep`, `dummy`: valid Linux names, names CloudStack's agent treats
+/// as physical ports, all different.
+pub(super) fn check_names(m: &Layers, role: Role) -> Result<Names, ConfigError> {
+    let name = |k: &str, dflt: &str| -> Result<(String, Option<Source>), ConfigError> {
+        let (v, s) = get(m, k)
+            .map(|(v, s)| (v.to_string(), Some(s)))
+            .unwrap_or((dflt.to_string(), None));
+        check_ifname(k, &v, s)?;
+        Ok((v, s))
+    };
+    let underlay = match get(m, "underlay") {
+        Some((v, s)) => {
+            check_ifname("underlay", v, Some(s))?;
+            Some(v.to_string())
+        }
+        None => None,
+    };
+    let (bridge, _) = name("bridge", "cloudbr0")?;
+    let (vtep, vtep_src) = name("vtep", "ethvxlan0")?;
+    let (dummy, dummy_src) = name("dummy", "ethdummy0")?;
+    if role.has_vtep() && !cloudstack_recognises(&vtep) {
+        return Err(err(
+            "vtep",
+            &vtep,
+            vtep_src,
+            format!(
+                "CloudStack's KVM agent only treats bridge ports named {}* or p<N>p<N> as physical; \
+                 it would not use {bridge} (use e.g. ethvxlan0)",
+                CLOUDSTACK_PORT_PATTERNS.join("*, ")
+            ),
+        ));
+    }
+    if role == Role::Standalone {
+        if !cloudstack_recognises(&dummy) {
+            return Err(err(
+                "dummy",
+                &dummy,
+                dummy_src,
+                "CloudStack's KVM agent only treats bridge ports named eth*, bond*, … as physical (use e.g. ethdummy0)",
+            ));
+        }
+        if dummy.len() > 14 {
+            return Err(err(
+                "dummy",
+                &dummy,
+                dummy_src,
+                "at most 14 bytes (a veth peer named <dummy>p is used where the kernel lacks dummy)",
+            ));
+        }
+    }
+    if let Some(u) = &underlay {
+        for (k, n) in [("bridge", &bridge), ("vtep", &vtep), ("dummy", &dummy)] {
+            if n == u {
+                return Err(err(
+                    k,
+                    n,
+                    get(m, k).map(|x| x.1),
+                    "must differ from the underlay interface",
+                ));
+            }
+        }
+    }
+    if bridge == vtep || (role == Role::Standalone && bridge == dummy) {
+        return Err(err(
+            "bridge",
+            &bridge,
+            get(m, "bridge").map(|x| x.1),
+            "bridge and port names must differ",
+        ));
+    }
+
+    Ok(Names {
+        underlay,
+        bridge,
+        vtep,
+        dummy,
+    })
+}
+
+/// `address`: this node's overlay CIDR (required), a usable unicast host address.
+pub(super) fn check_address(m: &Layers) -> Result<Ipv4Net, ConfigError> {
+    Ok(match get(m, "address") {
+        None => {
+            return Err(err(
+                "address",
+                "",
+                None,
+                "address is required: this node's overlay CIDR, e.g. 10.101.0.10/16",
+            ))
+        }
+        Some((v, s)) => {
+            let net: Ipv4Net = v.parse().map_err(|_| {
+                err(
+                    "address",
+                    v,
+                    Some(s),
+                    "not an IPv4 CIDR such as 10.101.0.10/16",
+                )
+            })?;
+            if net.prefix_len() > 30 {
+                return Err(err(
+                    "address",
+                    v,
+                    Some(s),
+                    "prefix must be /30 or shorter to hold a subnet of nodes",
+                ));
+            }
+            if net.addr() == net.network() {
+                return Err(err(
+                    "address",
+                    v,
+                    Some(s),
+                    format!("{} is the network address of {}", net.addr(), net.trunc()),
+                ));
+            }
+            if net.addr() == net.broadcast() {
+                return Err(err(
+                    "address",
+                    v,
+                    Some(s),
+                    format!("{} is the broadcast address of {}", net.addr(), net.trunc()),
+                ));
+            }
+            let a = net.addr();
+            if a.is_loopback() || a.is_multicast() || a.is_link_local() || a.is_unspecified() {
+                return Err(err("address", v, Some(s), "must be a unicast address outside loopback and link-local (CloudStack uses 169.254.0.0/16)"));
+            }
+            net
+        }
+    })
+}
+
+/// `gateway`: required for host/management, refused for router/standalone; inside the overlay subnet.
+pub(super) fn check_gateway(
+    m: &Layers,
+    role: Role,
+    address: Ipv4Net,
+) -> Result<Option<Ipv4Addr>, ConfigError> {
+    Ok(match (get(m, "gateway"), role.needs_gateway()) {
+        (None, true) => {
+            return Err(err(
+                "gateway",
+                "",
+                None,
+                format!("role {role} needs gateway: the router's overlay IP"),
+            ))
+        }
+        (Some((v, s)), false) => {
+            return Err(err(
+                "gateway",
+                v,
+                Some(s),
+                format!(
+            "role {role} must not have a gateway (the {role} is the way out of the overlay)"
+        ),
+            ))
+        }
+        (None, false) => None,
+        (Some((v, s)), true) => {
+            let g: Ipv4Addr = v
+                .parse()
+                .map_err(|_| err("gateway", v, Some(s), "not an IPv4 address"))?;
+            let subnet = address.trunc();
+            if !subnet.contains(&g) {
+                return Err(err(
+                    "gateway",
+                    v,
+                    Some(s),
+                    format!("outside the overlay subnet {subnet}"),
+                ));
+            }
+            if g == address.addr() {
+                return Err(err(
+                    "gateway",
+                    v,
+                    Some(s),
+                    "equal to this node's own address",
+                ));
+            }
+            if g == subnet.network() || g == subnet.broadcast() {
+                return Err(err(
+                    "gateway",
+                    v,
+                    Some(s),
+                    format!("is the network or broadcast address of {subnet}"),
+                ));
+            }
+            Some(g)
+        }
+    })
+}
+
+/// `dns`: IPv4 servers, none link-local.
+pub(super) fn check_dns(m: &Layers) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    let (dns_raw, dns_src) = list(m, "dns");
+    let mut dns = Vec::new();
+    for d in dns_raw {
+        let ip: Ipv4Addr = d
+            .parse()
+            .map_err(|_| err("dns", d, dns_src, "not an IPv4 address"))?;
+        if ip.is_link_local() {
+            return Err(err("dns", d, dns_src, "link-local DNS (169.254.*) is unusable: CloudStack claims 169.254.0.0/16; use the VPC base + 2"));
+        }
+        dns.push(ip);
+    }
+
+    Ok(dns)
+}
+
+/// `vni`: 1..16777215, default 100.
+pub(super) fn check_vni(m: &Layers) -> Result<u32, ConfigError> {
+    Ok(match get(m, "vni") {
+        None => 100,
+        Some((v, s)) => {
+            let n = parse_u32("vni", v, s)?;
+            if n == 0 || n > 16_777_215 {
+                return Err(err("vni", v, Some(s), "VNI must be 1..16777215"));
+            }
+            n
+        }
+    })
+}
+
+/// `port`: the VXLAN UDP port, default 4789.
+pub(super) fn check_port(m: &Layers) -> Result<u16, ConfigError> {
+    Ok(match get(m, "port") {
+        None => 4789,
+        Some((v, s)) => {
+            let n = parse_u32("port", v, s)?;
+            if n == 0 || n > 65535 {
+                return Err(err("port", v, Some(s), "UDP port must be 1..65535"));
+            }
+            n as u16
+        }
+    })
+}
+
+/// `group`: an IPv4 multicast group that IGMP reports (required with a VTEP).
+pub(super) fn check_group(
+    m: &Layers,
+    role: Role,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Ipv4Addr>, ConfigError> {
+    Ok(match (get(m, "group"), role.has_vtep()) {
+        (None, true) => {
+            return Err(err(
+                "group",
+                "",
+                None,
+                format!("role {role} needs group: the VXLAN multicast group, e.g. 239.255.0.1"),
+            ))
+        }
+        (Some((v, s)), has) => {
+            let g: Ipv4Addr = v
+                .parse()
+                .map_err(|_| err("group", v, Some(s), "not an IPv4 address"))?;
+            if !g.is_multicast() {
+                return Err(err(
+                    "group",
+                    v,
+                    Some(s),
+                    "not an IPv4 multicast address (224.0.0.0/4; use 239.255.0.0/16)",
+                ));
+            }
+            let o = g.octets();
+            if o[0] == 224 && o[1] == 0 && o[2] == 0 {
+                return Err(err(
+                    "group",
+                    v,
+                    Some(s),
+                    "224.0.0.0/24 is link-local control traffic and is never reported over IGMP",
+                ));
+            }
+            if !(o[0] == 239 && o[1] == 255) {
+                warnings.push(format!("group {g} is outside 239.255.0.0/16 (the local scope recommended for the overlay)"));
+            }
+            if !has {
+                warnings.push(format!("group {g} is ignored for role {role} (no VTEP)"));
+                None
+            } else {
+                Some(g)
+            }
+        }
+        (None, false) => None,
+    })
+}
+
+/// `mtu`: auto or 68..8950 (warned above the TGW's 8450).
+pub(super) fn check_mtu(
+    m: &Layers,
+    role: Role,
+    warnings: &mut Vec<String>,
+) -> Result<Mtu, ConfigError> {
+    Ok(match get(m, "mtu") {
+        None => Mtu::Auto,
+        Some((v, _)) if v.trim() == "auto" => Mtu::Auto,
+        Some((v, s)) => {
+            let n = v
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| err("mtu", v, Some(s), "expected auto or a number"))?;
+            if !(MTU_MIN..=MTU_MAX).contains(&n) {
+                return Err(err(
+                    "mtu",
+                    v,
+                    Some(s),
+                    format!("MTU must be {MTU_MIN}..{MTU_MAX}"),
+                ));
+            }
+            if n > MTU_CAP && role.has_vtep() {
+                warnings.push(format!(
+                "mtu {n} exceeds {MTU_CAP}: multicast through a Transit Gateway is limited to 8500 bytes and larger flooded frames are dropped silently"
+            ));
+            }
+            Mtu::Fixed(n)
+        }
+    })
+}
+
+/// `fqdn`: a valid host name.
+pub(super) fn check_fqdn(m: &Layers) -> Result<Option<String>, ConfigError> {
+    Ok(match get(m, "fqdn") {
+        None => None,
+        Some((v, s)) => {
+            let ok = !v.is_empty()
+                && v.len() <= 253
+                && v.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                return Err(err("fqdn", v, Some(s), "not a valid host name"));
+            }
+            Some(v.to_string())
+        }
+    })
+}
+
+/// `nat`, `nat_exceptions`: router/standalone only.
+pub(super) fn check_nat(
+    m: &Layers,
+    role: Role,
+    warnings: &mut Vec<String>,
+) -> Result<(bool, Vec<Ipv4Net>), ConfigError> {
+    let nat = match get(m, "nat") {
+        None => false,
+        Some((v, s)) => match v {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(err("nat", v, Some(s), "expected true or false")),
+        },
+    };
+    if nat && !role.forwards() {
+        return Err(err(
+            "nat",
+            "true",
+            get(m, "nat").map(|x| x.1),
+            format!("NAT is only for router or standalone, not {role}"),
+        ));
+    }
+    let (exc_raw, exc_src) = list(m, "nat_exceptions");
+    if !exc_raw.is_empty() && !role.forwards() {
+        return Err(err(
+            "nat_exceptions",
+            exc_raw.join(","),
+            exc_src,
+            format!("NAT options are only for router or standalone, not {role}"),
+        ));
+    }
+    if !exc_raw.is_empty() && !nat {
+        warnings.push("nat_exceptions given without nat = true; they have no effect".to_string());
+    }
+    let mut nat_exceptions = Vec::new();
+    for e in exc_raw {
+        let n: Ipv4Net = e
+            .parse()
+            .or_else(|_| e.parse::<Ipv4Addr>().map(|a| Ipv4Net::new(a, 32).unwrap()))
+            .map_err(|_| err("nat_exceptions", e, exc_src, "not an IPv4 CIDR"))?;
+        nat_exceptions.push(n.trunc());
+    }
+
+    Ok((nat, nat_exceptions))
+}
+
+/// `route_metric`: metric of the main-table routes via the gateway.
+pub(super) fn check_route_metric(m: &Layers) -> Result<u32, ConfigError> {
+    Ok(match get(m, "route_metric") {
+        None => 0,
+        Some((v, s)) => parse_u32("route_metric", v, s)?,
+    })
+}
+
+/// `igmp_max_memberships`: 0 (leave alone) or at least the kernel default 20.
+pub(super) fn check_igmp_max_memberships(m: &Layers) -> Result<u32, ConfigError> {
+    Ok(match get(m, "igmp_max_memberships") {
+        None => DEFAULT_IGMP_MAX_MEMBERSHIPS,
+        Some((v, s)) => {
+            let n = parse_u32("igmp_max_memberships", v, s)?;
+            if n != 0 && n < 20 {
+                return Err(err(
+                    "igmp_max_memberships",
+                    v,
+                    Some(s),
+                    "below the kernel default of 20; use 0 to leave the kernel's value alone",
+                ));
+            }
+            n
+        }
+    })
+}
+
+/// `state_dir`, `hosts_file`, `resolv_conf`, `control_socket`: absolute paths.
+pub(super) fn check_paths(m: &Layers) -> Result<(PathBuf, PathBuf, PathBuf, PathBuf), ConfigError> {
+    let path = |k: &str, d: &str| -> Result<PathBuf, ConfigError> {
+        match get(m, k) {
+            None => Ok(PathBuf::from(d)),
+            Some((v, s)) => {
+                if !v.starts_with('/') {
+                    return Err(err(k, v, Some(s), "must be an absolute path"));
+                }
+                Ok(PathBuf::from(v))
+            }
+        }
+    };
+    let state_dir = path("state_dir", "/var/lib/overlayd")?;
+    let hosts_file = path("hosts_file", "/etc/hosts")?;
+    let resolv_conf = path("resolv_conf", "/etc/resolv.conf")?;
+    let control_socket = path("control_socket", "/run/overlayd/overlayd.sock")?;
+    Ok((state_dir, hosts_file, resolv_conf, control_socket))
+}
+
+/// `resync_interval`: seconds, at least 1.
+pub(super) fn check_resync_interval(m: &Layers) -> Result<u64, ConfigError> {
+    Ok(match get(m, "resync_interval") {
+        None => 30,
+        Some((v, s)) => {
+            let n = parse_u32("resync_interval", v.trim_end_matches('s'), s)?;
+            if n == 0 {
+                return Err(err(
+                    "resync_interval",
+                    v,
+                    Some(s),
+                    "must be at least 1 second",
+                ));
+            }
+            n as u64
+        }
+    })
+}
+
+/// `metrics_address`: IP:PORT or off.
+pub(super) fn check_metrics_address(m: &Layers) -> Result<String, ConfigError> {
+    Ok(match get(m, "metrics_address") {
+        None => "127.0.0.1:9465".to_string(),
+        Some((v, _)) if v.is_empty() || v == "off" => "off".to_string(),
+        Some((v, s)) => {
+            v.parse::<std::net::SocketAddr>().map_err(|_| {
+                err(
+                    "metrics_address",
+                    v,
+                    Some(s),
+                    "expected IP:PORT such as 127.0.0.1:9465, or \"off\"",
+                )
+            })?;
+            v.to_string()
+        }
+    })
+}
+
+/// Type every key, one small check each (in dependency order), into a [`Config`].
+pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let role = check_role(m)?;
+    let Names {
+        underlay,
+        bridge,
+        vtep,
+        dummy,
+    } = check_names(m, role)?;
+    let address = check_address(m)?;
+    let gateway = check_gateway(m, role, address)?;
+    let dns = check_dns(m)?;
+    let vni = check_vni(m)?;
+    let port = check_port(m)?;
+    let group = check_group(m, role, &mut warnings)?;
+    let mtu = check_mtu(m, role, &mut warnings)?;
+    let fqdn = check_fqdn(m)?;
+    let (nat, nat_exceptions) = check_nat(m, role, &mut warnings)?;
+    let route_metric = check_route_metric(m)?;
+    let gateway_mode = check_gateway_mode(m, role)?;
+    let route_table = check_route_table(m)?;
+    let link_local_routes = check_link_local_routes(m)?;
+    let igmp_max_memberships = check_igmp_max_memberships(m)?;
+    let (state_dir, hosts_file, resolv_conf, control_socket) = check_paths(m)?;
+    let resync_interval_secs = check_resync_interval(m)?;
+    let metrics_address = check_metrics_address(m)?;
+    Ok(Config {
+        role,
+        underlay,
+        address,
+        gateway,
+        dns,
+        bridge,
+        vtep,
+        vni,
+        port,
+        group,
+        mtu,
+        fqdn,
+        nat,
+        nat_exceptions,
+        dummy,
+        route_metric,
+        gateway_mode,
+        route_table,
+        link_local_routes,
+        igmp_max_memberships,
+        state_dir,
+        hosts_file,
+        resolv_conf,
+        resync_interval_secs,
+        metrics_address,
+        control_socket,
+        warnings,
+    })
+}

@@ -1,0 +1,330 @@
+//! Configuration: TOML file, `OVERLAYD_*` environment variables and flags, merged with
+//! precedence flag > env > file, then validated into a typed [`Config`].
+//!
+//! Validation here is *static*: it needs nothing from the kernel. Checks that need host
+//! facts (does the underlay exist, its MTU and subnet) live in [`crate::desired`].
+//! Every error names the key, the offending value and where it came from.
+//!
+//! - `settings.rs`: every key, declared once (clap derive for flags and `OVERLAYD_*`, the TOML
+//!   file walked by the same names)
+//! - `checks.rs`: one small `check_*` per key, typing its text into [`Config`]
+//! - here: the types, the layering (flag > env > file) and [`build`]
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+mod checks;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+use checks::validate;
+pub use checks::{check_ifname, cloudstack_recognises, CLOUDSTACK_PORT_PATTERNS};
+pub use settings::{keys, FileConfig, Overrides, Settings};
+
+pub const DEFAULT_CONFIG: &str = "/etc/overlayd/overlayd.toml";
+/// TGW multicast MTU is 8500; VXLAN adds 50 bytes.
+pub const MTU_CAP: u32 = 8450;
+pub const VXLAN_OVERHEAD: u32 = 50;
+pub const MTU_MIN: u32 = 68;
+pub const MTU_MAX: u32 = 8950;
+
+/// Where a value came from, so errors can tell the operator what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Flag => "command line",
+            Source::Env => "environment",
+            Source::File => "config file",
+            Source::Default => "default",
+        })
+    }
+}
+
+/// A configuration error: always names the key and the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub source: Option<Source>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {} = {:?}", self.key, self.value)?;
+        if let Some(s) = self.source {
+            write!(f, " (from {s})")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(
+    key: &str,
+    value: impl fmt::Display,
+    source: Option<Source>,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        value: value.to_string(),
+        source,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Host,
+    Management,
+    Router,
+    Standalone,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "host" => Some(Role::Host),
+            "management" => Some(Role::Management),
+            "router" => Some(Role::Router),
+            "standalone" => Some(Role::Standalone),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Management => "management",
+            Role::Router => "router",
+            Role::Standalone => "standalone",
+        }
+    }
+    /// Roles that carry the VXLAN overlay.
+    pub fn has_vtep(self) -> bool {
+        !matches!(self, Role::Standalone)
+    }
+    /// Roles whose default route points at the overlay router.
+    pub fn needs_gateway(self) -> bool {
+        matches!(self, Role::Host | Role::Management)
+    }
+    /// Roles whose node runs CloudStack guests (and so guest VXLAN networks).
+    pub fn runs_guests(self) -> bool {
+        matches!(self, Role::Host | Role::Standalone)
+    }
+    /// Roles that forward between overlay and VPC (and may NAT).
+    pub fn forwards(self) -> bool {
+        matches!(self, Role::Router | Role::Standalone)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which traffic of a host/management node leaves through the overlay gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayMode {
+    /// Only traffic sourced from the overlay address (a policy rule into overlayd's table);
+    /// the instance's own default route on the underlay stays in charge of everything else.
+    OverlaySourced,
+    /// Everything (0.0.0.0/1 + 128.0.0.0/1 via the gateway, which beat any default route
+    /// a DHCP client installs, whatever its metric), plus the overlay-sourced rule.
+    All,
+}
+
+impl GatewayMode {
+    pub fn parse(s: &str) -> Option<GatewayMode> {
+        match s {
+            "overlay-sourced" => Some(GatewayMode::OverlaySourced),
+            "all" => Some(GatewayMode::All),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayMode::OverlaySourced => "overlay-sourced",
+            GatewayMode::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for GatewayMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Default of `igmp_max_memberships`: room for hundreds of CloudStack guest networks
+/// (each one's VXLAN joins a group on the same kernel socket; the kernel default is 20).
+pub const DEFAULT_IGMP_MAX_MEMBERSHIPS: u32 = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mtu {
+    Auto,
+    Fixed(u32),
+}
+
+/// Every configuration key, declared once: the flag `--<key>` (a few read better in the
+/// singular: `--nat-exception`, `--link-local-route`), the environment variable
+/// `OVERLAYD_<KEY>`, the config file key `<key>` (the field name), and the `--help` text.
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub role: Role,
+    /// `None` = the interface of the default route (resolved against the kernel).
+    pub underlay: Option<String>,
+    pub address: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub bridge: String,
+    pub vtep: String,
+    pub vni: u32,
+    pub port: u16,
+    pub group: Option<Ipv4Addr>,
+    pub mtu: Mtu,
+    pub fqdn: Option<String>,
+    pub nat: bool,
+    pub nat_exceptions: Vec<Ipv4Net>,
+    pub dummy: String,
+    pub route_metric: u32,
+    pub gateway_mode: GatewayMode,
+    pub route_table: u32,
+    /// AWS link-local services kept on the underlay with /32 routes.
+    pub link_local_routes: Vec<Ipv4Addr>,
+    /// 0 = leave the kernel's value alone.
+    pub igmp_max_memberships: u32,
+    pub state_dir: PathBuf,
+    pub hosts_file: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub resync_interval_secs: u64,
+    pub metrics_address: String,
+    pub control_socket: PathBuf,
+    /// Warnings that do not refuse the configuration (printed by the CLI).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// One raw value with its origin, before typing.
+#[derive(Debug, Clone)]
+struct Raw {
+    vals: Vec<String>,
+    source: Source,
+}
+
+/// Parse TOML text into the file form. Every key must be one of [`keys`]; a value is a
+/// string, number or boolean, or (for list keys) an array of them. No serde message is
+/// scraped: unknown keys and bad shapes are found by walking the table.
+pub fn parse_file(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        err(
+            "config",
+            path,
+            Some(Source::File),
+            format!("not valid TOML: {}", e.message()),
+        )
+    })?;
+    let mut f = FileConfig::default();
+    for (k, v) in &table {
+        let Some(key) = keys().iter().copied().find(|x| x == k) else {
+            return Err(err(
+                k,
+                k,
+                Some(Source::File),
+                format!("unknown key in {path} (known keys: {})", keys().join(", ")),
+            ));
+        };
+        let scalar = |v: &toml::Value| -> Result<String, ConfigError> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                    Ok(v.to_string())
+                }
+                other => Err(err(
+                    key,
+                    other.to_string(),
+                    Some(Source::File),
+                    format!("{path}: expected a string, number or boolean"),
+                )),
+            }
+        };
+        let vals = match v {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<_, _>>()?,
+            one => vec![scalar(one)?],
+        };
+        f.values.insert(key, vals);
+    }
+    Ok(f)
+}
+
+fn file_map(f: &FileConfig) -> BTreeMap<&'static str, Raw> {
+    f.values
+        .iter()
+        .map(|(k, v)| {
+            (
+                *k,
+                Raw {
+                    vals: v.clone(),
+                    source: Source::File,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Merge file and overrides (flags/env win) and validate.
+pub fn build(file: &FileConfig, over: &Overrides) -> Result<Config, ConfigError> {
+    let mut m = file_map(file);
+    for (k, (vals, src)) in &over.values {
+        m.insert(
+            k,
+            Raw {
+                vals: vals.clone(),
+                source: *src,
+            },
+        );
+    }
+    validate(&m)
+}
+
+/// The merged layers: key → raw values and where they came from.
+type Layers = BTreeMap<&'static str, Raw>;
+
+fn get<'a>(m: &'a Layers, k: &str) -> Option<(&'a str, Source)> {
+    m.get(k)
+        .and_then(|r| r.vals.last().map(|v| (v.as_str(), r.source)))
+}
+
+fn list<'a>(m: &'a Layers, k: &str) -> (Vec<&'a str>, Option<Source>) {
+    match m.get(k) {
+        Some(r) => (
+            r.vals
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect(),
+            Some(r.source),
+        ),
+        None => (vec![], None),
+    }
+}
