@@ -10,6 +10,7 @@
 //! kernel cannot; [`metrics`] is the Prometheus side of `run`; [`error`] types what failed.
 
 pub mod apply;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod desired;

@@ -1,79 +1,13 @@
 //! `overlayd` command line.
 
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use overlay_agent::apply::{self, AgentError};
+use overlay_agent::cli::{Cli, Cmd};
 use overlay_agent::config::{
     self, Config, ConfigError, FileConfig, Overrides, Settings as NodeArgs,
 };
 use overlay_agent::plan::Op;
 use std::process::ExitCode;
-
-const LONG_ABOUT: &str = "\
-overlayd turns a declared overlay node into kernel state over netlink and keeps it so.
-
-Every node of the overlay (KVM hosts, the management server, the router) gets a bridge
-(cloudbr0) holding its overlay address and a VXLAN tunnel endpoint (ethvxlan0) enslaved to it;
-IGMPv2 is forced on the underlay so an AWS Transit Gateway multicast domain floods the
-overlay's broadcast traffic to every member. The router also forwards (and may NAT) between
-overlay and VPC. The single-instance 'standalone' role uses a dummy port instead of VXLAN.
-
-Configuration comes from a TOML file (--config), OVERLAYD_* environment variables and flags;
-flags win over the environment, the environment over the file. Bad input exits with status 2
-and changes nothing.
-
-Examples:
-  overlayd plan  --role host --address 10.101.0.10/16 --gateway 10.101.0.1 --group 239.255.0.1
-  overlayd apply --config /etc/overlayd/overlayd.toml
-  OVERLAYD_ROLE=router overlayd apply --address 10.101.0.1/16 --group 239.255.0.1 --nat
-  overlayd down  --config /etc/overlayd/overlayd.toml";
-
-#[derive(Parser)]
-#[command(name = "overlayd", version, args_override_self = true, about = "Converge and keep a VXLAN overlay node (CloudStack on AWS)", long_about = LONG_ABOUT)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Converge this node once; print what changed.
-    Apply(CmdArgs),
-    /// Print the ordered operations `apply` would perform; change nothing.
-    Plan(CmdArgs),
-    /// Remove what overlayd owns and restore the sysctls it changed; leave everything else.
-    Down(CmdArgs),
-    /// Check the configuration (and the host facts it depends on); change nothing.
-    Validate(CmdArgs),
-    /// Run as a daemon: converge, then repair drift on every netlink event and every
-    /// resync interval. SIGTERM stops and leaves the network up; SIGUSR1 pauses, SIGUSR2
-    /// resumes, SIGHUP reloads the configuration.
-    Run(CmdArgs),
-    /// Desired vs observed state and the last reconcile (from the running daemon over its
-    /// control socket, or read from the kernel when no daemon runs).
-    Status(CmdArgs),
-    /// Ask the running daemon to stop repairing (for manual changes); `resume` undoes it.
-    Pause(CmdArgs),
-    /// Ask the running daemon to resume repairing, starting with a full reconcile.
-    Resume(CmdArgs),
-    /// Take over matching hand-made devices in place (mark them as overlayd's).
-    ///
-    /// Devices with the configured names that overlayd did not create (made by hand or by
-    /// the original scripts) are taken over without re-creating them: a device that matches the
-    /// configuration is marked as overlayd's (device group 79); one that does not (another
-    /// kind, VNI, port, group or underlay) is refused, naming the difference, and nothing is
-    /// marked (exit 2). Traffic keeps flowing; run `overlayd apply` (or start the service)
-    /// afterwards for what is still missing.
-    Adopt(CmdArgs),
-}
-
-#[derive(Args, Clone)]
-struct CmdArgs {
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    node: NodeArgs,
-}
 
 fn overrides(m: &ArgMatches) -> Overrides {
     Overrides::from_matches(m)
@@ -100,6 +34,33 @@ fn load_config_with(node: &NodeArgs, over: &Overrides) -> Result<Config, ConfigE
         },
     };
     config::build(&file, over)
+}
+
+/// `overlayd configured`: does any layer name a role? (A file that cannot be read or parsed
+/// counts as configured: starting then fails with the error.)
+fn configured(node: &NodeArgs, m: &ArgMatches) -> ExitCode {
+    if overrides(m).values.contains_key("role") {
+        return ExitCode::SUCCESS;
+    }
+    let path = node
+        .config
+        .clone()
+        .unwrap_or_else(|| config::DEFAULT_CONFIG.into());
+    let shown = path.display().to_string();
+    let has_role = match std::fs::read_to_string(&path) {
+        Ok(text) => config::parse_file(&text, &shown).map_or(true, |f| f.has("role")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => true,
+    };
+    if has_role {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "overlayd: not configured: {shown} sets no role (nor does OVERLAYD_ROLE or --role); \
+             see /usr/share/doc/overlayd/operations.md"
+        );
+        ExitCode::from(1)
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -152,7 +113,8 @@ fn main() -> ExitCode {
         | Cmd::Status(a)
         | Cmd::Pause(a)
         | Cmd::Resume(a)
-        | Cmd::Adopt(a) => a.clone(),
+        | Cmd::Adopt(a)
+        | Cmd::Configured(a) => a.clone(),
     };
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr);
@@ -162,6 +124,9 @@ fn main() -> ExitCode {
         fmt.without_time().with_env_filter(log_filter(name)).init();
     } else {
         fmt.with_env_filter(log_filter(name)).init();
+    }
+    if name == "configured" {
+        return configured(&args.node, sub);
     }
     let cfg = match load_config(&args.node, sub) {
         Ok(c) => c,

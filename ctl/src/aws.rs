@@ -1,4 +1,5 @@
-//! AWS SDK clients: one trimmed HTTP/TLS stack, the standard credential chain, one endpoint.
+//! AWS SDK clients: one trimmed HTTP/TLS stack (rustls, hickory DNS), the standard credential
+//! chain, one endpoint.
 
 use anyhow::Result;
 use aws_config::{BehaviorVersion, Region};
@@ -22,9 +23,11 @@ pub struct Clients {
 
 /// Builds the four service clients. `--region` wins over the cluster file's region.
 pub async fn clients(opts: &AwsOpts, cluster_region: Option<&str>) -> Result<Clients> {
+    // hickory, not getaddrinfo: overlayctl is linked statically, and glibc's NSS (what
+    // getaddrinfo uses) would load the host's shared libnss modules into it.
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https();
+        .build_with_resolver(aws_smithy_dns::HickoryDnsResolver::default());
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
     if let Some(r) = opts.region.as_deref().or(cluster_region) {
         loader = loader.region(Region::new(r.to_string()));

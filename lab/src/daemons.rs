@@ -142,7 +142,8 @@ pub fn lab_daemon_node(cmdline: &[u8], want: &str) -> Option<String> {
         .filter_map(|a| std::str::from_utf8(a).ok())
         .collect();
     let exe = Path::new(args.first()?).file_name()?.to_str()?;
-    if exe != "overlayd" || !args.contains(&"run") {
+    // any binary named overlayd* (a renamed build under test, e.g. overlayd.new, counts too)
+    if !exe.starts_with("overlayd") || !args.contains(&"run") {
         return None;
     }
     args.iter()

@@ -7,7 +7,7 @@ use crate::node_cmd::{
 use crate::probe;
 use crate::sys::{self, ip_batch, par_try, run_ok, run_timeout};
 use crate::topo::{self, Endpoint, Node, Role, Topology, Vm};
-use crate::{CheckArgs, DownArgs, ProbeOpts, StatusArgs, UpArgs};
+use crate::{CheckArgs, DownArgs, ExecArgs, ProbeOpts, RebootArgs, StatusArgs, UpArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -171,6 +171,11 @@ pub fn up(a: UpArgs) -> Result<u8> {
         )));
     }
     let overlayd = find_overlayd(a.overlayd.clone())?;
+    let deb = if a.instances {
+        Some(find_deb(a.deb.clone())?)
+    } else {
+        None
+    };
     sys::require_root()?;
 
     let existing = sys::lab_namespaces(&prefix);
@@ -210,7 +215,12 @@ pub fn up(a: UpArgs) -> Result<u8> {
         .with_context(|| format!("creating {}", run_dir(&prefix).display()))?;
     write_lab_file(&t, &overlayd, "building")?;
 
-    let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, a.daemon, &mut ph);
+    let mode = match &deb {
+        Some(d) => NodeMode::Instances(d.clone()),
+        None if a.daemon => NodeMode::Daemon,
+        None => NodeMode::Apply,
+    };
+    let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, &mode, &mut ph);
     let applies = match res {
         Ok(v) => v,
         Err(e) => {
@@ -280,6 +290,15 @@ pub fn up(a: UpArgs) -> Result<u8> {
             }
         }
         s.push_str(&render_membership(&membership));
+        if deb.is_some() {
+            writeln!(
+                s,
+                "instances (systemd containers, overlayd from the package):"
+            )?;
+            for (node, lines) in &applies {
+                writeln!(s, "  {node:<8} {}", lines.join("; "))?;
+            }
+        }
         writeln!(s, "total {total:.2} s")?;
         writeln!(
             s,
@@ -297,13 +316,23 @@ fn node_json(n: &Node) -> Value {
     })
 }
 
+/// How the nodes run overlayd.
+pub(crate) enum NodeMode {
+    /// `overlayd apply` once per node (namespaces only).
+    Apply,
+    /// `overlayd run` daemons started by the lab (namespaces only).
+    Daemon,
+    /// Booted systemd containers with this overlayd package installed.
+    Instances(PathBuf),
+}
+
 /// Everything up to (not including) the reachability check. Returns apply output per node.
 fn build(
     t: &Topology,
     overlayd: &Path,
     jobs: usize,
     drop_v3: bool,
-    daemon: bool,
+    mode: &NodeMode,
     ph: &mut Phases,
 ) -> Result<Vec<(String, Vec<String>)>> {
     let p = &t.prefix;
@@ -446,8 +475,13 @@ fn build(
     })?;
     ph.done("underlay addresses");
 
-    // The real overlayd, concurrently: `overlayd run` daemons (--daemon) or `overlayd apply`.
-    if daemon {
+    // The real overlayd, concurrently: from the package under systemd (--instances),
+    // `overlayd run` daemons (--daemon) or `overlayd apply`.
+    if let NodeMode::Instances(deb) = mode {
+        let lines = start_instances(t, deb, jobs, ph)?;
+        return finish_build(t, jobs, ph, lines);
+    }
+    if matches!(mode, NodeMode::Daemon) {
         let pids = crate::daemons::start_all(overlayd, t, jobs, Duration::from_secs(120))?;
         ph.done(&format!("overlayd run x{} (all converged)", pids.len()));
         return finish_build(
@@ -480,6 +514,107 @@ fn build(
     let applies: Vec<(String, Vec<String>)> = outs.into_iter().collect::<Result<_>>()?;
     ph.done(&format!("overlayd apply x{}", t.nodes.len()));
     finish_build(t, jobs, ph, applies)
+}
+
+/// --instances: the image, one booted container per node and the client, the package
+/// installed and enabled on every node. Returns per node what happened.
+fn start_instances(
+    t: &Topology,
+    deb: &Path,
+    jobs: usize,
+    ph: &mut Phases,
+) -> Result<Vec<(String, Vec<String>)>> {
+    let image = crate::rootfs::ensure(false)?;
+    ph.done(&format!("node image {}", image.display()));
+    let mut all: Vec<(String, String)> = t
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.ns.clone()))
+        .collect();
+    all.push(("client".to_string(), t.client_ns.clone()));
+    let booted = sys::par_map(&all, jobs, |(name, ns)| {
+        let t0 = Instant::now();
+        crate::instances::boot(&t.prefix, name, ns, &image).map(|c| (c, t0.elapsed()))
+    });
+    let booted: Vec<(crate::instances::Container, Duration)> =
+        booted.into_iter().collect::<Result<_>>()?;
+    let slowest = booted
+        .iter()
+        .map(|(_, d)| d.as_secs_f64())
+        .fold(0.0, f64::max);
+    ph.done(&format!(
+        "{} containers booted (systemd; slowest {slowest:.2} s)",
+        booted.len()
+    ));
+    let outs = sys::par_map(&t.nodes, jobs, |n| -> Result<(String, Vec<String>)> {
+        let (c, boot) = booted
+            .iter()
+            .find(|(c, _)| c.node == n.name)
+            .ok_or_else(|| anyhow!("no container for {}", n.name))?;
+        let secs = crate::instances::install(c, deb, &crate::node_cmd::overlayd_toml(t, n))?;
+        Ok((
+            n.name.clone(),
+            vec![
+                format!("booted in {:.2} s", boot.as_secs_f64()),
+                format!("`systemctl enable --now overlayd` {secs:.2} s"),
+                format!("is-active: {}", crate::instances::is_active(c)),
+            ],
+        ))
+    });
+    let mut lines: Vec<(String, Vec<String>)> = outs.into_iter().collect::<Result<_>>()?;
+    ph.done(&format!(
+        "overlayd package installed, enabled, started x{}",
+        t.nodes.len()
+    ));
+    let rss: u64 = booted
+        .iter()
+        .map(|(c, _)| crate::instances::rss_kib(c))
+        .sum();
+    lines.push((
+        "all".to_string(),
+        vec![format!(
+            "{} containers, resident memory {:.1} MiB in all",
+            booted.len(),
+            rss as f64 / 1024.0
+        )],
+    ));
+    Ok(lines)
+}
+
+/// The overlayd package for --instances: the given one, else the newest
+/// `target/package/overlayd_*_amd64.deb` of the target directory this executable is in.
+fn find_deb(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        if !p.is_file() {
+            return Err(usage(format!("--deb {}: no such file", p.display())));
+        }
+        return Ok(p);
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("package"))
+        .ok_or_else(|| anyhow!("cannot place {}", exe.display()))?;
+    let newest = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.starts_with("overlayd_") && n.ends_with("_amd64.deb")
+        })
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    newest.ok_or_else(|| {
+        usage(format!(
+            "--instances needs the overlayd package: none in {} (run scripts/package, or pass --deb)",
+            dir.display()
+        ))
+    })
 }
 
 /// After the nodes are configured: querier on, VMs, start-up window.
@@ -563,8 +698,10 @@ fn cloudbr0_mtu(ns: &str) -> Result<u32> {
 
 /// Remove namespaces and run dir of a lab (and its `overlayd run` daemons). Idempotent.
 pub(crate) fn teardown(prefix: &str) -> Result<usize> {
-    // `up --daemon`: stop the daemons first, so none repairs what we are deleting
+    // `up --daemon` / `--instances`: stop the daemons and containers first, so none repairs
+    // what we are deleting
     crate::daemons::stop_daemons(prefix);
+    crate::instances::stop_all(prefix);
     let mut names = sys::lab_namespaces(prefix);
     if let Ok(f) = read_lab_file(prefix) {
         for n in f.topology.namespaces() {
@@ -579,6 +716,16 @@ pub(crate) fn teardown(prefix: &str) -> Result<usize> {
         .count();
     sys::delete_namespaces(&names)?;
     let d = run_dir(prefix);
+    // never recurse into a mounted node root (it would delete through the mount)
+    for m in mounts_under(&d) {
+        crate::instances::unmount(&m);
+    }
+    if !mounts_under(&d).is_empty() {
+        bail!(
+            "mounts still present under {}; not removing it",
+            d.display()
+        );
+    }
     if d.exists() {
         std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
     }
@@ -587,6 +734,98 @@ pub(crate) fn teardown(prefix: &str) -> Result<usize> {
         bail!("namespaces still present after down: {}", left.join(" "));
     }
     Ok(existing)
+}
+
+/// The running container of `node` in lab `prefix` (an `up --instances` lab).
+fn container_of(prefix: &str, node: &str) -> Result<(Topology, crate::instances::Container)> {
+    check_prefix(prefix)?;
+    let f = read_lab_file(prefix)?;
+    if node != "client" && !f.topology.nodes.iter().any(|n| n.name == node) {
+        return Err(usage(format!(
+            "no node {node:?} in lab {prefix:?} (nodes: {}, client)",
+            f.topology
+                .nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let c = crate::instances::find(prefix, node).ok_or_else(|| {
+        usage(format!(
+            "node {node:?} of lab {prefix:?} has no running container (was it built with \
+             `up --instances`?)"
+        ))
+    })?;
+    Ok((f.topology, c))
+}
+
+pub fn exec(a: ExecArgs) -> Result<u8> {
+    sys::require_root()?;
+    let (_, c) = container_of(&a.common.prefix, &a.node)?;
+    let args: Vec<&str> = a.command.iter().map(String::as_str).collect();
+    let st = c
+        .command(&args)
+        .status()
+        .with_context(|| format!("running {} on {}", a.command.join(" "), a.node))?;
+    Ok(st.code().map(|c| c.clamp(0, 255) as u8).unwrap_or(1))
+}
+
+pub fn reboot(a: RebootArgs) -> Result<u8> {
+    sys::require_root()?;
+    let p = a.common.prefix.clone();
+    let (t, c) = container_of(&p, &a.node)?;
+    let n = t
+        .nodes
+        .iter()
+        .find(|n| n.name == a.node)
+        .ok_or_else(|| usage(format!("{}: the client runs no overlayd", a.node)))?;
+    let t0 = Instant::now();
+    let image = crate::rootfs::ensure(a.common.json)?;
+    crate::instances::shutdown(&c)?;
+    let down_s = t0.elapsed().as_secs_f64();
+    crate::instances::reset_kernel_state(&n.ns)?;
+    let t1 = Instant::now();
+    let c = crate::instances::boot(&p, &n.name, &n.ns, &image)?;
+    let boot_s = t1.elapsed().as_secs_f64();
+    // overlayd is enabled: the boot starts it; wait for its start job (Type=notify).
+    let active = crate::instances::wait_active(&c, Duration::from_secs(90))?;
+    let active_s = t1.elapsed().as_secs_f64();
+    // what libvirt does once the bridge is back: the VMs' ports on cloudbr0 again
+    for v in t.vms.iter().filter(|v| v.host == n.name) {
+        ip_batch(
+            Some(&n.ns),
+            &format!("link set {} master cloudbr0\n", v.host_port),
+        )?;
+    }
+    let out = json!({
+        "node": n.name, "shutdown_seconds": down_s, "boot_seconds": boot_s,
+        "overlayd_active_seconds": active_s, "overlayd": active,
+    });
+    if a.common.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}: shut down in {down_s:.2} s, booted in {boot_s:.2} s, overlayd {active} \
+             {active_s:.2} s after boot started",
+            n.name
+        );
+    }
+    Ok(if active == "active" { 0 } else { 1 })
+}
+
+/// Mount points below `dir` (deepest first).
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}/", dir.display());
+    let mut v: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(&prefix))
+        .map(PathBuf::from)
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    v
 }
 
 pub fn down(a: DownArgs) -> Result<u8> {

@@ -4,10 +4,12 @@
 
 mod bench;
 mod daemons;
+mod instances;
 mod lab;
 mod nl;
 mod node_cmd;
 mod probe;
+mod rootfs;
 mod sys;
 mod topo;
 mod vpc;
@@ -76,6 +78,33 @@ enum Cmd {
     Check(CheckArgs),
     /// Benchmarks: cold converge, drift repair, overlay throughput, scale (BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Run a command inside a node's container (`up --instances`), e.g.
+    /// `overlay-lab exec h1 -- systemctl status overlayd`. Exit status: the command's.
+    Exec(ExecArgs),
+    /// Reboot a node's container as an instance reboots (`up --instances`): clean shutdown,
+    /// the kernel state a reboot loses is reset (overlayd's links, routes, rule, sysctls, NAT;
+    /// eth0 keeps its DHCP address), boot again from the same disk, wait until overlayd is
+    /// active. The overlay must come back with no manual step.
+    Reboot(RebootArgs),
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// router, mgmt, hN or client.
+    pub node: String,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RebootArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// router, mgmt or hN.
+    pub node: String,
 }
 
 #[derive(Args, Clone)]
@@ -141,6 +170,15 @@ pub struct UpArgs {
     /// `down` stops them.
     #[arg(long)]
     pub daemon: bool,
+    /// Every node (and the VPC client) a booted systemd container (systemd-nspawn -b) with its
+    /// own root filesystem, overlayd installed from the .deb and run by systemd. The node image
+    /// is built once per machine (mmdebstrap, ~45 s) and cached under /var/cache/overlay-lab.
+    #[arg(long, conflicts_with = "daemon")]
+    pub instances: bool,
+    /// The overlayd package for --instances (default: the newest target/package/overlayd_*.deb
+    /// next to this executable's target directory; build it with scripts/package).
+    #[arg(long, env = "OVERLAY_LAB_DEB", requires = "instances")]
+    pub deb: Option<PathBuf>,
     #[command(flatten)]
     pub probe: ProbeOpts,
 }
@@ -180,6 +218,8 @@ fn main() -> ExitCode {
         Cmd::Status(a) => lab::status(a),
         Cmd::Check(a) => lab::check(a),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Exec(a) => lab::exec(a),
+        Cmd::Reboot(a) => lab::reboot(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

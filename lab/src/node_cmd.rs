@@ -56,6 +56,37 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
     a
 }
 
+/// The node's /etc/overlayd/overlayd.toml in the instance lab: the same settings as
+/// [`overlayd_flags`], with the package's default paths (the node has its own filesystem).
+pub(crate) fn overlayd_toml(t: &Topology, n: &Node) -> String {
+    let mut s = format!(
+        "# written by overlay-lab for node {} of lab {}\n\
+         role = \"{}\"\n\
+         underlay = \"eth0\"\n\
+         address = \"{}/{}\"\n\
+         group = \"{}\"\n\
+         vni = {}\n\
+         dns = [\"{}\"]\n",
+        n.name,
+        t.prefix,
+        n.role.as_str(),
+        n.overlay_ip,
+        topo::OVERLAY_LEN,
+        t.group,
+        t.vni,
+        topo::UNDERLAY_DNS,
+    );
+    if n.role != Role::Router {
+        s.push_str(&format!(
+            "gateway = \"{}\"\nfqdn = \"{}.{}.lab.internal\"\n",
+            topo::OVERLAY_ROUTER,
+            n.name,
+            t.prefix
+        ));
+    }
+    s
+}
+
 /// overlayd SUB FLAGS... inside the node's namespace, with a clean OVERLAYD_* environment.
 /// Like `ip netns exec NS overlayd ...` for the network namespace (overlayd uses netlink and
 /// /proc/sys/net only, both per network namespace), but without `ip netns exec`'s private

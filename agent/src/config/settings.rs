@@ -123,6 +123,13 @@ pub struct FileConfig {
     pub(super) values: BTreeMap<&'static str, Vec<String>>,
 }
 
+impl FileConfig {
+    /// Whether the file sets `key`.
+    pub fn has(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+}
+
 /// Values from flags or the environment (clap resolves the environment, so each value is
 /// tagged with whether it came from a flag or the environment).
 #[derive(Debug, Default, Clone)]
