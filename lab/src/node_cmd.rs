@@ -76,7 +76,11 @@ pub(crate) fn overlayd_toml(t: &Topology, n: &Node) -> String {
         t.vni,
         topo::UNDERLAY_DNS,
     );
-    if n.role != Role::Router {
+    if n.role == Role::Router {
+        // as the README recommends for a router: masquerade what leaves for the internet,
+        // not what stays in the VPC (the client's subnet is inside 10.0.0.0/16)
+        s.push_str("nat = true\nnat_exceptions = [\"10.0.0.0/16\"]\n");
+    } else {
         s.push_str(&format!(
             "gateway = \"{}\"\nfqdn = \"{}.{}.lab.internal\"\n",
             topo::OVERLAY_ROUTER,
