@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # overlayd %post ($1: 1 install, 2 upgrade). Enabled, not started: the unit's ExecCondition
 # (`overlayd configured`) keeps it idle until /etc/overlayd/overlayd.toml names a role. An
 # upgrade restarts a running daemon; SIGTERM leaves the overlay up.

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # overlayd %postun ($1: 0 removal, 1 upgrade). RPM has no purge: the state directory goes with
 # the package.
 if [ -d /run/systemd/system ]; then
