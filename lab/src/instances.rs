@@ -335,7 +335,7 @@ pub fn shutdown(c: &Container) -> Result<()> {
     let _ = c.probe(&["systemctl", "poweroff"], Duration::from_secs(10));
     let t0 = Instant::now();
     while alive(c.nspawn_pid as i32) {
-        reap();
+        reap(c.nspawn_pid as i32);
         if t0.elapsed() > Duration::from_secs(30) {
             // SAFETY: kill(2) on the nspawn of this container (its pid file).
             unsafe { libc::kill(c.nspawn_pid as i32, libc::SIGKILL) };
@@ -381,6 +381,20 @@ pub fn wait_active(c: &Container, timeout: Duration) -> Result<String> {
     }
 }
 
+/// Every container's systemd runs as the host's root and takes inotify instances from the one
+/// per-user limit (fs.inotify.max_user_instances, 128 by default: ~15 containers, then path
+/// units fail with "resources"). Raised (never lowered) to 64 per container.
+pub fn raise_inotify_limit(containers: usize) -> Result<()> {
+    let key = "/proc/sys/fs/inotify/max_user_instances";
+    let have: usize = fs::read_to_string(key)?.trim().parse().unwrap_or(0);
+    let want = (containers * 64).max(512);
+    if have < want {
+        fs::write(key, want.to_string()).with_context(|| format!("raising {key} to {want}"))?;
+        eprintln!("overlay-lab: raised fs.inotify.max_user_instances {have} -> {want} (systemd in {containers} containers)");
+    }
+    Ok(())
+}
+
 /// Stops every container of lab `prefix` (SIGTERM to nspawn = clean shutdown of the node,
 /// SIGKILL after 15 s) and unmounts their roots. Idempotent. Returns how many were running.
 pub fn stop_all(prefix: &str) -> usize {
@@ -407,7 +421,7 @@ pub fn stop_all(prefix: &str) -> usize {
     }
     let t0 = Instant::now();
     while pids.iter().any(|p| alive(*p)) && t0.elapsed() < Duration::from_secs(15) {
-        reap();
+        pids.iter().for_each(|p| reap(*p));
         std::thread::sleep(Duration::from_millis(20));
     }
     for p in &pids {
@@ -416,7 +430,7 @@ pub fn stop_all(prefix: &str) -> usize {
             unsafe { libc::kill(*p, libc::SIGKILL) };
         }
     }
-    reap();
+    pids.iter().for_each(|p| reap(*p));
     for d in &dirs {
         unmount(&d.join("root"));
     }
@@ -434,15 +448,11 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// Collects exited children (nspawn processes started by this process).
-fn reap() {
-    loop {
-        // SAFETY: waitpid(2) with WNOHANG on any child.
-        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if r <= 0 {
-            break;
-        }
-    }
+/// Collects `pid` if it is an exited child of this process (an nspawn this process started),
+/// so it does not linger as a zombie. Only that pid: other children have their own waiters.
+fn reap(pid: i32) {
+    // SAFETY: waitpid(2) with WNOHANG on one pid; ECHILD when it is not our child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
 }
 
 /// Unmounts `path` if something is mounted there (lazily: a shell still inside cannot keep

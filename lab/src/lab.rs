@@ -526,6 +526,7 @@ fn start_instances(
 ) -> Result<Vec<(String, Vec<String>)>> {
     let image = crate::rootfs::ensure(false)?;
     ph.done(&format!("node image {}", image.display()));
+    crate::instances::raise_inotify_limit(t.nodes.len() + 1)?;
     let mut all: Vec<(String, String)> = t
         .nodes
         .iter()
