@@ -153,7 +153,8 @@ pub fn lab_daemon_node(cmdline: &[u8], want: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn alive(pid: u32) -> bool {
+/// The process exists and is not a zombie.
+pub(crate) fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // state is the field after the ")" that closes the command name
         Ok(s) => s

@@ -439,13 +439,7 @@ pub fn stop_all(prefix: &str) -> usize {
 }
 
 fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| !r.trim_start().starts_with('Z'))
-                .unwrap_or(false)
-        })
-        .unwrap_or(false)
+    crate::daemons::alive(pid as u32)
 }
 
 /// Collects `pid` if it is an exited child of this process (an nspawn this process started),
