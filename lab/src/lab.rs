@@ -50,6 +50,40 @@ fn check_prefix(p: &str) -> Result<()> {
 }
 
 /// Locate overlayd: explicit path, else next to our own executable, else PATH.
+fn check_region(r: &str) -> Result<()> {
+    let ok = r.len() <= 32
+        && r.split('-').count() >= 3
+        && r.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && r.ends_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "--region {r:?}: not an AWS region name (e.g. eu-west-1)"
+        )))
+    }
+}
+
+/// The IMDS emulator reads moto over plain HTTP at an IP address (loopback in practice).
+fn check_endpoint(e: &str) -> Result<()> {
+    let ok = e
+        .strip_prefix("http://")
+        .map(|hp| {
+            hp.trim_end_matches('/')
+                .parse::<std::net::SocketAddr>()
+                .is_ok()
+        })
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "--aws-endpoint {e:?}: want http://IP:PORT of scripts/aws-emulator (e.g. http://127.0.0.1:5000)"
+        )))
+    }
+}
+
 pub(crate) fn find_overlayd(explicit: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         if p.components().count() == 1 && !p.exists() {
@@ -170,6 +204,10 @@ pub fn up(a: UpArgs) -> Result<u8> {
             a.underlay_mtu
         )));
     }
+    check_region(&a.region)?;
+    if let Some(e) = &a.aws_endpoint {
+        check_endpoint(e)?;
+    }
     let overlayd = find_overlayd(a.overlayd.clone())?;
     let deb = if a.instances {
         Some(find_deb(a.deb.clone())?)
@@ -220,7 +258,11 @@ pub fn up(a: UpArgs) -> Result<u8> {
         None if a.daemon => NodeMode::Daemon,
         None => NodeMode::Apply,
     };
-    let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, &mode, &mut ph);
+    let imds = crate::imds::Options {
+        region: a.region.clone(),
+        aws_endpoint: a.aws_endpoint.clone(),
+    };
+    let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, &mode, &imds, &mut ph);
     let applies = match res {
         Ok(v) => v,
         Err(e) => {
@@ -333,6 +375,7 @@ fn build(
     jobs: usize,
     drop_v3: bool,
     mode: &NodeMode,
+    imds: &crate::imds::Options,
     ph: &mut Phases,
 ) -> Result<Vec<(String, Vec<String>)>> {
     let p = &t.prefix;
@@ -388,7 +431,8 @@ fn build(
         let port = &n.vpc_port;
         writeln!(
             b,
-            "link add {port} mtu {mtu} type veth peer name eth0 netns {} mtu {mtu}",
+            "link add {port} mtu {mtu} type veth peer name eth0 address {} netns {} mtu {mtu}",
+            topo::eth0_mac(n.underlay_ip),
             n.ns
         )?;
         writeln!(b, "link set {port} master {ul}")?;
@@ -398,7 +442,8 @@ fn build(
     let cp = topo::CLIENT_PORT;
     writeln!(
         b,
-        "link add {cp} type veth peer name eth0 netns {}",
+        "link add {cp} type veth peer name eth0 address {} netns {}",
+        topo::eth0_mac(t.client_ip),
         t.client_ns
     )?;
     writeln!(b, "link set {cp} master {cl}")?;
@@ -439,6 +484,12 @@ fn build(
     }
     crate::vpc::install(t)?;
     ph.done("vpc: bridges, veths, route table, source/destination check");
+    let pid = crate::imds::start(t, imds)?;
+    ph.done(&format!(
+        "IMDSv2 emulator on {}:{} (pid {pid})",
+        crate::imds::ADDRESS,
+        crate::imds::PORT
+    ));
 
     // Underlay addresses of nodes and client (netlink from worker threads, no processes).
     // Every instance boots with a DHCP default route via the VPC router (subnet base + 1).
@@ -703,6 +754,8 @@ pub(crate) fn teardown(prefix: &str) -> Result<usize> {
     // what we are deleting
     crate::daemons::stop_daemons(prefix);
     crate::instances::stop_all(prefix);
+    // its listening socket would keep the vpc namespace alive after `ip netns del`
+    crate::imds::stop(prefix);
     let mut names = sys::lab_namespaces(prefix);
     if let Ok(f) = read_lab_file(prefix) {
         for n in f.topology.namespaces() {
@@ -905,6 +958,13 @@ pub fn status(a: StatusArgs) -> Result<u8> {
     } else {
         Value::Null
     };
+    let imds_pids = crate::imds::servers(prefix);
+    let imds = json!({
+        "address": format!("{}:{}", crate::imds::ADDRESS, crate::imds::PORT),
+        "running": !imds_pids.is_empty(),
+        "pids": imds_pids,
+        "catalog": crate::imds::catalog_path(prefix),
+    });
     let plan_cmd = t.nodes.first().map(|n| {
         overlayd_cmdline(
             overlayd.as_deref().unwrap_or(Path::new("overlayd")),
@@ -923,6 +983,7 @@ pub fn status(a: StatusArgs) -> Result<u8> {
                 "client": {"ns": t.client_ns, "ip": t.client_ip, "present": present.contains(&t.client_ns)},
                 "membership": membership,
                 "vpc_drops": vpc_drops,
+                "imds": imds,
             }))?
         );
         return Ok(0);
@@ -986,6 +1047,16 @@ pub fn status(a: StatusArgs) -> Result<u8> {
         } else {
             "missing"
         }
+    )?;
+    writeln!(
+        s,
+        "IMDSv2 emulator on {}: {} (catalog {})",
+        imds["address"].as_str().unwrap_or(""),
+        match imds_pids.first() {
+            Some(p) => format!("running, pid {p}"),
+            None => "NOT RUNNING".to_string(),
+        },
+        crate::imds::catalog_path(prefix).display()
     )?;
     if !membership.is_null() {
         s.push_str(&render_membership(&membership));

@@ -4,6 +4,7 @@
 
 mod bench;
 mod daemons;
+mod imds;
 mod instances;
 mod lab;
 mod nl;
@@ -31,8 +32,11 @@ Topology (prefix P, default \"olab\"; full description in docs/lab.md):
   P-hN       overlayd --role host        eth0 10.0.0.(9+N)  cloudbr0 10.101.0.(9+N)/16
   P-hN-vmK   a VM: eth0 10.101.128.10+ (peer vmK on cloudbr0 of hN), default via 10.101.0.1
   P-client   VPC client 10.0.8.10/24, default via 10.0.8.1 (reaches the overlay via router)
+  IMDSv2     169.254.169.254:80 on `ul`: every instance's own metadata (token required, hop
+             limit 1; ids and tags from the topology or, with --aws-endpoint, from moto)
 Every node is configured by the real `overlayd apply` run inside its namespace.
-Files: /run/overlay-lab/P/ (lab.json; per node: overlayd.toml, state/, hosts, resolv.conf).
+Files: /run/overlay-lab/P/ (lab.json; imds.json = the metadata catalog, edited live; imds.log;
+per node: overlayd.toml, state/, hosts, resolv.conf).
 
 Reachability: ICMP echo from every endpoint to every other (full matrix) while the pairs fit
 the kernel's ARP table (one table for all namespaces, net.ipv4.neigh.default.gc_thresh3);
@@ -86,6 +90,12 @@ enum Cmd {
     /// eth0 keeps its DHCP address), boot again from the same disk, wait until overlayd is
     /// active. The overlay must come back with no manual step.
     Reboot(RebootArgs),
+    /// The lab's IMDSv2 emulator process (started by `up`, stopped by `down`).
+    #[command(hide = true)]
+    ImdsServe {
+        #[arg(long)]
+        catalog: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -179,6 +189,16 @@ pub struct UpArgs {
     /// next to this executable's target directory; build it with scripts/package).
     #[arg(long, env = "OVERLAY_LAB_DEB", requires = "instances")]
     pub deb: Option<PathBuf>,
+    /// Region the instances are in: IMDS `placement/region` and availability zone REGIONa;
+    /// with --aws-endpoint, the region whose moto instances are merged.
+    #[arg(long, default_value = "eu-west-1")]
+    pub region: String,
+    /// moto behind our shim (scripts/aws-emulator), as http://IP:PORT: the IMDS emulator then
+    /// takes instance id, type, placement, network ids, tags, metadata options, role and user
+    /// data from the running moto instance whose private address is the node's (refreshed
+    /// every second; a lost moto keeps the last state).
+    #[arg(long, env = "OVERLAY_LAB_AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
     #[command(flatten)]
     pub probe: ProbeOpts,
 }
@@ -220,6 +240,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Exec(a) => lab::exec(a),
         Cmd::Reboot(a) => lab::reboot(a),
+        Cmd::ImdsServe { catalog } => imds::serve(&catalog),
     };
     match r {
         Ok(code) => ExitCode::from(code),

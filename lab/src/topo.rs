@@ -102,6 +102,23 @@ pub fn broadcast(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(ip) | host)
 }
 
+/// Network address of `ip`/`len`.
+pub fn network(ip: Ipv4Addr, len: u8) -> Ipv4Addr {
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len.min(32)))
+    };
+    Ipv4Addr::from(u32::from(ip) & mask)
+}
+
+/// The MAC the lab gives an instance's `eth0` (locally administered, 02:00 + its VPC address),
+/// so IMDS `mac` and `network/interfaces/macs/<mac>/` name the interface the node really has.
+pub fn eth0_mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:00:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
 pub fn add(ip: Ipv4Addr, n: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(ip) + n as u32)
 }

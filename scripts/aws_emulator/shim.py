@@ -24,6 +24,12 @@ Control endpoints (never forwarded to moto):
                                         `when=after` lets moto execute the call
                                         first and then answers with the error
                                         (a lost response).
+  GET  /_shim/instances?region=R     -> {"instances": [{"instance_id", "private_ip", "state",
+                                        "tags": {..}, "http_tokens", "hop_limit",
+                                        "instance_metadata_tags", "user_data", ...}]}
+                                        moto's EC2 instances as the lab's IMDSv2 emulator
+                                        needs them (instance metadata is not an AWS API,
+                                        so moto has no call that returns it).
 """
 
 import datetime
@@ -749,6 +755,71 @@ class MulticastState:
                     )
 
 
+def instances_for_imds(region):
+    """moto's EC2 instances of `region` with what instance metadata shows of them."""
+    import base64
+
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT][region]
+    out = []
+    for i in backend.all_instances():
+        nic = i.nics.get(0) if getattr(i, "nics", None) else None
+        subnet_cidr, vpc_cidrs = "", []
+        try:
+            subnet_cidr = backend.get_subnet(i.subnet_id).cidr_block
+        except Exception:
+            pass
+        try:
+            vpc = backend.get_vpc(i.vpc_id)
+            assoc = getattr(vpc, "cidr_block_association_set", None) or []
+            if isinstance(assoc, dict):
+                assoc = list(assoc.values())
+            vpc_cidrs = [a.get("cidr_block") for a in assoc if a.get("cidr_block")] or [vpc.cidr_block]
+        except Exception:
+            pass
+        user_data = None
+        raw = i.user_data[0] if isinstance(i.user_data, list) and i.user_data else i.user_data
+        if raw:
+            try:
+                if isinstance(raw, (str, bytes)):
+                    user_data = base64.b64decode(raw).decode("utf-8", "replace")
+                else:  # moto's Base64EncodedString
+                    user_data = raw.decode()
+            except Exception:
+                user_data = str(raw)
+        profile = getattr(i, "iam_instance_profile", None) or {}
+        arn = (profile.get("Arn") or profile.get("Name")) if isinstance(profile, dict) else None
+        opts = i.metadata_options
+        launch = i.launch_time
+        if not isinstance(launch, str):
+            launch = launch.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.append(
+            {
+                "instance_id": i.id,
+                "private_ip": i.private_ip,
+                "state": i._state.name,
+                "instance_type": i.instance_type,
+                "image_id": i.image_id,
+                "availability_zone": getattr(i.placement, "zone", i.placement),
+                "subnet_id": i.subnet_id,
+                "subnet_cidr": subnet_cidr,
+                "vpc_id": i.vpc_id,
+                "vpc_cidrs": vpc_cidrs,
+                "interface_id": nic.id if nic else None,
+                "mac": nic.mac_address if nic else None,
+                "launch_time": launch,
+                "tags": {t["key"]: t["value"] for t in i.get_tags()},
+                "http_tokens": opts.http_tokens,
+                "hop_limit": opts.http_put_response_hop_limit,
+                "instance_metadata_tags": opts.instance_metadata_tags,
+                "iam_role": arn.rsplit("/", 1)[-1] if arn else None,
+                "user_data": user_data,
+            }
+        )
+    return out
+
+
 def is_multicast_ip(s):
     parts = s.split(".")
     if len(parts) != 4 or not all(x.isdigit() and int(x) < 256 for x in parts):
@@ -801,6 +872,8 @@ class Shim:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD")
         q = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
+        if path == "/_shim/instances" and method == "GET":
+            return 200, {"instances": instances_for_imds(q.get("region", "eu-west-1"))}
         with self.lock:
             if path == "/_shim/calls" and method == "GET":
                 every = q.get("all") in ("1", "true")
@@ -985,9 +1058,17 @@ def main(argv):
 
     moto_app = DomainDispatcherApplication(create_backend_app)
     app = Shim(moto_app)
-    # Keep-alive: the SDKs reuse connections, which saves a TCP handshake per call.
-    WSGIRequestHandler.protocol_version = "HTTP/1.1"
-    server = make_server(args.host, args.port, app, threaded=True, request_handler=WSGIRequestHandler)
+
+    class Handler(WSGIRequestHandler):
+        # Keep-alive: the SDKs reuse connections, which saves a TCP handshake per call.
+        protocol_version = "HTTP/1.1"
+
+        def log_request(self, code="-", size="-"):
+            # the lab's IMDS emulator polls this every second: not worth a log line each
+            if not self.path.startswith("/_shim/instances"):
+                super().log_request(code, size)
+
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=Handler)
     sys.stderr.write("aws-emulator listening on http://%s:%d\n" % (args.host, server.server_port))
     sys.stderr.flush()
     try:

@@ -163,6 +163,87 @@ fn overlayd_from_the_package_under_systemd() {
         );
     }
 
+    // --- IMDSv2 from inside the instances (the image's curl), as cloud-init asks it
+    let catalog: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/overlay-lab/{prefix}/imds.json")).unwrap(),
+    )
+    .unwrap();
+    let imds = "http://169.254.169.254";
+    for node in ["router", "h1"] {
+        let id = catalog["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["node"] == node)
+            .unwrap()["instance_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let no_token = n.ok(
+            node,
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{imds}/latest/meta-data/"),
+            ],
+        );
+        assert_eq!(no_token, "401", "{node}: IMDSv1 must be refused");
+        let tok = n.ok(
+            node,
+            &[
+                "curl",
+                "-sf",
+                "-X",
+                "PUT",
+                "-H",
+                "X-aws-ec2-metadata-token-ttl-seconds: 300",
+                &format!("{imds}/latest/api/token"),
+            ],
+        );
+        let hdr = format!("X-aws-ec2-metadata-token: {tok}");
+        for v in ["2021-03-23", "latest"] {
+            let got = n.ok(
+                node,
+                &[
+                    "curl",
+                    "-sf",
+                    "-H",
+                    &hdr,
+                    &format!("{imds}/{v}/meta-data/instance-id"),
+                ],
+            );
+            assert_eq!(got, id, "{node} {v}");
+        }
+        let role = n.ok(
+            node,
+            &[
+                "curl",
+                "-sf",
+                "-H",
+                &hdr,
+                &format!("{imds}/latest/meta-data/tags/instance/overlay:role"),
+            ],
+        );
+        assert_eq!(role, lab.node(node)["role"].as_str().unwrap());
+    }
+    // hop limit 1: a VM behind h1 (NATed by the router) gets no answer
+    let vm_ns = lab.up["vms"][0]["ns"].as_str().unwrap().to_string();
+    let o = Command::new("ip")
+        .args([
+            "netns", "exec", &vm_ns, "curl", "-s", "-m", "2", "-X", "PUT", "-H",
+        ])
+        .args([
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+            &format!("{imds}/latest/api/token"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "VM got an IMDS answer: {}", text(&o));
+
     // --- the sandbox blocks no repair. Links and addresses: netlink events.
     n.ok("h1", &["ip", "link", "del", "ethvxlan0"]);
     let t = n.until(

@@ -1,0 +1,441 @@
+//! The lab's IMDSv2 emulator: one per lab, listening on 169.254.169.254:80 inside the vpc
+//! namespace (the address sits on the node subnet's bridge, so every node and the client reach
+//! it on their subnet as an instance reaches IMDS), answering each instance by the source
+//! address of its request.
+//!
+//! - [`catalog`]: what each instance is (from the topology, optionally moto's EC2 state);
+//! - [`metadata`]: AWS's rules for one request (tokens, listings, paths), pure;
+//! - this file: the process — `up` writes the catalog and starts `overlay-lab imds-serve`,
+//!   which binds in the vpc namespace and then returns to the lab's own namespace for its
+//!   outbound calls (moto listens on the host's loopback); `down` stops it.
+//!
+//! Hop limit: every response leaves with IP TTL = the instance's hop limit (1 unless moto or
+//! the catalog says otherwise), SYN-ACKs with the highest hop limit of the lab (1 by
+//! default), so a VM or container whose traffic the instance forwards or NATs never gets an
+//! answer — as on EC2.
+
+pub mod catalog;
+pub mod metadata;
+
+use crate::node_cmd::{run_dir, RUN_ROOT};
+use crate::topo::Topology;
+use anyhow::{bail, Context, Result};
+use catalog::Catalog;
+use metadata::{Request, Response, Tokens};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub const PORT: u16 = 80;
+pub const CATALOG: &str = "imds.json";
+pub const LOG: &str = "imds.log";
+pub const PID_FILE: &str = "imds.pid";
+const SUBCOMMAND: &str = "imds-serve";
+/// How often the server looks at the catalog file and moto.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// `up`'s choices for the emulator.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub region: String,
+    pub aws_endpoint: Option<String>,
+}
+
+pub fn catalog_path(prefix: &str) -> PathBuf {
+    run_dir(prefix).join(CATALOG)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Write the catalog and start the server; returns its pid once it listens.
+pub fn start(t: &Topology, o: &Options) -> Result<u32> {
+    let mut cat = Catalog::from_topology(t, &o.region, &catalog::rfc3339(now_secs()));
+    cat.aws_endpoint = o.aws_endpoint.clone();
+    let path = catalog_path(&t.prefix);
+    std::fs::write(&path, serde_json::to_string_pretty(&cat)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let dir = run_dir(&t.prefix);
+    let _ = std::fs::remove_file(dir.join(PID_FILE));
+    let log = std::fs::File::create(dir.join(LOG))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([SUBCOMMAND, "--catalog"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the IMDS emulator (overlay-lab imds-serve)")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(dir.join(PID_FILE)) {
+            if let Ok(pid) = s.trim().parse() {
+                return Ok(pid);
+            }
+        }
+        if let Some(st) = child.try_wait()? {
+            bail!(
+                "the IMDS emulator exited with {st}:\n{}",
+                std::fs::read_to_string(dir.join(LOG)).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the IMDS emulator did not start listening within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The catalog path if NUL-separated `cmdline` is an `overlay-lab imds-serve --catalog P`.
+pub fn served_catalog(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<&str> = cmdline
+        .split(|&b| b == 0)
+        .filter_map(|a| std::str::from_utf8(a).ok())
+        .collect();
+    let i = args.iter().position(|a| *a == SUBCOMMAND)?;
+    (args.get(i + 1) == Some(&"--catalog")).then(|| args.get(i + 2).map(|s| s.to_string()))?
+}
+
+/// Pids of the emulator of lab `prefix`.
+pub fn servers(prefix: &str) -> Vec<u32> {
+    let want = format!("{RUN_ROOT}/{prefix}/{CATALOG}");
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            (served_catalog(&raw)? == want).then_some(pid)
+        })
+        .collect()
+}
+
+/// Stop the emulator of lab `prefix` (SIGTERM, SIGKILL after 2 s). Returns how many.
+pub fn stop(prefix: &str) -> usize {
+    let pids = servers(prefix);
+    for &p in &pids {
+        // SAFETY: kill(2) on a pid identified by its command line.
+        unsafe { libc::kill(p as i32, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pids.iter().any(|&p| crate::daemons::alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &p in &pids {
+        if crate::daemons::alive(p) {
+            // SAFETY: as above.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+    }
+    pids.len()
+}
+
+struct Shared {
+    catalog: RwLock<Catalog>,
+    tokens: Mutex<Tokens>,
+}
+
+/// `overlay-lab imds-serve --catalog FILE`: the server process (started by `up`).
+pub fn serve(catalog_file: &Path) -> Result<u8> {
+    let base: Catalog = serde_json::from_str(
+        &std::fs::read_to_string(catalog_file)
+            .with_context(|| format!("reading {}", catalog_file.display()))?,
+    )
+    .with_context(|| format!("parsing {}", catalog_file.display()))?;
+    let listener = Arc::new(bind_in(&base.vpc_ns)?);
+    let mut seed = [0u8; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
+    let shared = Arc::new(Shared {
+        catalog: RwLock::new(base.clone()),
+        tokens: Mutex::new(Tokens::new(u64::from_le_bytes(seed))),
+    });
+    let dir = catalog_file.parent().unwrap_or(Path::new("."));
+    std::fs::write(dir.join(PID_FILE), format!("{}\n", std::process::id()))?;
+    eprintln!(
+        "imds: listening on {ADDRESS}:{PORT} in {} for {} instances{}",
+        base.vpc_ns,
+        base.instances.len(),
+        base.aws_endpoint
+            .as_ref()
+            .map(|e| format!(", merging moto's instances from {e}"))
+            .unwrap_or_default()
+    );
+    {
+        let shared = shared.clone();
+        let file = catalog_file.to_path_buf();
+        let l = listener.clone();
+        std::thread::spawn(move || refresh_loop(&file, base, &shared, &l));
+    }
+    for s in listener.incoming() {
+        match s {
+            Ok(s) => {
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = connection(s, &shared) {
+                        eprintln!("imds: connection: {e:#}");
+                    }
+                });
+            }
+            Err(e) => eprintln!("imds: accept: {e}"),
+        }
+    }
+    Ok(0)
+}
+
+/// Listen on ADDRESS:PORT in network namespace `ns`, then return this (single-threaded)
+/// process to its own namespace: the socket stays where it was made.
+fn bind_in(ns: &str) -> Result<TcpListener> {
+    use nix::sched::{setns, CloneFlags};
+    let home = std::fs::File::open("/proc/self/ns/net")?;
+    let target = std::fs::File::open(Path::new(crate::sys::NETNS_DIR).join(ns))
+        .with_context(|| format!("network namespace {ns}"))?;
+    setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context("setns into the vpc namespace")?;
+    let l = TcpListener::bind(SocketAddr::from((ADDRESS, PORT)));
+    setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns back")?;
+    let l = l.with_context(|| format!("binding {ADDRESS}:{PORT} in {ns}"))?;
+    // hop limit 1 from the first segment on: accepted sockets (and SYN-ACKs) inherit it
+    l.set_ttl(1)?;
+    Ok(l)
+}
+
+/// Reload the catalog file when it changes; merge moto's instances when an endpoint is set.
+/// A failing moto keeps the last good merge (logged once per outage).
+fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared, listener: &TcpListener) {
+    let mtime = |f: &Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
+    let mut seen = mtime(file);
+    let mut last_moto: Option<serde_json::Value> = None;
+    let mut moto_down = false;
+    loop {
+        let m = mtime(file);
+        if m != seen {
+            seen = m;
+            match std::fs::read_to_string(file)
+                .map_err(anyhow::Error::from)
+                .and_then(|s| Ok(serde_json::from_str::<Catalog>(&s)?))
+            {
+                Ok(c) => {
+                    eprintln!("imds: catalog reloaded");
+                    base = c;
+                }
+                Err(e) => {
+                    eprintln!("imds: catalog not reloaded ({e:#}); keeping the last good one")
+                }
+            }
+        }
+        if let Some(ep) = &base.aws_endpoint {
+            match fetch_moto(ep, &base.region) {
+                Ok(v) => {
+                    if moto_down {
+                        eprintln!("imds: moto reachable again");
+                    }
+                    moto_down = false;
+                    last_moto = Some(v);
+                }
+                Err(e) => {
+                    if !moto_down {
+                        eprintln!("imds: moto at {ep}: {e:#}; serving the last good state");
+                    }
+                    moto_down = true;
+                }
+            }
+        }
+        let next = match &last_moto {
+            Some(v) => base.merged(v),
+            None => base.clone(),
+        };
+        // SYN-ACKs leave with the listener's TTL: the highest hop limit of any instance (an
+        // instance with hop limit 1 behind which something waits gets a handshake at most,
+        // never data: its responses leave with TTL 1)
+        let max_hops = next
+            .instances
+            .iter()
+            .map(|i| i.hop_limit)
+            .max()
+            .unwrap_or(1);
+        let _ = listener.set_ttl(u32::from(max_hops.max(1)));
+        if let Ok(mut c) = shared.catalog.write() {
+            if *c != next {
+                *c = next;
+            }
+        }
+        std::thread::sleep(REFRESH);
+    }
+}
+
+/// `GET <endpoint>/_shim/instances?region=R` (plain HTTP, loopback).
+fn fetch_moto(endpoint: &str, region: &str) -> Result<serde_json::Value> {
+    let hostport = endpoint
+        .strip_prefix("http://")
+        .context("only http:// endpoints")?
+        .trim_end_matches('/');
+    let addr: SocketAddr = hostport
+        .parse()
+        .with_context(|| format!("endpoint {endpoint:?}: want http://IP:PORT"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /_shim/instances?region={region} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        bail!("{}", head.lines().next().unwrap_or(""));
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+/// Serve one client connection (keep-alive) until it closes or asks to.
+fn connection(s: TcpStream, shared: &Shared) -> Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let peer = match s.peer_addr()? {
+        SocketAddr::V4(a) => *a.ip(),
+        SocketAddr::V6(_) => return Ok(()),
+    };
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    loop {
+        let Some((req, close)) = read_request(&mut r)? else {
+            return Ok(());
+        };
+        let cat = shared
+            .catalog
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let resp = match cat.by_ip(peer) {
+            Some(inst) => {
+                w.set_ttl(u32::from(inst.hop_limit))?;
+                let mut tk = shared.tokens.lock().unwrap_or_else(|e| e.into_inner());
+                metadata::handle(&req, inst, &cat, &mut tk, now_secs())
+            }
+            // not an instance of this lab: nothing to tell it
+            None => Response {
+                status: 403,
+                headers: Vec::new(),
+                body: "403 - Forbidden\n".into(),
+            },
+        };
+        write_response(&mut w, &req, &resp, close)?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// One request (headers lower-cased; any body read and dropped), and whether the client
+/// wants the connection closed after it. None at end of stream.
+fn read_request(r: &mut impl BufRead) -> Result<Option<(Request, bool)>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target, version) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("/").to_string(),
+        parts.next().unwrap_or("HTTP/1.0").to_string(),
+    );
+    let mut headers = Vec::new();
+    let mut size = 0usize;
+    loop {
+        let mut h = String::new();
+        let n = r.read_line(&mut h)?;
+        size += n;
+        if n == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+        if size > 16 * 1024 {
+            bail!("request header over 16 KiB");
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let req = Request {
+        method,
+        path: target.split('?').next().unwrap_or("/").to_string(),
+        headers,
+    };
+    let len: u64 = req
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    std::io::copy(&mut r.take(len.min(1 << 20)), &mut std::io::sink())?;
+    let close = match req.header("connection") {
+        Some(c) => c.eq_ignore_ascii_case("close"),
+        None => version == "HTTP/1.0",
+    };
+    Ok(Some((req, close)))
+}
+
+fn write_response(w: &mut impl Write, req: &Request, resp: &Response, close: bool) -> Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\nServer: EC2ws\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        resp.status,
+        metadata::reason(resp.status),
+        resp.body.len(),
+        if close { "close" } else { "keep-alive" }
+    );
+    for (k, v) in &resp.headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    if req.method != "HEAD" {
+        out.push_str(&resp.body);
+    }
+    w.write_all(out.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_its_server_by_command_line() {
+        let c = b"/usr/bin/overlay-lab\0imds-serve\0--catalog\0/run/overlay-lab/a/imds.json\0";
+        assert_eq!(
+            served_catalog(c).as_deref(),
+            Some("/run/overlay-lab/a/imds.json")
+        );
+        assert_eq!(served_catalog(b"overlay-lab\0up\0--prefix\0a\0"), None);
+        assert_eq!(served_catalog(b"overlay-lab\0imds-serve\0"), None);
+    }
+
+    #[test]
+    fn parses_requests_with_keep_alive_and_bodies() {
+        let raw = "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 21600\r\n\
+                   Content-Length: 3\r\n\r\nabcGET /latest/meta-data/?x=1 HTTP/1.1\r\nConnection: close\r\n\r\n";
+        let mut r = BufReader::new(raw.as_bytes());
+        let (a, close) = read_request(&mut r).unwrap().unwrap();
+        assert_eq!(
+            (a.method.as_str(), a.path.as_str(), close),
+            ("PUT", "/latest/api/token", false)
+        );
+        assert_eq!(a.header(metadata::TOKEN_TTL_HEADER), Some("21600"));
+        let (b, close) = read_request(&mut r).unwrap().unwrap();
+        assert_eq!(
+            (b.method.as_str(), b.path.as_str(), close),
+            ("GET", "/latest/meta-data/", true)
+        );
+        assert!(read_request(&mut r).unwrap().is_none());
+        let mut r = BufReader::new("GET / HTTP/1.0\r\n\r\n".as_bytes());
+        assert!(read_request(&mut r).unwrap().unwrap().1, "HTTP/1.0 closes");
+    }
+}
