@@ -755,6 +755,24 @@ class MulticastState:
                     )
 
 
+def profile_role(ref):
+    """The role name IMDS shows for instance profile `ref` (ARN or name): its first role's
+    name in moto's IAM; the profile's own name when moto knows no role for it."""
+    name = ref.rsplit("/", 1)[-1]
+    try:
+        from moto.iam.models import iam_backends
+
+        iam = iam_backends[DEFAULT_ACCOUNT]["global"]
+        for p in iam.instance_profiles.values():
+            if p.name == name or getattr(p, "arn", None) == ref:
+                roles = list(getattr(p, "roles", []) or [])
+                if roles:
+                    return roles[0].name
+    except Exception:
+        pass
+    return name
+
+
 def instances_for_imds(region):
     """moto's EC2 instances of `region` with what instance metadata shows of them."""
     import base64
@@ -781,15 +799,15 @@ def instances_for_imds(region):
         user_data = None
         raw = i.user_data[0] if isinstance(i.user_data, list) and i.user_data else i.user_data
         if raw:
+            if not isinstance(raw, (str, bytes)):  # moto's Base64EncodedString
+                raw = raw.as_bytes()
             try:
-                if isinstance(raw, (str, bytes)):
-                    user_data = base64.b64decode(raw).decode("utf-8", "replace")
-                else:  # moto's Base64EncodedString
-                    user_data = raw.decode()
-            except Exception:
-                user_data = str(raw)
+                user_data = base64.b64decode(raw).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                # binary (e.g. gzipped) user data: the lab serves text only
+                sys.stderr.write("shim: %s: user data is not UTF-8 text; not served\n" % i.id)
         profile = getattr(i, "iam_instance_profile", None) or {}
-        arn = (profile.get("Arn") or profile.get("Name")) if isinstance(profile, dict) else None
+        ref = (profile.get("Arn") or profile.get("Name")) if isinstance(profile, dict) else None
         opts = i.metadata_options
         launch = i.launch_time
         if not isinstance(launch, str):
@@ -813,7 +831,7 @@ def instances_for_imds(region):
                 "http_tokens": opts.http_tokens,
                 "hop_limit": opts.http_put_response_hop_limit,
                 "instance_metadata_tags": opts.instance_metadata_tags,
-                "iam_role": arn.rsplit("/", 1)[-1] if arn else None,
+                "iam_role": profile_role(ref) if ref else None,
                 "user_data": user_data,
             }
         )

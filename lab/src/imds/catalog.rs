@@ -236,11 +236,16 @@ impl Catalog {
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
                     .collect();
             }
-            i.metadata_tags = s("instance_metadata_tags").as_deref() == Some("enabled");
-            i.http_tokens = match s("http_tokens").as_deref() {
-                Some("optional") => HttpTokens::Optional,
-                _ => HttpTokens::Required,
-            };
+            // an option moto reports as null (set by a partial ModifyInstanceMetadataOptions)
+            // is unchanged, as on AWS
+            if let Some(t) = s("instance_metadata_tags") {
+                i.metadata_tags = t == "enabled";
+            }
+            match s("http_tokens").as_deref() {
+                Some("optional") => i.http_tokens = HttpTokens::Optional,
+                Some("required") => i.http_tokens = HttpTokens::Required,
+                _ => {}
+            }
             if let Some(h) = m["hop_limit"].as_u64() {
                 i.hop_limit = h.clamp(1, 64) as u8;
             }

@@ -9,10 +9,10 @@
 //!   which binds in the vpc namespace and then returns to the lab's own namespace for its
 //!   outbound calls (moto listens on the host's loopback); `down` stops it.
 //!
-//! Hop limit: every response leaves with IP TTL = the instance's hop limit (1 unless moto or
-//! the catalog says otherwise), SYN-ACKs with the highest hop limit of the lab (1 by
-//! default), so a VM or container whose traffic the instance forwards or NATs never gets an
-//! answer — as on EC2.
+//! Hop limit: as on EC2 it is the *PUT response* hop limit — a token reply leaves with IP TTL =
+//! the instance's `HttpPutResponseHopLimit` (1 unless moto or the catalog says otherwise), so a
+//! VM or container whose traffic the instance forwards or NATs never gets a token; other
+//! answers travel with the normal TTL (such a client's IMDSv1 GET gets its 401).
 
 pub mod catalog;
 pub mod metadata;
@@ -155,7 +155,7 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
             .with_context(|| format!("reading {}", catalog_file.display()))?,
     )
     .with_context(|| format!("parsing {}", catalog_file.display()))?;
-    let listener = Arc::new(bind_in(&base.vpc_ns)?);
+    let listener = bind_in(&base.vpc_ns)?;
     let mut seed = [0u8; 8];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     let shared = Arc::new(Shared {
@@ -176,8 +176,7 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
     {
         let shared = shared.clone();
         let file = catalog_file.to_path_buf();
-        let l = listener.clone();
-        std::thread::spawn(move || refresh_loop(&file, base, &shared, &l));
+        std::thread::spawn(move || refresh_loop(&file, base, &shared));
     }
     for s in listener.incoming() {
         match s {
@@ -205,15 +204,12 @@ fn bind_in(ns: &str) -> Result<TcpListener> {
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context("setns into the vpc namespace")?;
     let l = TcpListener::bind(SocketAddr::from((ADDRESS, PORT)));
     setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns back")?;
-    let l = l.with_context(|| format!("binding {ADDRESS}:{PORT} in {ns}"))?;
-    // hop limit 1 from the first segment on: accepted sockets (and SYN-ACKs) inherit it
-    l.set_ttl(1)?;
-    Ok(l)
+    l.with_context(|| format!("binding {ADDRESS}:{PORT} in {ns}"))
 }
 
 /// Reload the catalog file when it changes; merge moto's instances when an endpoint is set.
 /// A failing moto keeps the last good merge (logged once per outage).
-fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared, listener: &TcpListener) {
+fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared) {
     let mtime = |f: &Path| std::fs::metadata(f).and_then(|m| m.modified()).ok();
     let mut seen = mtime(file);
     let mut last_moto: Option<serde_json::Value> = None;
@@ -256,16 +252,6 @@ fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared, listener: &TcpL
             Some(v) => base.merged(v),
             None => base.clone(),
         };
-        // SYN-ACKs leave with the listener's TTL: the highest hop limit of any instance (an
-        // instance with hop limit 1 behind which something waits gets a handshake at most,
-        // never data: its responses leave with TTL 1)
-        let max_hops = next
-            .instances
-            .iter()
-            .map(|i| i.hop_limit)
-            .max()
-            .unwrap_or(1);
-        let _ = listener.set_ttl(u32::from(max_hops.max(1)));
         if let Ok(mut c) = shared.catalog.write() {
             if *c != next {
                 *c = next;
@@ -310,8 +296,12 @@ fn connection(s: TcpStream, shared: &Shared) -> Result<()> {
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s);
     loop {
-        let Some((req, close)) = read_request(&mut r)? else {
-            return Ok(());
+        let (req, close) = match read_request(&mut r) {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok(()),
+            // an idle keep-alive connection timing out is a normal end
+            Err(e) if is_timeout(&e) => return Ok(()),
+            Err(e) => return Err(e),
         };
         let cat = shared
             .catalog
@@ -320,22 +310,43 @@ fn connection(s: TcpStream, shared: &Shared) -> Result<()> {
             .unwrap_or_else(|e| e.into_inner().clone());
         let resp = match cat.by_ip(peer) {
             Some(inst) => {
-                w.set_ttl(u32::from(inst.hop_limit))?;
                 let mut tk = shared.tokens.lock().unwrap_or_else(|e| e.into_inner());
-                metadata::handle(&req, inst, &cat, &mut tk, now_secs())
+                let resp = metadata::handle(&req, inst, &cat, &mut tk, now_secs());
+                // AWS's hop limit is the *PUT response* hop limit: a token leaves with IP TTL
+                // = HttpPutResponseHopLimit (1: the instance itself only), so a container or VM
+                // behind the instance never gets one; other answers travel normally (an IMDSv1
+                // GET from there gets its 401). The rest of this connection keeps that TTL, so
+                // a retransmitted token segment cannot escape either.
+                if req.method == "PUT" && resp.status == 200 {
+                    w.set_ttl(u32::from(inst.hop_limit.clamp(1, 64)))?;
+                }
+                resp
             }
-            // not an instance of this lab: nothing to tell it
-            None => Response {
-                status: 403,
-                headers: Vec::new(),
-                body: "403 - Forbidden\n".into(),
-            },
+            // not an instance of this lab (on EC2 nothing else reaches IMDS): TTL 1, so
+            // whatever it is, it is answered only if it is on the subnet itself
+            None => {
+                w.set_ttl(1)?;
+                Response {
+                    status: 403,
+                    headers: Vec::new(),
+                    body: "403 - Forbidden\n".into(),
+                }
+            }
         };
         write_response(&mut w, &req, &resp, close)?;
         if close {
             return Ok(());
         }
     }
+}
+
+fn is_timeout(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    })
 }
 
 /// One request (headers lower-cased; any body read and dropped), and whether the client
@@ -376,7 +387,10 @@ fn read_request(r: &mut impl BufRead) -> Result<Option<(Request, bool)>> {
         .header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    std::io::copy(&mut r.take(len.min(1 << 20)), &mut std::io::sink())?;
+    if len > 1 << 20 {
+        bail!("request body of {len} bytes refused");
+    }
+    std::io::copy(&mut r.take(len), &mut std::io::sink())?;
     let close = match req.header("connection") {
         Some(c) => c.eq_ignore_ascii_case("close"),
         None => version == "HTTP/1.0",
