@@ -167,22 +167,28 @@ pub(crate) fn alive(pid: u32) -> bool {
 
 /// Stop every daemon of lab `prefix`: SIGTERM, then SIGKILL after 3 s. Returns how many.
 pub fn stop_daemons(prefix: &str) -> usize {
-    let ds = daemons_of(prefix);
-    for (pid, _) in &ds {
-        // SAFETY: kill(2) on a pid we just identified by its command line.
-        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
+    let pids: Vec<u32> = daemons_of(prefix).into_iter().map(|(p, _)| p).collect();
+    terminate(&pids, Duration::from_secs(3));
+    pids.len()
+}
+
+/// SIGTERM to each of `pids` (processes the caller identified by their command line), SIGKILL
+/// to those still alive after `grace`.
+pub fn terminate(pids: &[u32], grace: Duration) {
+    for &pid in pids {
+        // SAFETY: kill(2) on a pid the caller just identified by its command line.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while ds.iter().any(|(p, _)| alive(*p)) && Instant::now() < deadline {
+    let deadline = Instant::now() + grace;
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    for (pid, _) in &ds {
-        if alive(*pid) {
+    for &pid in pids {
+        if alive(pid) {
             // SAFETY: as above.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
     }
-    ds.len()
 }
 
 /// VmRSS (KiB) from the text of /proc/PID/status.

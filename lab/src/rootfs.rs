@@ -38,16 +38,11 @@ const RECIPE: &str = "2";
 
 /// Stable key of the image: FNV-1a over the suite and the package list.
 pub fn key() -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in RECIPE.bytes().chain(SUITE.bytes()).chain(
-        PACKAGES
-            .iter()
-            .flat_map(|p| b"\n".iter().copied().chain(p.bytes())),
-    ) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    let list: String = PACKAGES.iter().map(|p| format!("\n{p}")).collect();
+    format!(
+        "{:016x}",
+        crate::sys::fnv64(&[&format!("{RECIPE}{SUITE}{list}")])
+    )
 }
 
 /// Where the image for the current package list lives.

@@ -215,3 +215,17 @@ pub fn command_in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Resul
     }
     Ok(c)
 }
+
+/// FNV-1a 64 of `parts` joined by NUL bytes: stable, dependency-free keys and ids (the node
+/// image's cache key, the lab's AWS-shaped ids and credentials).
+pub fn fnv64(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        let sep: &[u8] = if i > 0 { &[0] } else { &[] };
+        for &b in sep.iter().chain(p.as_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}

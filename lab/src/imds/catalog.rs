@@ -70,21 +70,7 @@ pub struct Instance {
     pub launch_time: String,
 }
 
-/// FNV-1a 64 of `parts` joined by NUL: stable ids for a prefix + node.
-pub fn fnv64(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            h ^= 0;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        for b in p.bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
+pub use crate::sys::fnv64;
 
 /// An AWS-shaped id: `kind-` + 17 hex digits, stable for (prefix, what).
 fn aws_id(kind: &str, prefix: &str, what: &str) -> String {

@@ -126,20 +126,7 @@ pub fn servers(prefix: &str) -> Vec<u32> {
 /// Stop the emulator of lab `prefix` (SIGTERM, SIGKILL after 2 s). Returns how many.
 pub fn stop(prefix: &str) -> usize {
     let pids = servers(prefix);
-    for &p in &pids {
-        // SAFETY: kill(2) on a pid identified by its command line.
-        unsafe { libc::kill(p as i32, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while pids.iter().any(|&p| crate::daemons::alive(p)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    for &p in &pids {
-        if crate::daemons::alive(p) {
-            // SAFETY: as above.
-            unsafe { libc::kill(p as i32, libc::SIGKILL) };
-        }
-    }
+    crate::daemons::terminate(&pids, Duration::from_secs(2));
     pids.len()
 }
 
