@@ -15,10 +15,16 @@ use crate::{efs, rds};
 pub struct Outputs {
     pub cluster: String,
     pub region: String,
+    /// multicast | unicast (the cluster file's `flood`).
+    pub flood: String,
+    /// ec2 | static with unicast flooding; None with multicast.
+    pub peer_discovery: Option<String>,
+    /// None with unicast flooding (no transit gateway).
     pub transit_gateway_id: Option<String>,
     pub tgw_attachment_id: Option<String>,
     pub multicast_domain_id: Option<String>,
-    pub multicast_group: String,
+    /// None with unicast flooding and no multicast_group in the cluster file.
+    pub multicast_group: Option<String>,
     pub security_groups: BTreeMap<String, String>,
     pub router_eni: String,
     pub efs_id: Option<String>,
@@ -36,6 +42,8 @@ pub struct Report {
     pub items: Vec<Item>,
     pub outputs: Outputs,
     pub errors: Vec<String>,
+    /// What was left out and why (e.g. the transit gateway with flood = unicast).
+    pub notes: Vec<String>,
 }
 
 /// Reads the environment and runs the bad-input checks that need AWS (no mutation).
@@ -50,7 +58,14 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
     let mut errors = Vec::new();
 
     let tgw_branch = async {
-        let r = ec2::tgw::converge(ctx).await;
+        let r = if ctx.cluster.flood.multicast() {
+            ec2::tgw::converge(ctx).await.map(|ids| (ids, None))
+        } else {
+            // Unicast flooding: no link of the chain is created, planned or reported.
+            ec2::tgw::unused(ctx)
+                .await
+                .map(|note| (TgwIds::default(), Some(note)))
+        };
         r.map_err(|e| format!("transit gateway: {e:#}"))
     };
     let rest_branch = async {
@@ -82,13 +97,23 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
     let mut out = Outputs {
         cluster: ctx.name().to_string(),
         region: ctx.clients.region.clone(),
+        flood: ctx.cluster.flood.as_str().to_string(),
+        peer_discovery: ctx
+            .cluster
+            .flood
+            .peer_discovery()
+            .map(|p| p.as_str().to_string()),
         multicast_group: ctx.cluster.cfg.multicast_group.clone(),
         router_eni: env.router_eni.clone(),
         efs_mount_options: efs::MOUNT_OPTIONS.to_string(),
         ..Default::default()
     };
+    let mut notes = Vec::new();
     let tgw = match tgw_r {
-        Ok(ids) => ids,
+        Ok((ids, note)) => {
+            notes.extend(note);
+            ids
+        }
         Err(e) => {
             errors.push(e);
             TgwIds::default()
@@ -138,6 +163,7 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
         items: ctx.take_items(),
         outputs: out,
         errors,
+        notes,
     })
 }
 
@@ -149,10 +175,21 @@ fn overlayd_settings(ctx: &Ctx, out: &Outputs) -> BTreeMap<String, BTreeMap<Stri
         s.insert("role".to_string(), role.to_string());
         s.insert("cluster".to_string(), cfg.name.clone());
         s.insert("overlay_cidr".to_string(), cfg.overlay_cidr.clone());
-        s.insert("multicast_group".to_string(), cfg.multicast_group.clone());
+        s.insert("flood".to_string(), ctx.cluster.flood.as_str().to_string());
+        match ctx.cluster.flood.peer_discovery() {
+            // IGMPv2 and the group are for the transit gateway's multicast domain only.
+            None => {
+                if let Some(g) = &cfg.multicast_group {
+                    s.insert("multicast_group".to_string(), g.clone());
+                }
+                s.insert("force_igmp_version".to_string(), "2".to_string());
+            }
+            Some(p) => {
+                s.insert("peer_discovery".to_string(), p.as_str().to_string());
+            }
+        }
         s.insert("vxlan_port".to_string(), "4789".to_string());
         s.insert("mtu".to_string(), "8450".to_string());
-        s.insert("force_igmp_version".to_string(), "2".to_string());
         s.insert("zones".to_string(), cfg.zones.join(","));
         let mut groups = vec![out.security_groups.get("vtep").cloned().unwrap_or_default()];
         match role {
@@ -176,6 +213,13 @@ fn overlayd_settings(ctx: &Ctx, out: &Outputs) -> BTreeMap<String, BTreeMap<Stri
         m.insert(role.to_string(), s);
     }
     m
+}
+
+/// The notes under a plan / status table or a bootstrap summary.
+pub fn print_notes(notes: &[String]) {
+    for n in notes {
+        println!("{n}");
+    }
 }
 
 pub fn print_items(items: &[Item], status: bool) {
@@ -218,13 +262,33 @@ pub fn print_outputs(o: &Outputs) {
     let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!();
     println!("Next steps for cluster {} ({}):", o.cluster, o.region);
-    println!("  transit gateway      {}", s(&o.transit_gateway_id));
-    println!("  tgw attachment       {}", s(&o.tgw_attachment_id));
-    println!(
-        "  multicast domain     {}  group {}",
-        s(&o.multicast_domain_id),
-        o.multicast_group
-    );
+    match (o.flood.as_str(), o.peer_discovery.as_deref()) {
+        ("unicast", peers) => {
+            let peers = peers.unwrap_or("ec2");
+            println!(
+                "  flood                unicast (head-end replication over UDP 4789), peer discovery {peers}"
+            );
+            println!("  transit gateway      not used (flood = unicast)");
+            if peers == "ec2" {
+                println!(
+                    "  overlay nodes        tag each instance {}={}; their instance role: \
+                     overlayctl iam-policy --for agent --flood unicast",
+                    crate::config::CLUSTER_TAG,
+                    o.cluster
+                );
+            }
+        }
+        _ => {
+            println!("  flood                multicast");
+            println!("  transit gateway      {}", s(&o.transit_gateway_id));
+            println!("  tgw attachment       {}", s(&o.tgw_attachment_id));
+            println!(
+                "  multicast domain     {}  group {}",
+                s(&o.multicast_domain_id),
+                s(&o.multicast_group)
+            );
+        }
+    }
     for (role, id) in &o.security_groups {
         println!("  {:<21}{id}", format!("security group {role}"));
     }

@@ -22,6 +22,11 @@ multicast domain (IGMPv2) for the VXLAN overlay, security groups, the router's r
 EFS for primary/secondary storage, database credentials in Secrets Manager and a MySQL 8.0
 RDS instance.
 
+Flooding: with flood = \"multicast\" (the default) the overlay floods through the transit
+gateway's multicast domain. With flood = \"unicast\" overlayd replicates flooded frames to
+every peer itself (UDP 4789 inside the subnet) and no transit gateway is created, planned or
+reported; teardown still deletes one left tagged for the cluster.
+
 AWS is the state: every resource is tagged overlay:cluster=<name> and found again by that
 tag, so every command can be re-run. A bootstrap of a converged cluster changes nothing;
 a bootstrap after a failure resumes where it stopped.
@@ -32,6 +37,7 @@ Typical use:
   overlayctl status    --config cluster.toml -o json
   overlayctl teardown  --config cluster.toml --yes
   overlayctl iam-policy --for bootstrap          # least-privilege policy for the above
+  overlayctl iam-policy --for agent -c cluster.toml   # overlayd's instance role for the cluster
 
 Credentials come from the standard AWS chain (environment, --profile / AWS_PROFILE,
 SSO cache, instance role). Exit status: 0 ok, 1 AWS or runtime failure, 2 bad input
@@ -40,10 +46,30 @@ SSO cache, instance role). Exit status: 0 ok, 1 AWS or runtime failure, 2 bad in
 const CONFIG_HELP: &str = "\
 Cluster file (TOML). Keys: name, region, vpc_id, subnet_id (the overlay nodes' dedicated
 subnet), second_subnet_id (another AZ, for the RDS subnet group), overlay_cidr,
-multicast_group, router_instance_id, route_table_ids (default: every route table of the
+flood (\"multicast\": a transit gateway multicast domain, the default; \"unicast\": head-end
+replication by overlayd, no transit gateway), multicast_group (required with multicast;
+unused with unicast), peer_discovery (unicast only: \"ec2\", the default, finds the peers
+with DescribeInstances by the cluster tag; \"static\": overlayd's own peer list; refused with
+multicast), router_instance_id, route_table_ids (default: every route table of the
 VPC), access_cidr (who may reach the UI/services), efs_throughput_mibps (25),
 db_instance_class (db.m6g.large), db_allocated_storage_gib (20), db_max_storage_gib (100),
 zones ([\"zone1\"]).";
+
+const IAM_LONG_ABOUT: &str = "\
+Print a least-privilege IAM policy (JSON) for overlayctl itself or for overlayd on nodes.
+
+--for bootstrap: every call of plan, bootstrap, status and teardown, in every flood mode
+(teardown deletes a transit gateway left from flood = multicast). --for agent: overlayd's
+instance role, which depends on the cluster's flooding:
+  always                      ec2:DescribeNetworkInterfaces, ec2:DescribeTags (instance tags
+                              when instance metadata tags are off)
+  flood = multicast           + the multicast domain reads (diagnostics)
+  flood = unicast, peer_discovery = ec2
+                              + ec2:DescribeInstances (finding the peers)
+  flood = unicast, peer_discovery = static
+                              nothing more
+Take flood and peer_discovery (and the region) from the cluster file with --config, or give
+them with --flood / --peer-discovery; without either the policy is for multicast.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -117,10 +143,21 @@ pub enum Command {
         yes: bool,
     },
     /// Print a least-privilege IAM policy (JSON) for overlayctl itself or for overlayd on nodes.
+    #[command(long_about = IAM_LONG_ABOUT)]
     IamPolicy {
         /// Who the policy is for.
         #[arg(long = "for", value_parser = ["bootstrap", "agent"], value_name = "bootstrap|agent")]
         for_: String,
+        /// Cluster file to take flood, peer_discovery and region from (its checks that need no
+        /// AWS call apply).
+        #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["flood", "peer_discovery"])]
+        config: Option<PathBuf>,
+        /// The cluster's flood mode, without --config [default: multicast].
+        #[arg(long, value_parser = ["multicast", "unicast"], value_name = "multicast|unicast")]
+        flood: Option<String>,
+        /// With --flood unicast: how overlayd finds its peers [default: ec2].
+        #[arg(long, value_parser = ["ec2", "static"], value_name = "ec2|static")]
+        peer_discovery: Option<String>,
     },
 }
 
@@ -178,9 +215,8 @@ fn check_durations(cli: &Cli) -> Result<(Duration, Duration), UsageError> {
     ))
 }
 
-async fn make_ctx(cli: &Cli, config: &Path, mode: Mode) -> Result<Ctx> {
-    let (poll, timeout) = check_durations(cli)?;
-    let cluster = config::load(config)?;
+/// The cluster's region; --region, when given, must be the same.
+fn check_region(cli: &Cli, cluster: &config::Cluster) -> Result<String, UsageError> {
     if let Some(r) = &cli.region {
         if r != &cluster.cfg.region {
             return Err(UsageError::new(
@@ -190,10 +226,16 @@ async fn make_ctx(cli: &Cli, config: &Path, mode: Mode) -> Result<Ctx> {
                     "differs from the cluster file's region {}",
                     cluster.cfg.region
                 ),
-            )
-            .into());
+            ));
         }
     }
+    Ok(cluster.cfg.region.clone())
+}
+
+async fn make_ctx(cli: &Cli, config: &Path, mode: Mode) -> Result<Ctx> {
+    let (poll, timeout) = check_durations(cli)?;
+    let cluster = config::load(config)?;
+    check_region(cli, &cluster)?;
     let opts = AwsOpts {
         region: cli.region.clone(),
         profile: cli.profile.clone(),
@@ -230,8 +272,39 @@ async fn run(cli: Cli) -> Result<i32> {
         }
     }
     match &cli.command {
-        Command::IamPolicy { for_ } => {
-            let p = iam::policy(for_, cli.region.as_deref())
+        Command::IamPolicy {
+            for_,
+            config,
+            flood,
+            peer_discovery,
+        } => {
+            let (flood, region) = match config {
+                Some(path) => {
+                    let cluster = config::load(path)?;
+                    let region = check_region(&cli, &cluster)?;
+                    (cluster.flood, Some(region))
+                }
+                None => {
+                    let flood = config::parse_flood(
+                        flood.as_deref().unwrap_or("multicast"),
+                        peer_discovery.as_deref(),
+                    )
+                    .map_err(|e| {
+                        let flag = format!("--{}", e.field.replace('_', "-"));
+                        if flag == "--peer-discovery" {
+                            UsageError::new(
+                                &flag,
+                                &e.value,
+                                "only used with --flood unicast (multicast flooding needs no peer list)",
+                            )
+                        } else {
+                            UsageError::new(&flag, &e.value, &e.message)
+                        }
+                    })?;
+                    (flood, cli.region.clone())
+                }
+            };
+            let p = iam::policy(for_, region.as_deref(), flood)
                 .ok_or_else(|| UsageError::new("--for", for_, "must be bootstrap or agent"))?;
             print_json(&p);
             Ok(0)
@@ -243,6 +316,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_json(&report);
             } else {
                 bootstrap::print_summary("bootstrap", &report.items);
+                bootstrap::print_notes(&report.notes);
                 if report.errors.is_empty() {
                     bootstrap::print_outputs(&report.outputs);
                 }
@@ -264,13 +338,16 @@ async fn run(cli: Cli) -> Result<i32> {
             if cli.output == Output::Json {
                 if status {
                     print_json(
-                        &serde_json::json!({"resources": report.items, "outputs": report.outputs, "errors": report.errors}),
+                        &serde_json::json!({"resources": report.items, "outputs": report.outputs, "errors": report.errors, "notes": report.notes}),
                     );
                 } else {
-                    print_json(&serde_json::json!({"plan": report.items, "errors": report.errors}));
+                    print_json(
+                        &serde_json::json!({"plan": report.items, "errors": report.errors, "notes": report.notes}),
+                    );
                 }
             } else {
                 bootstrap::print_items(&report.items, status);
+                bootstrap::print_notes(&report.notes);
             }
             for e in &report.errors {
                 eprintln!("overlayctl: error: {e}");

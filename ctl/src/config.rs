@@ -28,6 +28,93 @@ fn default_db_max_storage() -> i32 {
 fn default_zones() -> Vec<String> {
     vec!["zone1".to_string()]
 }
+fn default_flood() -> String {
+    "multicast".to_string()
+}
+
+/// How overlayd on the nodes finds its unicast peers (`peer_discovery`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerDiscovery {
+    /// From EC2: `DescribeInstances` of the instances tagged with the cluster (the node's
+    /// instance role needs `ec2:DescribeInstances`).
+    Ec2,
+    /// From overlayd's own configuration; no AWS call.
+    Static,
+}
+
+impl PeerDiscovery {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PeerDiscovery::Ec2 => "ec2",
+            PeerDiscovery::Static => "static",
+        }
+    }
+}
+
+/// How the overlay floods broadcast, unknown-unicast and multicast frames (`flood`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// Through a Transit Gateway multicast domain (IGMPv2): the TGW chain is provisioned.
+    Multicast,
+    /// Head-end replication: every VTEP sends a copy to every peer over unicast UDP 4789; no
+    /// transit gateway.
+    Unicast(PeerDiscovery),
+}
+
+impl Flood {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Flood::Multicast => "multicast",
+            Flood::Unicast(_) => "unicast",
+        }
+    }
+    pub fn multicast(&self) -> bool {
+        *self == Flood::Multicast
+    }
+    /// The peer discovery of unicast flooding (None with multicast, where it means nothing).
+    pub fn peer_discovery(&self) -> Option<PeerDiscovery> {
+        match self {
+            Flood::Multicast => None,
+            Flood::Unicast(p) => Some(*p),
+        }
+    }
+}
+
+/// `flood` and `peer_discovery` as written (in the cluster file or as `iam-policy` options):
+/// `flood` is multicast or unicast; `peer_discovery` (ec2 or static, default ec2) only goes with
+/// unicast: with multicast it would do nothing, so it is refused rather than ignored.
+pub fn parse_flood(flood: &str, peer_discovery: Option<&str>) -> Result<Flood, UsageError> {
+    let peer = match peer_discovery {
+        None => None,
+        Some("ec2") => Some(PeerDiscovery::Ec2),
+        Some("static") => Some(PeerDiscovery::Static),
+        Some(other) => {
+            return Err(UsageError::new(
+                "peer_discovery",
+                other,
+                "must be \"ec2\" or \"static\"",
+            ))
+        }
+    };
+    match flood {
+        "multicast" => match peer_discovery {
+            None => Ok(Flood::Multicast),
+            Some(p) => Err(UsageError::new(
+                "peer_discovery",
+                p,
+                "only used with flood = \"unicast\" (multicast flooding needs no peer list): \
+                 remove it, or set flood = \"unicast\"",
+            )),
+        },
+        "unicast" => Ok(Flood::Unicast(peer.unwrap_or(PeerDiscovery::Ec2))),
+        other => Err(UsageError::new(
+            "flood",
+            other,
+            "must be \"multicast\" (Transit Gateway multicast domain) or \"unicast\" \
+             (head-end replication, no transit gateway)",
+        )),
+    }
+}
 
 /// The cluster file, keys exactly as operators write them.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -39,7 +126,13 @@ pub struct ClusterConfig {
     pub subnet_id: String,
     pub second_subnet_id: String,
     pub overlay_cidr: String,
-    pub multicast_group: String,
+    /// Required with flood = "multicast"; with "unicast" checked if given, else unused.
+    #[serde(default)]
+    pub multicast_group: Option<String>,
+    #[serde(default = "default_flood")]
+    pub flood: String,
+    #[serde(default)]
+    pub peer_discovery: Option<String>,
     pub router_instance_id: String,
     #[serde(default)]
     pub route_table_ids: Option<Vec<String>>,
@@ -61,8 +154,10 @@ pub struct ClusterConfig {
 pub struct Cluster {
     pub cfg: ClusterConfig,
     pub overlay: Ipv4Net,
-    pub group: Ipv4Addr,
+    /// The multicast group (always set with flood = multicast).
+    pub group: Option<Ipv4Addr>,
     pub access: Ipv4Net,
+    pub flood: Flood,
 }
 
 impl Cluster {
@@ -104,6 +199,12 @@ pub fn load(path: &Path) -> Result<Cluster, UsageError> {
 pub fn parse(text: &str) -> Result<Cluster, UsageError> {
     let cfg: ClusterConfig = toml::from_str(text).map_err(|e| {
         let msg = e.message().to_string();
+        // A value of the wrong type: the key is the one on the line of the value.
+        if msg.starts_with("invalid ") {
+            if let Some((key, value)) = e.span().and_then(|sp| key_at(text, sp)) {
+                return UsageError::new(&key, &value, msg.trim());
+            }
+        }
         // serde names the offending key between backticks for unknown/missing fields.
         let field = msg
             .split('`')
@@ -113,6 +214,22 @@ pub fn parse(text: &str) -> Result<Cluster, UsageError> {
         UsageError::new(&field, "", msg.trim())
     })?;
     validate(cfg)
+}
+
+/// The `key = value` line holding `span`: (key, the value's text).
+fn key_at(text: &str, span: std::ops::Range<usize>) -> Option<(String, String)> {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let ok = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let value = text.get(span)?.trim().trim_matches('"');
+    ok.then(|| (key.to_string(), value.to_string()))
 }
 
 fn check_id(field: &str, value: &str, prefix: &str) -> Result<(), UsageError> {
@@ -194,6 +311,28 @@ fn parse_net(field: &str, value: &str) -> Result<Ipv4Net, UsageError> {
     Ok(net)
 }
 
+fn check_group(value: &str) -> Result<Ipv4Addr, UsageError> {
+    let group: Ipv4Addr = value
+        .parse()
+        .map_err(|_| UsageError::new("multicast_group", value, "not an IPv4 address"))?;
+    if !group.is_multicast() {
+        return Err(UsageError::new(
+            "multicast_group",
+            value,
+            "not a multicast address (224.0.0.0/4)",
+        ));
+    }
+    let o = group.octets();
+    if o[0] == 224 && o[1] == 0 && o[2] == 0 {
+        return Err(UsageError::new(
+            "multicast_group",
+            value,
+            "224.0.0.0/24 is link-local control traffic and is not forwarded by a transit gateway",
+        ));
+    }
+    Ok(group)
+}
+
 pub fn validate(cfg: ClusterConfig) -> Result<Cluster, UsageError> {
     check_name(&cfg.name)?;
     check_region(&cfg.region)?;
@@ -229,28 +368,18 @@ pub fn validate(cfg: ClusterConfig) -> Result<Cluster, UsageError> {
         ));
     }
     let access = parse_net("access_cidr", &cfg.access_cidr)?;
-    let group: Ipv4Addr = cfg.multicast_group.parse().map_err(|_| {
-        UsageError::new(
-            "multicast_group",
-            &cfg.multicast_group,
-            "not an IPv4 address",
-        )
-    })?;
-    if !group.is_multicast() {
-        return Err(UsageError::new(
-            "multicast_group",
-            &cfg.multicast_group,
-            "not a multicast address (224.0.0.0/4)",
-        ));
-    }
-    let o = group.octets();
-    if o[0] == 224 && o[1] == 0 && o[2] == 0 {
-        return Err(UsageError::new(
-            "multicast_group",
-            &cfg.multicast_group,
-            "224.0.0.0/24 is link-local control traffic and is not forwarded by a transit gateway",
-        ));
-    }
+    let flood = parse_flood(&cfg.flood, cfg.peer_discovery.as_deref())?;
+    let group = match &cfg.multicast_group {
+        Some(g) => Some(check_group(g)?),
+        None if flood.multicast() => {
+            return Err(UsageError::new(
+                "multicast_group",
+                "",
+                "required with flood = \"multicast\" (the VXLAN flood group, e.g. 239.1.1.1)",
+            ))
+        }
+        None => None,
+    };
     if !(cfg.efs_throughput_mibps >= 1.0 && cfg.efs_throughput_mibps <= 3414.0) {
         return Err(UsageError::new(
             "efs_throughput_mibps",
@@ -304,6 +433,7 @@ pub fn validate(cfg: ClusterConfig) -> Result<Cluster, UsageError> {
         overlay,
         group,
         access,
+        flood,
     })
 }
 
@@ -492,6 +622,71 @@ access_cidr = "203.0.113.0/24"
             "efs_throughput_mibps"
         );
         assert_eq!(err_field(&with("zones", "[]")), "zones");
+    }
+
+    #[test]
+    fn flood_defaults_to_multicast_and_unicast_to_ec2_discovery() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.flood, Flood::Multicast);
+        assert_eq!(c.group, Some("239.1.1.1".parse().unwrap()));
+        let c = parse(&with("flood", "\"unicast\"")).unwrap();
+        assert_eq!(c.flood, Flood::Unicast(PeerDiscovery::Ec2));
+        let c = parse(&format!(
+            "{}peer_discovery = \"static\"\n",
+            with("flood", "\"unicast\"")
+        ))
+        .unwrap();
+        assert_eq!(c.flood, Flood::Unicast(PeerDiscovery::Static));
+        assert_eq!(c.flood.peer_discovery(), Some(PeerDiscovery::Static));
+    }
+
+    #[test]
+    fn multicast_group_is_needed_only_for_multicast_flooding() {
+        let without: String = GOOD
+            .lines()
+            .filter(|l| !l.starts_with("multicast_group"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = parse(&without).unwrap_err();
+        assert_eq!(e.field, "multicast_group");
+        assert!(e.message.contains("flood"), "{e}");
+        let c = parse(&format!("{without}flood = \"unicast\"\n")).unwrap();
+        assert_eq!(c.group, None);
+        // given with unicast it is still checked (switching back is one key)
+        let bad = with("multicast_group", "\"10.0.0.1\"");
+        assert_eq!(
+            parse(&format!("{bad}flood = \"unicast\"\n"))
+                .unwrap_err()
+                .field,
+            "multicast_group"
+        );
+    }
+
+    #[test]
+    fn bad_flood_settings_name_the_field_and_value() {
+        let e = parse(&with("flood", "\"broadcast\"")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("flood", "broadcast"));
+        assert!(e.to_string().contains("flood = \"broadcast\""), "{e}");
+        let e = parse(&format!(
+            "{}peer_discovery = \"dns\"\n",
+            with("flood", "\"unicast\"")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("peer_discovery", "dns")
+        );
+        // peer_discovery with multicast would do nothing: refused
+        let e = parse(&format!("{GOOD}peer_discovery = \"ec2\"\n")).unwrap_err();
+        assert_eq!(e.field, "peer_discovery");
+        assert!(e.message.contains("unicast"), "{e}");
+        // not a string: the TOML error still names the key and the value
+        let e = parse(&with("flood", "1")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("flood", "1"));
+        assert_eq!(
+            err_field(&with("db_allocated_storage_gib", "\"20\"")),
+            "db_allocated_storage_gib"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::Flood;
+
 /// Security-group roles, in creation order (groups referenced by others first).
 pub const SG_ROLES: [&str; 5] = ["vtep", "router", "mgmt", "efs", "db"];
 
@@ -90,6 +92,8 @@ pub struct RuleInputs {
     pub overlay_cidr: String,
     /// role -> group id, for groups that exist (or will, in apply mode).
     pub group_ids: BTreeMap<String, String>,
+    /// Multicast flooding needs the transit gateway's IGMP queries let in.
+    pub flood: Flood,
 }
 
 /// Desired ingress of a role's group. Group references to groups that do not exist yet are
@@ -100,15 +104,19 @@ pub fn desired_rules(role: &str, inp: &RuleInputs) -> Vec<Perm> {
     let mut v = Vec::new();
     match role {
         "vtep" => {
-            // The TGW's IGMP queries come from 0.0.0.0; AWS needs this exact rule.
-            v.push(Perm::new(
-                "2",
-                -1,
-                -1,
-                cidr("0.0.0.0/32"),
-                "IGMP queries from the transit gateway",
-            ));
+            // The TGW's IGMP queries come from 0.0.0.0; AWS needs this exact rule. Unicast
+            // flooding has no transit gateway, so nothing sends them and the rule goes.
+            if inp.flood.multicast() {
+                v.push(Perm::new(
+                    "2",
+                    -1,
+                    -1,
+                    cidr("0.0.0.0/32"),
+                    "IGMP queries from the transit gateway",
+                ));
+            }
             // Multicast VXLAN: AWS ignores SG references for multicast, so the subnet CIDR.
+            // Unicast flooding (head-end replication) reaches the same peers in the subnet.
             v.push(Perm::new(
                 "udp",
                 VXLAN_PORT,
@@ -319,6 +327,7 @@ mod tests {
             access_cidr: "203.0.113.0/24".into(),
             overlay_cidr: "100.64.0.0/16".into(),
             group_ids: BTreeMap::new(),
+            flood: Flood::Multicast,
         }
     }
 
@@ -332,6 +341,26 @@ mod tests {
         assert_eq!(r[1].proto, "17");
         assert_eq!((r[1].from, r[1].to), (4789, 4789));
         assert_eq!(r[1].source, Source::Cidr("10.0.1.0/24".into()));
+    }
+
+    #[test]
+    fn unicast_flooding_keeps_vxlan_from_the_subnet_and_drops_igmp() {
+        use crate::config::PeerDiscovery;
+        for peer in [PeerDiscovery::Ec2, PeerDiscovery::Static] {
+            let inp = RuleInputs {
+                flood: Flood::Unicast(peer),
+                ..inputs()
+            };
+            let r = desired_rules("vtep", &inp);
+            assert_eq!(r.len(), 1, "{r:?}");
+            assert_eq!(r[0].proto, "17");
+            assert_eq!((r[0].from, r[0].to), (4789, 4789));
+            assert_eq!(r[0].source, Source::Cidr("10.0.1.0/24".into()));
+            // the other groups do not depend on the flood mode
+            for role in ["router", "mgmt", "efs", "db"] {
+                assert_eq!(desired_rules(role, &inp), desired_rules(role, &inputs()));
+            }
+        }
     }
 
     #[test]

@@ -153,16 +153,29 @@ async fn file_system(ctx: &Ctx) -> Result<()> {
     .await
 }
 
-async fn tgw(ctx: &Ctx) -> Result<()> {
+/// Every transit gateway tagged for the cluster, whatever the cluster file's `flood` says now
+/// (one may be left from flood = multicast), with its multicast domain and our VPC attachment.
+async fn transit_gateways(ctx: &Ctx) -> Result<()> {
+    let mut done = std::collections::BTreeSet::new();
+    while let Some(found) = ec2::find_tgw(ctx).await? {
+        if !done.insert(found.id.clone()) {
+            anyhow::bail!(
+                "transit gateway {} is still there after its deletion",
+                found.id
+            );
+        }
+        tgw(ctx, found).await?;
+    }
+    Ok(())
+}
+
+async fn tgw(ctx: &Ctx, found: ec2::FoundTgw) -> Result<()> {
     let ec2c = &ctx.clients.ec2;
-    let Some(ec2::FoundTgw {
+    let ec2::FoundTgw {
         id: tgw,
         state: tgw_state,
         ..
-    }) = ec2::find_tgw(ctx).await?
-    else {
-        return Ok(());
-    };
+    } = found;
     if let Some(ec2::FoundDomain {
         id: domain,
         state: dstate,
@@ -253,7 +266,7 @@ async fn tgw(ctx: &Ctx) -> Result<()> {
         "",
     );
     ctx.wait_gone(&format!("deletion of {tgw}"), || async {
-        Ok(ec2::find_tgw(ctx).await?.map(|t| t.state))
+        ec2::tgw::tgw_live_state(ctx, &tgw).await
     })
     .await
 }
@@ -349,7 +362,7 @@ async fn security_groups(ctx: &Ctx) -> Result<()> {
 /// Runs the teardown; returns the errors of the branches that failed.
 pub async fn run(ctx: &Ctx) -> Vec<String> {
     let mut errors = Vec::new();
-    let (db, fs, tg) = futures::join!(database(ctx), file_system(ctx), tgw(ctx));
+    let (db, fs, tg) = futures::join!(database(ctx), file_system(ctx), transit_gateways(ctx));
     for (what, r) in [("database", db), ("efs", fs), ("transit gateway", tg)] {
         if let Err(e) = r {
             errors.push(format!("{what}: {e:#}"));

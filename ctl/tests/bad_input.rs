@@ -210,6 +210,7 @@ fn help_teaches() {
         "iam-policy",
         "--endpoint-url",
         "overlay:cluster",
+        "flood = \"unicast\"",
     ] {
         assert!(text.contains(word), "--help lacks {word}");
     }
@@ -223,8 +224,26 @@ fn help_teaches() {
         "route_table_ids",
         "efs_throughput_mibps",
         "zones",
+        "flood",
+        "\"unicast\"",
+        "peer_discovery",
+        "\"static\"",
     ] {
         assert!(text.contains(word), "bootstrap --help lacks {word}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_overlayctl"))
+        .args(["iam-policy", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "--config",
+        "--flood",
+        "--peer-discovery",
+        "ec2:DescribeInstances",
+        "ec2:DescribeTags",
+    ] {
+        assert!(text.contains(word), "iam-policy --help lacks {word}");
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_overlayctl"))
         .arg("frobnicate")

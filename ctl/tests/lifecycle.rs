@@ -27,64 +27,6 @@ async fn secret_passwords(sdk: &Sdk) -> Vec<String> {
     out
 }
 
-async fn nothing_tagged_left(sdk: &Sdk) {
-    let ec2 = &sdk.ec2;
-    let live = |s: Option<&str>| !matches!(s, Some("deleted") | Some("deleting"));
-    let t = ec2
-        .describe_transit_gateways()
-        .filters(tag_filter())
-        .send()
-        .await
-        .unwrap();
-    assert!(t
-        .transit_gateways()
-        .iter()
-        .all(|x| !live(x.state().map(|s| s.as_str()))));
-    let a = ec2
-        .describe_transit_gateway_vpc_attachments()
-        .filters(tag_filter())
-        .send()
-        .await
-        .unwrap();
-    assert!(a
-        .transit_gateway_vpc_attachments()
-        .iter()
-        .all(|x| !live(x.state().map(|s| s.as_str()))));
-    let d = ec2
-        .describe_transit_gateway_multicast_domains()
-        .filters(tag_filter())
-        .send()
-        .await
-        .unwrap();
-    assert!(d
-        .transit_gateway_multicast_domains()
-        .iter()
-        .all(|x| !live(x.state().map(|s| s.as_str()))));
-    let g = ec2
-        .describe_security_groups()
-        .filters(tag_filter())
-        .send()
-        .await
-        .unwrap();
-    assert!(g.security_groups().is_empty());
-    let f = sdk.efs.describe_file_systems().send().await.unwrap();
-    assert!(f.file_systems().is_empty());
-    let dbs = sdk.rds.describe_db_instances().send().await.unwrap();
-    assert!(dbs.db_instances().is_empty());
-    let sgs = sdk.rds.describe_db_subnet_groups().send().await.unwrap();
-    assert!(sgs
-        .db_subnet_groups()
-        .iter()
-        .all(|g| g.db_subnet_group_name() != Some("overlay-lab1-db")));
-    let pgs = sdk.rds.describe_db_parameter_groups().send().await.unwrap();
-    assert!(pgs
-        .db_parameter_groups()
-        .iter()
-        .all(|g| g.db_parameter_group_name() != Some("overlay-lab1-mysql80")));
-    let secrets = sdk.sm.list_secrets().send().await.unwrap();
-    assert!(secrets.secret_list().is_empty());
-}
-
 fn scan_dir_for(dir: &std::path::Path, needles: &[String]) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let p = entry.unwrap().path();

@@ -5,7 +5,8 @@
 //!
 //! - [`security_group`]: the five groups and their ingress rules
 //! - [`router`]: source/destination check and the VPC routes for the overlay CIDR
-//! - [`tgw`]: transit gateway, VPC attachment, multicast domain, subnet association
+//! - [`tgw`]: transit gateway, VPC attachment, multicast domain, subnet association (flood =
+//!   multicast only)
 
 use anyhow::Result;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};

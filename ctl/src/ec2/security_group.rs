@@ -257,6 +257,7 @@ pub async fn converge(ctx: &Ctx, env: &Env) -> Result<BTreeMap<String, String>> 
         access_cidr: ctx.cluster.cfg.access_cidr.clone(),
         overlay_cidr: ctx.cluster.cfg.overlay_cidr.clone(),
         group_ids: ids.clone(),
+        flood: ctx.cluster.flood,
     };
     for role in model::SG_ROLES {
         let want = model::desired_rules(role, &inputs);

@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::{
 };
 
 use super::{filter, tag_spec};
-use crate::aws::err;
+use crate::aws::{code, err};
 use crate::config::CLUSTER_TAG;
 use crate::ctx::{Action, Ctx, Done, Item};
 
@@ -60,6 +60,28 @@ pub async fn find_tgw(ctx: &Ctx) -> Result<Option<FoundTgw>> {
                 == Some("enable"),
         })
         .next())
+}
+
+/// The state of transit gateway `id` while it is still there (not deleting, deleted or gone).
+pub async fn tgw_live_state(ctx: &Ctx, id: &str) -> Result<Option<String>> {
+    let out = match ctx
+        .clients
+        .ec2
+        .describe_transit_gateways()
+        .transit_gateway_ids(id)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if super::not_found(code(&e)) => return Ok(None),
+        Err(e) => return Err(err("DescribeTransitGateways", e)),
+    };
+    Ok(out
+        .transit_gateways()
+        .first()
+        .and_then(|t| t.state())
+        .map(|s| s.as_str().to_string())
+        .filter(|s| !GONE.contains(&s.as_str())))
 }
 
 async fn tgw_state(ctx: &Ctx, id: &str) -> Result<String> {
@@ -432,6 +454,25 @@ impl Op {
             ),
         }
     }
+}
+
+/// With flood = unicast the chain is not used: nothing of it is created, planned or reported.
+/// Returns the note saying so; a transit gateway tagged for the cluster (left from
+/// flood = multicast) is named in it and left alone: teardown deletes it.
+pub async fn unused(ctx: &Ctx) -> Result<String> {
+    let mut note = format!(
+        "transit gateway: not used (flood = {})",
+        ctx.cluster.flood.as_str()
+    );
+    if let Some(t) = find_tgw(ctx).await? {
+        note.push_str(&format!(
+            "; {} tagged {CLUSTER_TAG}={} is left from flood = multicast: bootstrap leaves it \
+             alone, teardown deletes it",
+            t.id,
+            ctx.name()
+        ));
+    }
+    Ok(note)
 }
 
 /// Converges the chain link by link. Returns the ids known at the end (in plan mode, None for

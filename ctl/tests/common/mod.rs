@@ -361,8 +361,86 @@ pub fn tag_filter() -> aws_sdk_ec2::types::Filter {
         .build()
 }
 
+/// After teardown: no live resource tagged for the cluster (TGW chain, security groups, EFS,
+/// RDS, secrets).
+pub async fn nothing_tagged_left(sdk: &Sdk) {
+    let ec2 = &sdk.ec2;
+    let live = |s: Option<&str>| !matches!(s, Some("deleted") | Some("deleting"));
+    let t = ec2
+        .describe_transit_gateways()
+        .filters(tag_filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(t
+        .transit_gateways()
+        .iter()
+        .all(|x| !live(x.state().map(|s| s.as_str()))));
+    let a = ec2
+        .describe_transit_gateway_vpc_attachments()
+        .filters(tag_filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(a
+        .transit_gateway_vpc_attachments()
+        .iter()
+        .all(|x| !live(x.state().map(|s| s.as_str()))));
+    let d = ec2
+        .describe_transit_gateway_multicast_domains()
+        .filters(tag_filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(d
+        .transit_gateway_multicast_domains()
+        .iter()
+        .all(|x| !live(x.state().map(|s| s.as_str()))));
+    let g = ec2
+        .describe_security_groups()
+        .filters(tag_filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(g.security_groups().is_empty());
+    let f = sdk.efs.describe_file_systems().send().await.unwrap();
+    assert!(f.file_systems().is_empty());
+    let dbs = sdk.rds.describe_db_instances().send().await.unwrap();
+    assert!(dbs.db_instances().is_empty());
+    let sgs = sdk.rds.describe_db_subnet_groups().send().await.unwrap();
+    assert!(sgs
+        .db_subnet_groups()
+        .iter()
+        .all(|g| g.db_subnet_group_name() != Some("overlay-lab1-db")));
+    let pgs = sdk.rds.describe_db_parameter_groups().send().await.unwrap();
+    assert!(pgs
+        .db_parameter_groups()
+        .iter()
+        .all(|g| g.db_parameter_group_name() != Some("overlay-lab1-mysql80")));
+    let secrets = sdk.sm.list_secrets().send().await.unwrap();
+    assert!(secrets.secret_list().is_empty());
+}
+
 /// Verifies every resource and setting of a converged cluster by describe calls.
 pub async fn verify_converged(sdk: &Sdk, seed: &Seed) {
+    verify_tgw_chain(sdk, seed).await;
+    verify_all_but_tgw(sdk, seed, true).await;
+}
+
+/// The same for a cluster with flood = "unicast": no transit gateway at all (not even an
+/// untagged one), no IGMP rule, everything else as with multicast.
+pub async fn verify_converged_unicast(sdk: &Sdk, seed: &Seed) {
+    let tgws = sdk.ec2.describe_transit_gateways().send().await.unwrap();
+    assert!(
+        tgws.transit_gateways().is_empty(),
+        "unicast flooding created a transit gateway: {:?}",
+        tgws.transit_gateways()
+    );
+    verify_all_but_tgw(sdk, seed, false).await;
+}
+
+/// The transit gateway multicast chain of a converged multicast cluster.
+pub async fn verify_tgw_chain(sdk: &Sdk, seed: &Seed) {
     let ec2 = &sdk.ec2;
     // transit gateway
     let tgws = ec2
@@ -444,7 +522,12 @@ pub async fn verify_converged(sdk: &Sdk, seed: &Seed) {
         a[0].subnet().unwrap().state().unwrap().as_str(),
         "associated"
     );
+}
 
+/// Everything but the transit gateway chain; `multicast`: the vtep group lets the transit
+/// gateway's IGMP queries in (with unicast flooding it has the VXLAN rule only).
+pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
+    let ec2 = &sdk.ec2;
     // security groups
     let sgs = ec2
         .describe_security_groups()
@@ -466,11 +549,15 @@ pub async fn verify_converged(sdk: &Sdk, seed: &Seed) {
     assert_eq!(sgs.security_groups().len(), 5);
     let vtep = by_role("vtep");
     let perms = vtep.ip_permissions();
-    let igmp = perms
-        .iter()
-        .find(|p| p.ip_protocol() == Some("2"))
-        .expect("IGMP rule");
-    assert_eq!(igmp.ip_ranges()[0].cidr_ip(), Some("0.0.0.0/32"));
+    let igmp = perms.iter().find(|p| p.ip_protocol() == Some("2"));
+    if multicast {
+        let igmp = igmp.expect("IGMP rule");
+        assert_eq!(igmp.ip_ranges()[0].cidr_ip(), Some("0.0.0.0/32"));
+        assert_eq!(perms.len(), 2, "{perms:?}");
+    } else {
+        assert!(igmp.is_none(), "IGMP rule without multicast: {perms:?}");
+        assert_eq!(perms.len(), 1, "{perms:?}");
+    }
     let vx = perms
         .iter()
         .find(|p| p.ip_protocol() == Some("udp"))
