@@ -85,16 +85,19 @@ pub fn observe_extras_with(
 
 /// config → desired → observed → plan, without changing anything.
 pub async fn compute(h: &Handle, cfg: &Config) -> Result<(Desired, Observed, Plan), AgentError> {
-    compute_with(h, cfg, None).await
+    compute_with(h, cfg, None, None).await
 }
 
 /// [`compute`], optionally trusting a known NAT state instead of running `nft`.
+/// `discovered`: the peers EC2 discovery found (None = not known yet: the flood list is
+/// left as it is).
 pub async fn compute_with(
     h: &Handle,
     cfg: &Config,
     assume_nat: Option<NatObserved>,
+    discovered: Option<&std::collections::BTreeSet<std::net::Ipv4Addr>>,
 ) -> Result<(Desired, Observed, Plan), AgentError> {
-    let (d, o) = observe_node(h, cfg, assume_nat).await?;
+    let (d, o) = observe_node(h, cfg, assume_nat, discovered).await?;
     let mut p = plan::plan_apply(&d, &o)?;
     if !d.dns.is_empty() && o.resolv.is_none() && cfg.resolv_conf.exists() {
         p.warnings.push(format!(
@@ -113,9 +116,20 @@ async fn observe_node(
     h: &Handle,
     cfg: &Config,
     assume_nat: Option<NatObserved>,
+    discovered: Option<&std::collections::BTreeSet<std::net::Ipv4Addr>>,
 ) -> Result<(Desired, Observed), AgentError> {
     let mut o = observe_kernel(h).await?;
-    let d = desired::desired(cfg, &o)?;
+    let d = desired::desired_with(cfg, &o, discovered)?;
+    if let Some(fl) = &d.flood_list {
+        if let Some(l) = o
+            .link(&fl.vtep)
+            .filter(|l| l.kind.as_deref() == Some("vxlan"))
+        {
+            o.flood_list = netlink::dump_flood_list(h, l.index).await?;
+            let st = load_state(&cfg.state_dir)?;
+            o.flood_list_owned = st.flood_list.intersection(&o.flood_list).copied().collect();
+        }
+    }
     // Hosts and management never own a NAT table: don't spawn nft for them.
     let assume_nat = if d.nat.is_none() && !cfg.role.forwards() {
         Some(NatObserved::Absent)
@@ -146,7 +160,7 @@ pub async fn compute_adopt(
     h: &Handle,
     cfg: &Config,
 ) -> Result<(Observed, Plan, Vec<Op>), AgentError> {
-    let (d, o) = observe_node(h, cfg, None).await?;
+    let (d, o) = observe_node(h, cfg, None, None).await?;
     let p = plan::plan_adopt(&d, &o)?;
     // What apply would do after the marks: plan against the observation as if marked.
     let mut marked = o.clone();
@@ -191,6 +205,9 @@ pub async fn exec_one(h: &netlink::Nl, op: &Op, state_dir: &Path) -> Result<(), 
             master,
         } => {
             netlink::create_vtep(h, name, *vni, *port, *group, underlay, *mtu, master).await?;
+        }
+        Op::SetFloodList { vtep, add, remove } => {
+            netlink::set_flood_list(h, vtep, add, remove).await?;
         }
         Op::CreateDummy {
             name,
@@ -289,6 +306,16 @@ pub async fn execute(
                 },
             ));
         }
+        if let Op::SetFloodList { remove, .. } = op {
+            // Forget removed entries (and ones that vanished with a re-created VTEP).
+            let before = st.flood_list.len();
+            st.flood_list.retain(|ip| !remove.contains(ip));
+            if st.flood_list.len() != before {
+                if let Err(e) = state::save(state_dir, &st) {
+                    return Err((done, io("save state", e)));
+                }
+            }
+        }
         done.push(op.clone());
     }
     Ok(done)
@@ -317,6 +344,8 @@ fn record_plan(st: &mut State, p: &Plan) -> bool {
                 st.links.insert(veth_peer.clone());
             }
             Op::EnsureNat { .. } => st.nat = true,
+            // Recorded before they exist; removals are forgotten after they ran.
+            Op::SetFloodList { add, .. } => st.flood_list.extend(add.iter().copied()),
             Op::AddRoute {
                 replaces: Some(r), ..
             } if !st

@@ -40,7 +40,10 @@ pub enum Cmd {
     /// Remove what overlayd owns and restore the sysctls it changed; leave everything else.
     Down(CmdArgs),
     /// Check the configuration (and the host facts it depends on); change nothing.
-    Validate(CmdArgs),
+    ///
+    /// With --explain, every key is printed first with its value and where it came from
+    /// (command line, environment, config file, instance tag, instance metadata, default).
+    Validate(ValidateArgs),
     /// Run as a daemon: converge, then repair drift on every netlink event and every
     /// resync interval. SIGTERM stops and leaves the network up; SIGUSR1 pauses, SIGUSR2
     /// resumes, SIGHUP reloads the configuration.
@@ -68,6 +71,15 @@ pub enum Cmd {
     /// until it is configured. A configuration that names a role but is otherwise wrong counts
     /// as configured: the service then starts and fails loudly with exit status 2.
     Configured(CmdArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ValidateArgs {
+    /// Print every key with its value and its source (flag, env, file, tag, IMDS, default).
+    #[arg(long)]
+    pub explain: bool,
+    #[command(flatten)]
+    pub common: CmdArgs,
 }
 
 #[derive(Args, Clone)]

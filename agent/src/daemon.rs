@@ -52,6 +52,8 @@ pub struct Status {
     pub last_change: Option<ReconcileInfo>,
     pub desired: Option<Desired>,
     pub pending: Vec<String>,
+    /// Unicast flooding's peers (None with multicast flooding).
+    pub peers: Option<crate::peers::PeerStatus>,
 }
 
 pub struct Shared {
@@ -107,6 +109,8 @@ struct Loop {
     backoff: Option<(Instant, Duration)>,
     last_error: Option<String>,
     ready_sent: bool,
+    /// The last good EC2 peer set (None until discovery first answers).
+    peers: Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
 }
 
 impl Loop {
@@ -190,7 +194,7 @@ impl Loop {
         assume_nat: Option<NatObserved>,
     ) -> Result<(Desired, Vec<Op>), (Vec<Op>, AgentError)> {
         let full = assume_nat.is_none();
-        let (d, o, p) = apply::compute_with(&self.h, &self.cfg, assume_nat)
+        let (d, o, p) = apply::compute_with(&self.h, &self.cfg, assume_nat, self.peers.as_ref())
             .await
             .map_err(|e| (vec![], e))?;
         if full {
@@ -323,6 +327,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             last_change: None,
             desired: None,
             pending: vec![],
+            peers: peer_status(&cfg),
         }),
         metrics: crate::metrics::Metrics::new(cfg.role.as_str()),
     });
@@ -379,7 +384,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         backoff: None,
         last_error: None,
         ready_sent: false,
+        peers: None,
     };
+    let (peer_tx, mut peer_rx) = tokio::sync::mpsc::unbounded_channel::<crate::peers::Report>();
+    let kick = Arc::new(tokio::sync::Notify::new());
+    let mut discovery = crate::peers::uses_ec2(&lp.cfg)
+        .then(|| crate::peers::spawn(&lp.cfg, peer_tx.clone(), kick.clone()));
     tracing::info!(role = %lp.cfg.role, bridge = %lp.cfg.bridge, "overlayd run: starting");
     lp.reconcile(true, "start").await;
 
@@ -425,15 +435,39 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             },
             _ = usr1.recv() => { paused = set_paused(&lp, true); }
             _ = usr2.recv() => { paused = set_paused(&lp, false); dirty = Some((true, "resume")); }
+            Some(r) = peer_rx.recv() => {
+                if lp.peer_report(r) {
+                    dirty = Some((false, "peers"));
+                }
+            }
             _ = hup.recv() => {
                 match (opts.config_loader)() {
                     Ok(c) => {
                         tracing::info!("configuration reloaded");
+                        let same_peers = c.peer_discovery == lp.cfg.peer_discovery
+                            && c.cluster == lp.cfg.cluster
+                            && c.peer_interval_secs == lp.cfg.peer_interval_secs;
                         lp.cfg = c;
                         lp.backoff = None;
+                        if same_peers && discovery.is_some() {
+                            kick.notify_one();
+                        } else {
+                            if let Some(t) = discovery.take() {
+                                t.abort();
+                            }
+                            if !crate::peers::uses_ec2(&lp.cfg) {
+                                lp.peers = None;
+                            }
+                            lp.shared.status.lock().unwrap().peers = peer_status(&lp.cfg);
+                            discovery = crate::peers::uses_ec2(&lp.cfg)
+                                .then(|| crate::peers::spawn(&lp.cfg, peer_tx.clone(), kick.clone()));
+                        }
                         dirty = Some((true, "reload"));
                     }
-                    Err(e) => tracing::error!(error = %e, "reload refused; keeping the running configuration"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused; keeping the running configuration");
+                        kick.notify_one();
+                    }
                 }
             }
             _ = term.recv() => break,
@@ -451,8 +485,64 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     if let Some(t) = metrics_task {
         t.abort();
     }
+    if let Some(t) = discovery {
+        t.abort();
+    }
     let _ = std::fs::remove_file(&ctl_path);
     Ok(())
+}
+
+fn peer_status(cfg: &Config) -> Option<crate::peers::PeerStatus> {
+    let d = cfg.peer_discovery?;
+    Some(crate::peers::PeerStatus {
+        discovery: match d {
+            crate::config::PeerDiscovery::Static => "static".into(),
+            crate::config::PeerDiscovery::Ec2 => "ec2".into(),
+        },
+        count: (d == crate::config::PeerDiscovery::Static).then_some(cfg.peers.len()),
+        ..Default::default()
+    })
+}
+
+impl Loop {
+    /// Take a discovery answer; true when the peer set in force changed. A failure keeps
+    /// the last good set (never a flush) and is reported in status, log and metrics.
+    fn peer_report(&mut self, r: crate::peers::Report) -> bool {
+        let mut st = self.shared.status.lock().unwrap();
+        let ps = st.peers.get_or_insert_with(Default::default);
+        ps.refreshes += 1;
+        match r.result {
+            Ok(set) => {
+                if ps.last_error.take().is_some() {
+                    tracing::info!(peers = set.len(), "peer discovery answers again");
+                }
+                ps.count = Some(set.len());
+                ps.last_ok_unix_ms = Some(now_ms());
+                self.shared
+                    .metrics
+                    .peer_discovery(true, Some(set.len()), r.took);
+                let changed = self.peers.as_ref() != Some(&set);
+                if changed {
+                    tracing::info!(
+                        peers = set.len(),
+                        took_ms = r.took.as_millis() as u64,
+                        "peer set changed"
+                    );
+                    self.peers = Some(set);
+                }
+                changed
+            }
+            Err(e) => {
+                ps.failures += 1;
+                if ps.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(error = %e, kept = ?ps.count, "peer discovery failed; keeping the last good peer set");
+                }
+                ps.last_error = Some(e);
+                self.shared.metrics.peer_discovery(false, None, r.took);
+                false
+            }
+        }
+    }
 }
 
 fn set_paused(lp: &Loop, p: bool) -> bool {

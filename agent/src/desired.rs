@@ -1,10 +1,14 @@
 //! config + host facts → [`Desired`]. Pure: the observed state is only read for facts about
 //! things overlayd does not own (the underlay: its existence, MTU and subnet).
 
-use crate::config::{Config, ConfigError, GatewayMode, Mtu, Role, MTU_CAP, VXLAN_OVERHEAD};
+use crate::config::{
+    Config, ConfigError, Flood, GatewayMode, Mtu, PeerDiscovery, Role, MTU_CAP, VXLAN_OVERHEAD,
+};
 use crate::model::*;
 use ipnet::Ipv4Net;
 use overlay_router::nat::NatSpec;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
 fn fact_err(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -45,6 +49,16 @@ pub fn underlay_name(cfg: &Config, obs: &Observed) -> Result<String, ConfigError
 }
 
 pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
+    desired_with(cfg, obs, None)
+}
+
+/// [`desired`] with the peers EC2 discovery found (`discovered`; None = not known yet). Static
+/// peers come from the configuration.
+pub fn desired_with(
+    cfg: &Config,
+    obs: &Observed,
+    discovered: Option<&BTreeSet<Ipv4Addr>>,
+) -> Result<Desired, ConfigError> {
     let underlay = underlay_name(cfg, obs)?;
     let ul = obs.link(&underlay).ok_or_else(|| {
         fact_err(
@@ -119,26 +133,48 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
     };
 
     let mut sysctls = Vec::new();
+    let unicast = cfg.flood == Flood::Unicast;
     let vtep = if cfg.role.has_vtep() {
-        // Must be written before the VTEP joins its group: the first report goes out
-        // as IGMPv3 otherwise, which a Transit Gateway ignores.
-        sysctls.push(SysctlSpec {
-            key: igmp_key(&underlay),
-            value: "2".into(),
-            restore: true,
-            want: SysctlWant::Exact,
-        });
+        if !unicast {
+            // Must be written before the VTEP joins its group: the first report goes out
+            // as IGMPv3 otherwise, which a Transit Gateway ignores.
+            sysctls.push(SysctlSpec {
+                key: igmp_key(&underlay),
+                value: "2".into(),
+                restore: true,
+                want: SysctlWant::Exact,
+            });
+        }
         Some(VtepSpec {
             name: cfg.vtep.clone(),
             vni: cfg.vni,
             port: cfg.port,
-            group: cfg.group.expect("validated: group present for VTEP roles"),
+            group: if unicast {
+                None
+            } else {
+                Some(
+                    cfg.group
+                        .expect("validated: group present for multicast VTEPs"),
+                )
+            },
             underlay: underlay.clone(),
             mtu,
         })
     } else {
         None
     };
+    // Unicast flooding: every peer but this node itself (any address of the underlay).
+    let flood_list = vtep.as_ref().filter(|_| unicast).map(|v| {
+        let own: Vec<Ipv4Addr> = obs.addrs_of(ul.index).map(|a| a.addr.addr()).collect();
+        let peers = match cfg.peer_discovery {
+            Some(PeerDiscovery::Ec2) => discovered.cloned(),
+            _ => Some(cfg.peers.iter().copied().collect()),
+        };
+        FloodList {
+            vtep: v.name.clone(),
+            peers: peers.map(|p| p.into_iter().filter(|ip| !own.contains(ip)).collect()),
+        }
+    });
     let dummy = (cfg.role == Role::Standalone).then(|| DummySpec {
         name: cfg.dummy.clone(),
         veth_peer: format!("{}p", cfg.dummy),
@@ -189,6 +225,7 @@ pub fn desired(cfg: &Config, obs: &Observed) -> Result<Desired, ConfigError> {
         underlay,
         bridge,
         vtep,
+        flood_list,
         dummy,
         gateway_mode: cfg.gateway.map(|_| cfg.gateway_mode),
         routes,

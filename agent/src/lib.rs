@@ -16,9 +16,11 @@ pub mod daemon;
 pub mod desired;
 pub mod error;
 pub mod files;
+pub mod instance;
 pub mod metrics;
 pub mod model;
 pub mod netlink;
+pub mod peers;
 pub mod plan;
 #[cfg(test)]
 mod plan_tests;

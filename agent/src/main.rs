@@ -33,7 +33,7 @@ fn load_config_with(node: &NodeArgs, over: &Overrides) -> Result<Config, ConfigE
             Err(_) => FileConfig::default(),
         },
     };
-    config::build(&file, over)
+    config::build_with(&file, over, &overlay_agent::instance::fetch)
 }
 
 /// `overlayd configured`: does any layer name a role? (A file that cannot be read or parsed
@@ -53,14 +53,27 @@ fn configured(node: &NodeArgs, m: &ArgMatches) -> ExitCode {
         Err(_) => true,
     };
     if has_role {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!(
-            "overlayd: not configured: {shown} sets no role (nor does OVERLAYD_ROLE or --role); \
-             see /usr/share/doc/overlayd/operations.md"
-        );
-        ExitCode::from(1)
+        return ExitCode::SUCCESS;
     }
+    // A zero-configuration EC2 node: its overlay:role tag configures it.
+    let tagged = overlay_agent::instance::fetch();
+    if let Ok(f) = &tagged {
+        if f.tags.contains_key("overlay:role") {
+            return ExitCode::SUCCESS;
+        }
+    }
+    eprintln!(
+        "overlayd: not configured: {shown} sets no role (nor does OVERLAYD_ROLE or --role), \
+         and {}; see /usr/share/doc/overlayd/operations.md",
+        match tagged {
+            Ok(f) => format!(
+                "instance {} has no overlay:role tag ({})",
+                f.instance_id, f.tags_from
+            ),
+            Err(e) => format!("there are no instance tags to read ({e})"),
+        }
+    );
+    ExitCode::from(1)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -105,10 +118,10 @@ fn main() -> ExitCode {
     };
     let (name, sub) = m.subcommand().expect("subcommand required");
     let args = match &cli.cmd {
+        Cmd::Validate(v) => v.common.clone(),
         Cmd::Apply(a)
         | Cmd::Plan(a)
         | Cmd::Down(a)
-        | Cmd::Validate(a)
         | Cmd::Run(a)
         | Cmd::Status(a)
         | Cmd::Pause(a)
@@ -135,6 +148,11 @@ fn main() -> ExitCode {
     for w in &cfg.warnings {
         eprintln!("overlayd: warning: {w}");
     }
+    if let Cmd::Validate(v) = &cli.cmd {
+        if v.explain {
+            print!("{}", config::explain(&cfg));
+        }
+    }
     let rt = runtime();
     if name == "run" {
         let over = overrides(sub);
@@ -157,7 +175,19 @@ fn main() -> ExitCode {
         };
         match name {
             "plan" | "validate" | "apply" => {
-                let (d, o, p) = match apply::compute(&h, &cfg).await {
+                // EC2 peer discovery, once: a failure leaves the flood list as it is.
+                let discovered = if overlay_agent::peers::uses_ec2(&cfg) {
+                    match overlay_agent::peers::discover_once(&cfg).await {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            eprintln!("overlayd: warning: peer discovery failed ({e}); the flood list is left as it is");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let (d, o, p) = match apply::compute_with(&h, &cfg, None, discovered.as_ref()).await {
                     Ok(x) => x,
                     Err(e) => return fail(&e),
                 };
@@ -176,9 +206,25 @@ fn main() -> ExitCode {
                                 d.bridge.name,
                                 d.bridge.address,
                                 d.bridge.mtu,
-                                match &d.vtep {
-                                    Some(v) => format!(", {} vni {} group {} port {}", v.name, v.vni, v.group, v.port),
-                                    None => String::new(),
+                                match (&d.vtep, &d.flood_list) {
+                                    (Some(v), None) => format!(
+                                        ", {} vni {} group {} port {}",
+                                        v.name,
+                                        v.vni,
+                                        v.group.map(|g| g.to_string()).unwrap_or_default(),
+                                        v.port
+                                    ),
+                                    (Some(v), Some(f)) => format!(
+                                        ", {} vni {} port {}, unicast flooding to {}",
+                                        v.name,
+                                        v.vni,
+                                        v.port,
+                                        match &f.peers {
+                                            Some(p) => format!("{} peer(s)", p.len()),
+                                            None => "peers not known yet".into(),
+                                        }
+                                    ),
+                                    (None, _) => String::new(),
                                 }
                             );
                             println!("{} operation(s) pending (see `overlayd plan`)", p.ops.len());
@@ -328,9 +374,29 @@ fn print_desired(d: &overlay_agent::model::Desired) {
     );
     if let Some(v) = &d.vtep {
         println!(
-            "vtep:      {} vni {} group {} dstport {} dev {}",
-            v.name, v.vni, v.group, v.port, v.underlay
+            "vtep:      {} vni {} {} dstport {} dev {}",
+            v.name,
+            v.vni,
+            match v.group {
+                Some(g) => format!("group {g}"),
+                None => "unicast flooding".to_string(),
+            },
+            v.port,
+            v.underlay
         );
+    }
+    if let Some(f) = &d.flood_list {
+        match &f.peers {
+            Some(p) => println!(
+                "peers:     {} ({})",
+                p.len(),
+                p.iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => println!("peers:     not known yet (EC2 discovery has not answered)"),
+        }
     }
     if let Some(m) = d.gateway_mode {
         println!("gateway:   mode {m}");

@@ -58,6 +58,9 @@ pub struct Metrics {
     events: Counter,
     overruns: Counter,
     paused: Gauge,
+    peer_discoveries: Family<Labels, Counter>,
+    peers: Gauge,
+    peer_last_success: Gauge,
 }
 
 /// What the kernel looks like at scrape time. `None` fields are left out of the exposition
@@ -164,7 +167,28 @@ impl Metrics {
             help("1 while reconciling is paused (SIGUSR1 or the control socket)."),
             paused.clone(),
         );
+        let peer_discoveries: Family<Labels, Counter> = Family::default();
+        registry.register(
+            "overlayd_peer_discovery",
+            help("EC2 peer discovery answers (DescribeInstances), by result; an error keeps the last good peers."),
+            peer_discoveries.clone(),
+        );
+        let peers = Gauge::default();
+        registry.register(
+            "overlayd_peers",
+            help("Unicast flooding peers in force (0 until EC2 discovery first answers)."),
+            peers.clone(),
+        );
+        let peer_last_success = Gauge::default();
+        registry.register(
+            "overlayd_peer_discovery_last_success_timestamp_seconds",
+            help("When EC2 peer discovery last answered, seconds since the Unix epoch."),
+            peer_last_success.clone(),
+        );
         Metrics {
+            peer_discoveries,
+            peers,
+            peer_last_success,
             registry,
             reconciles,
             duration,
@@ -202,6 +226,18 @@ impl Metrics {
         self.events.inc();
         if overrun {
             self.overruns.inc();
+        }
+    }
+
+    /// One EC2 peer discovery finished (`count`: the peers found when it succeeded).
+    pub fn peer_discovery(&self, ok: bool, count: Option<usize>, _took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.peer_discoveries
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+        if let Some(n) = count {
+            self.peers.set(n as i64);
+            self.peer_last_success.set(unix_now() as i64);
         }
     }
 

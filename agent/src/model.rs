@@ -47,9 +47,20 @@ pub struct VtepSpec {
     pub name: String,
     pub vni: u32,
     pub port: u16,
-    pub group: Ipv4Addr,
+    /// The multicast group flooding goes to; None with unicast flooding (no group: the
+    /// kernel replicates to the all-zeros FDB entries instead, [`FloodList`]).
+    pub group: Option<Ipv4Addr>,
     pub underlay: String,
     pub mtu: u32,
+}
+
+/// Unicast flooding: the peers the VTEP replicates broadcast/unknown frames to, one
+/// all-zeros FDB entry each. `peers` None = not known yet (EC2 discovery has not answered
+/// once): the entries there are left as they are, never flushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FloodList {
+    pub vtep: String,
+    pub peers: Option<std::collections::BTreeSet<Ipv4Addr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -165,6 +176,9 @@ pub struct Desired {
     pub underlay: String,
     pub bridge: BridgeSpec,
     pub vtep: Option<VtepSpec>,
+    /// flood = unicast only.
+    #[serde(default)]
+    pub flood_list: Option<FloodList>,
     pub dummy: Option<DummySpec>,
     /// Gateway mode of host/management (None for router/standalone).
     pub gateway_mode: Option<crate::config::GatewayMode>,
@@ -357,6 +371,12 @@ pub struct Observed {
     pub resolv: Option<String>,
     #[serde(skip)]
     pub nat: Option<NatObserved>,
+    /// The VTEP's all-zeros FDB destinations (read only with unicast flooding).
+    #[serde(default)]
+    pub flood_list: std::collections::BTreeSet<Ipv4Addr>,
+    /// Those of them overlayd added (from the state file): the only ones it removes.
+    #[serde(default)]
+    pub flood_list_owned: std::collections::BTreeSet<Ipv4Addr>,
 }
 
 impl Observed {

@@ -89,6 +89,7 @@ pub fn plan_apply(d: &Desired, o: &Observed) -> Result<Plan, ConfigError> {
     port::plan_vtep(&mut p, d, o, bridge_created)?;
     port::plan_dummy(&mut p, d, o, bridge_created)?;
     bridge::plan_bridge_up(&mut p, d, o, bridge_created);
+    port::plan_flood_list(&mut p, d, o);
 
     // 5. Routes and rules (see `routing`).
     routing::plan_routes(&mut p, d, o, bridge_created);

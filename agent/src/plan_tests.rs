@@ -97,6 +97,7 @@ fn bare() -> Observed {
         hosts: Some("127.0.0.1 localhost\n".into()),
         resolv: Some("nameserver 10.0.0.2\n".into()),
         nat: Some(NatObserved::Absent),
+        ..Default::default()
     }
 }
 
@@ -139,7 +140,7 @@ fn converged(d: &Desired) -> Observed {
             vxlan: Some(VxlanInfo {
                 vni: Some(v.vni),
                 port: Some(v.port),
-                group: Some(v.group),
+                group: v.group,
                 dev: Some(2),
                 learning: Some(true),
             }),
@@ -1009,4 +1010,108 @@ fn mac_round_trips_as_text() {
     assert_eq!(serde_json::to_string(&m).unwrap(), "\"02:0f:0a:65:00:0a\"");
     assert!("02:0f:0a".parse::<Mac>().is_err());
     assert!("zz:0f:0a:65:00:0a".parse::<Mac>().is_err());
+}
+
+// --- unicast flooding: the VTEP's all-zeros FDB entries
+
+fn unicast_host(peers: &str) -> Config {
+    cfg(&[
+        ("role", "host"),
+        ("underlay", "eth0"),
+        ("address", "10.101.0.10/16"),
+        ("gateway", "10.101.0.1"),
+        ("flood", "unicast"),
+        ("peers", peers),
+    ])
+}
+
+fn ip(s: &str) -> std::net::Ipv4Addr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn unicast_host_from_empty_gets_a_groupless_vtep_then_its_flood_list() {
+    // 10.0.1.5 is this node (eth0's address): never its own peer.
+    let c = unicast_host("10.0.1.6,10.0.1.7,10.0.1.5");
+    let o = bare();
+    let d = desired(&c, &o).unwrap();
+    assert_eq!(d.vtep.as_ref().unwrap().group, None);
+    assert!(
+        !d.sysctls.iter().any(|s| s.key == igmp_key("eth0")),
+        "no IGMP without multicast"
+    );
+    let p = plan_apply(&d, &o).unwrap();
+    let vtep_at = p
+        .ops
+        .iter()
+        .position(|o| matches!(o, Op::CreateVtep { group: None, .. }))
+        .unwrap();
+    let fl_at = p
+        .ops
+        .iter()
+        .position(|o| matches!(o, Op::SetFloodList { .. }))
+        .unwrap();
+    assert!(vtep_at < fl_at);
+    match &p.ops[fl_at] {
+        Op::SetFloodList { add, remove, .. } => {
+            assert_eq!(add, &vec![ip("10.0.1.6"), ip("10.0.1.7")]);
+            assert!(remove.is_empty());
+        }
+        _ => unreachable!(),
+    }
+    assert!(p.ops[fl_at]
+        .to_string()
+        .contains("add 2 peer(s) [10.0.1.6, 10.0.1.7]"));
+}
+
+#[test]
+fn flood_list_drift_adds_missing_removes_only_our_departed_entries() {
+    let c = unicast_host("10.0.1.6,10.0.1.7");
+    let d = desired(&c, &bare()).unwrap();
+    let mut o = converged(&d);
+    // present: .6 (wanted), .8 (ours, departed), .9 (someone else's)
+    o.flood_list = [ip("10.0.1.6"), ip("10.0.1.8"), ip("10.0.1.9")].into();
+    o.flood_list_owned = [ip("10.0.1.6"), ip("10.0.1.8")].into();
+    let p = plan_apply(&d, &o).unwrap();
+    assert_eq!(
+        p.ops,
+        vec![Op::SetFloodList {
+            vtep: "ethvxlan0".into(),
+            add: vec![ip("10.0.1.7")],
+            remove: vec![ip("10.0.1.8")],
+        }]
+    );
+    // converged: nothing to do
+    o.flood_list = [ip("10.0.1.6"), ip("10.0.1.7"), ip("10.0.1.9")].into();
+    assert!(plan_apply(&d, &o).unwrap().is_empty());
+}
+
+#[test]
+fn unknown_ec2_peers_leave_the_flood_list_alone_and_multicast_to_unicast_recreates() {
+    let mut c = unicast_host("10.0.1.6");
+    c.peers.clear();
+    c.peer_discovery = Some(crate::config::PeerDiscovery::Ec2);
+    let d = crate::desired::desired_with(&c, &bare(), None).unwrap();
+    let mut o = converged(&d);
+    o.flood_list = [ip("10.0.1.6")].into();
+    o.flood_list_owned = o.flood_list.clone();
+    assert!(
+        plan_apply(&d, &o).unwrap().is_empty(),
+        "an unknown peer set never flushes"
+    );
+    let found: std::collections::BTreeSet<_> = [ip("10.0.1.7")].into();
+    let d2 = crate::desired::desired_with(&c, &bare(), Some(&found)).unwrap();
+    assert_eq!(plan_apply(&d2, &o).unwrap().ops.len(), 1);
+    // a multicast VTEP is re-created without a group, and the flood list is then filled
+    let (_, om) = setup(Role::Host);
+    let du = desired(&unicast_host("10.0.1.6"), &bare()).unwrap();
+    let p = plan_apply(&du, &om).unwrap();
+    assert!(p
+        .ops
+        .iter()
+        .any(|o| matches!(o, Op::DeleteLink { name, .. } if name == "ethvxlan0")));
+    assert!(p
+        .ops
+        .iter()
+        .any(|o| matches!(o, Op::SetFloodList { add, .. } if add.len() == 1)));
 }

@@ -22,6 +22,10 @@ pub struct State {
     /// `down` puts them back.
     #[serde(default)]
     pub replaced_routes: Vec<crate::model::SavedRoute>,
+    /// All-zeros FDB entries (unicast flooding peers) overlayd added to the VTEP: the only
+    /// ones it ever removes.
+    #[serde(default)]
+    pub flood_list: BTreeSet<std::net::Ipv4Addr>,
 }
 
 pub fn path(dir: &Path) -> PathBuf {

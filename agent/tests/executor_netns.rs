@@ -365,3 +365,79 @@ fn adopt_takes_over_hand_made_devices_without_traffic_loss() {
     ns.overlayd_ok("down", &args);
     assert!(!ns.ip("-br link").contains("cloudbr0"));
 }
+
+/// Unicast flooding: a VTEP without a group and one all-zeros FDB entry per peer; a change of
+/// peers is one batch; an entry someone else added is never removed; idempotent.
+#[test]
+fn unicast_flood_list_follows_the_peers_and_keeps_foreign_entries() {
+    if !require_root("unicast_flood_list") {
+        return;
+    }
+    let ns = Ns::new("uf");
+    let unicast = |peers: &str| {
+        ns.args(&[
+            "--role",
+            "host",
+            "--address",
+            "10.101.0.10/16",
+            "--gateway",
+            "10.101.0.1",
+            "--flood",
+            "unicast",
+            "--peer",
+            peers,
+        ])
+    };
+    let zeros = || {
+        let mut v: Vec<String> = ns
+            .exec("bridge fdb show dev ethvxlan0")
+            .lines()
+            .filter(|l| l.starts_with("00:00:00:00:00:00"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "dst")
+                    .nth(1)
+                    .map(String::from)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let a = unicast("10.77.0.11,10.77.0.12,10.77.0.13");
+    let out = ns.overlayd_ok("apply", &a);
+    assert!(out.contains("no group: unicast flooding"), "{out}");
+    assert!(out.contains("add 3 peer(s)"), "{out}");
+    let link = ns.ip("-d link show ethvxlan0");
+    assert!(
+        link.contains("vxlan id 100 dev eth0") && !link.contains("group 239"),
+        "{link}"
+    );
+    assert_eq!(zeros(), ["10.77.0.11", "10.77.0.12", "10.77.0.13"]);
+    assert_eq!(ns.sysctl("net/ipv4/conf/eth0/force_igmp_version"), "0");
+    let again = ns.overlayd_ok("apply", &a);
+    assert!(again.contains("no changes"), "{again}");
+    // someone else's entry, then a peer leaves and one arrives
+    ns.exec("bridge fdb append 00:00:00:00:00:00 dev ethvxlan0 dst 10.77.0.99");
+    let b = unicast("10.77.0.11,10.77.0.13,10.77.0.14");
+    let out = ns.overlayd_ok("apply", &b);
+    assert!(
+        out.contains("add 1 peer(s) [10.77.0.14] remove 1 peer(s) [10.77.0.12]"),
+        "{out}"
+    );
+    assert_eq!(
+        zeros(),
+        ["10.77.0.11", "10.77.0.13", "10.77.0.14", "10.77.0.99"]
+    );
+    assert_eq!(ns.pending(&b), 0);
+    // a deleted entry of ours is put back by the next apply
+    ns.exec("bridge fdb del 00:00:00:00:00:00 dev ethvxlan0 dst 10.77.0.13");
+    assert_eq!(ns.pending(&b), 1);
+    ns.overlayd_ok("apply", &b);
+    assert_eq!(
+        zeros(),
+        ["10.77.0.11", "10.77.0.13", "10.77.0.14", "10.77.0.99"]
+    );
+    // down removes the VTEP (and with it the flood list)
+    ns.overlayd_ok("down", &b);
+    assert!(!ns.exec("ip -o link show").contains("ethvxlan0"));
+}

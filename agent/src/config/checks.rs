@@ -405,19 +405,41 @@ pub(super) fn check_port(m: &Layers) -> Result<u16, ConfigError> {
     })
 }
 
-/// `group`: an IPv4 multicast group that IGMP reports (required with a VTEP).
+/// `group`: an IPv4 multicast group that IGMP reports (required with a VTEP that floods by
+/// multicast; refused with flood = unicast, where the VTEP has no group).
 pub(super) fn check_group(
     m: &Layers,
     role: Role,
+    flood: Flood,
     warnings: &mut Vec<String>,
 ) -> Result<Option<Ipv4Addr>, ConfigError> {
+    if flood == Flood::Unicast {
+        return match get(m, "group") {
+            Some((v, Source::Tag)) => {
+                warnings.push(format!(
+                    "the overlay:group tag ({v}) is ignored: flood = unicast uses no multicast group"
+                ));
+                Ok(None)
+            }
+            Some((v, s)) => Err(err(
+                "group",
+                v,
+                Some(s),
+                "flood = unicast sends no multicast (the VTEP has no group); remove group, or use flood = multicast",
+            )),
+            None => Ok(None),
+        };
+    }
     Ok(match (get(m, "group"), role.has_vtep()) {
         (None, true) => {
             return Err(err(
                 "group",
                 "",
                 None,
-                format!("role {role} needs group: the VXLAN multicast group, e.g. 239.255.0.1"),
+                format!(
+                    "role {role} needs group: the VXLAN multicast group, e.g. 239.255.0.1 \
+                     (or flood = unicast, which needs no Transit Gateway)"
+                ),
             ))
         }
         (Some((v, s)), has) => {
@@ -640,6 +662,173 @@ pub(super) fn check_metrics_address(m: &Layers) -> Result<String, ConfigError> {
     })
 }
 
+/// `overlay_cidr`: a network address, /30 or shorter.
+pub(super) fn check_overlay_cidr(m: &Layers) -> Result<Ipv4Net, ConfigError> {
+    Ok(match get(m, "overlay_cidr") {
+        None => DEFAULT_OVERLAY_CIDR.parse().expect("default parses"),
+        Some((v, s)) => {
+            let n: Ipv4Net = v.parse().map_err(|_| {
+                err(
+                    "overlay_cidr",
+                    v,
+                    Some(s),
+                    "not an IPv4 CIDR such as 10.101.0.0/16",
+                )
+            })?;
+            if n.trunc() != n || n.prefix_len() > 30 {
+                return Err(err(
+                    "overlay_cidr",
+                    v,
+                    Some(s),
+                    format!(
+                        "must be a network address with a /30 or shorter prefix (e.g. {})",
+                        n.trunc()
+                    ),
+                ));
+            }
+            n
+        }
+    })
+}
+
+/// `flood`: multicast (default) | unicast.
+pub(super) fn check_flood(m: &Layers) -> Result<Flood, ConfigError> {
+    Ok(match get(m, "flood") {
+        None => Flood::Multicast,
+        Some((v, s)) => Flood::parse(v).ok_or_else(|| {
+            err(
+                "flood",
+                v,
+                Some(s),
+                "expected multicast (a Transit Gateway multicast domain floods the group) or \
+                 unicast (one copy per peer, no TGW)",
+            )
+        })?,
+    })
+}
+
+/// `cluster`: 1-128 characters of a tag value, no control characters.
+pub(super) fn check_cluster(m: &Layers) -> Result<Option<String>, ConfigError> {
+    Ok(match get(m, "cluster") {
+        None => None,
+        Some((v, s)) => {
+            if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) {
+                return Err(err(
+                    "cluster",
+                    v,
+                    Some(s),
+                    "a cluster name is 1-128 printable characters (the overlay:cluster tag value)",
+                ));
+            }
+            Some(v.to_string())
+        }
+    })
+}
+
+/// The unicast peers: `peers`, `peer_discovery`, `peer_interval` (all refused with
+/// flood = multicast, so a half-switched configuration is caught).
+pub(super) fn check_peers(
+    m: &Layers,
+    role: Role,
+    flood: Flood,
+    cluster: &Option<String>,
+) -> Result<(Vec<Ipv4Addr>, Option<PeerDiscovery>, u64), ConfigError> {
+    let (vals, psrc) = list(m, "peers");
+    let disc = get(m, "peer_discovery");
+    let interval = get(m, "peer_interval");
+    if flood == Flood::Multicast || !role.has_vtep() {
+        let why = if role.has_vtep() {
+            "only for flood = unicast".to_string()
+        } else {
+            format!("role {role} has no VTEP")
+        };
+        if let Some(v) = vals.first() {
+            return Err(err("peers", v, psrc, why));
+        }
+        if let Some((v, s)) = disc {
+            return Err(err("peer_discovery", v, Some(s), why));
+        }
+        if let Some((v, s)) = interval {
+            return Err(err("peer_interval", v, Some(s), why));
+        }
+        return Ok((vec![], None, DEFAULT_PEER_INTERVAL));
+    }
+    let mut peers = Vec::new();
+    for v in &vals {
+        let a: Ipv4Addr = v.parse().map_err(|_| {
+            err(
+                "peers",
+                v,
+                psrc,
+                "not an IPv4 address (a peer's underlay IP)",
+            )
+        })?;
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+            return Err(err("peers", v, psrc, "not a unicast underlay address"));
+        }
+        if !peers.contains(&a) {
+            peers.push(a);
+        }
+    }
+    let discovery = match disc {
+        None if peers.is_empty() => PeerDiscovery::Ec2,
+        None => PeerDiscovery::Static,
+        Some(("static", _)) => PeerDiscovery::Static,
+        Some(("ec2", s)) => {
+            if let Some(v) = vals.first() {
+                return Err(err(
+                    "peers",
+                    v,
+                    psrc,
+                    format!("peer_discovery = ec2 (from {s}) finds the peers itself; remove peers or use peer_discovery = static"),
+                ));
+            }
+            PeerDiscovery::Ec2
+        }
+        Some((v, s)) => return Err(err(
+            "peer_discovery",
+            v,
+            Some(s),
+            "expected static (the peers key) or ec2 (DescribeInstances by the overlay:cluster tag)",
+        )),
+    };
+    if discovery == PeerDiscovery::Ec2 && !cfg!(feature = "ec2") {
+        return Err(err(
+            "peer_discovery",
+            "ec2",
+            disc.map(|(_, s)| s),
+            "this overlayd is built without the EC2 API (cargo feature ec2); use peer_discovery = static with peers",
+        ));
+    }
+    if discovery == PeerDiscovery::Ec2 && cluster.is_none() {
+        return Err(err(
+            "cluster",
+            "",
+            None,
+            "peer_discovery = ec2 needs the cluster name (the overlay:cluster tag value of the peers)",
+        ));
+    }
+    if discovery == PeerDiscovery::Static && peers.is_empty() {
+        return Err(err(
+            "peers",
+            "",
+            psrc,
+            "peer_discovery = static needs peers: the other nodes' underlay IPs",
+        ));
+    }
+    let secs = match interval {
+        None => DEFAULT_PEER_INTERVAL,
+        Some((v, s)) => {
+            let n = parse_u32("peer_interval", v.trim_end_matches('s'), s)?;
+            if n == 0 || n > 3600 {
+                return Err(err("peer_interval", v, Some(s), "must be 1..3600 seconds"));
+            }
+            n as u64
+        }
+    };
+    Ok((peers, Some(discovery), secs))
+}
+
 /// Type every key, one small check each (in dependency order), into a [`Config`].
 pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
@@ -655,7 +844,11 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     let dns = check_dns(m)?;
     let vni = check_vni(m)?;
     let port = check_port(m)?;
-    let group = check_group(m, role, &mut warnings)?;
+    let flood = check_flood(m)?;
+    let group = check_group(m, role, flood, &mut warnings)?;
+    let cluster = check_cluster(m)?;
+    let (peers, peer_discovery, peer_interval_secs) = check_peers(m, role, flood, &cluster)?;
+    let overlay_cidr = check_overlay_cidr(m)?;
     let mtu = check_mtu(m, role, &mut warnings)?;
     let fqdn = check_fqdn(m)?;
     let (nat, nat_exceptions) = check_nat(m, role, &mut warnings)?;
@@ -678,6 +871,12 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
         vni,
         port,
         group,
+        flood,
+        peers,
+        peer_discovery,
+        peer_interval_secs,
+        cluster,
+        overlay_cidr,
         mtu,
         fqdn,
         nat,
@@ -695,5 +894,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
         metrics_address,
         control_socket,
         warnings,
+        instance: None,
+        origins: BTreeMap::new(),
     })
 }

@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 mod checks;
+mod instance_layers;
 mod settings;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,10 @@ pub enum Source {
     Flag,
     Env,
     File,
+    /// An `overlay:*` tag of the EC2 instance.
+    Tag,
+    /// Derived from the instance's IMDSv2 facts (an `auto` value).
+    Imds,
     Default,
 }
 
@@ -48,6 +53,8 @@ impl fmt::Display for Source {
             Source::Flag => "command line",
             Source::Env => "environment",
             Source::File => "config file",
+            Source::Tag => "instance tag",
+            Source::Imds => "instance metadata",
             Source::Default => "default",
         })
     }
@@ -173,6 +180,41 @@ impl fmt::Display for GatewayMode {
     }
 }
 
+/// How broadcast, unknown-unicast and multicast frames reach the other VTEPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flood {
+    /// To the multicast group (an AWS Transit Gateway multicast domain floods it).
+    Multicast,
+    /// One copy per peer (head-end replication from an all-zeros FDB entry per peer).
+    Unicast,
+}
+
+impl Flood {
+    pub fn parse(s: &str) -> Option<Flood> {
+        match s {
+            "multicast" => Some(Flood::Multicast),
+            "unicast" => Some(Flood::Unicast),
+            _ => None,
+        }
+    }
+}
+
+/// Where the peers of unicast flooding come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerDiscovery {
+    /// The `peers` key.
+    Static,
+    /// `DescribeInstances`: running instances of the VPC tagged `overlay:cluster=<cluster>`.
+    Ec2,
+}
+
+/// Default overlay CIDR (the original templates' 10.101.0.0/16).
+pub const DEFAULT_OVERLAY_CIDR: &str = "10.101.0.0/16";
+/// Default seconds between EC2 peer refreshes.
+pub const DEFAULT_PEER_INTERVAL: u64 = 10;
+
 /// Default of `igmp_max_memberships`: room for hundreds of CloudStack guest networks
 /// (each one's VXLAN joins a group on the same kernel socket; the kernel default is 20).
 pub const DEFAULT_IGMP_MAX_MEMBERSHIPS: u32 = 1024;
@@ -201,6 +243,14 @@ pub struct Config {
     pub vni: u32,
     pub port: u16,
     pub group: Option<Ipv4Addr>,
+    pub flood: Flood,
+    /// Static peers (flood = unicast, peer_discovery = static).
+    pub peers: Vec<Ipv4Addr>,
+    /// None unless flood = unicast.
+    pub peer_discovery: Option<PeerDiscovery>,
+    pub peer_interval_secs: u64,
+    pub cluster: Option<String>,
+    pub overlay_cidr: Ipv4Net,
     pub mtu: Mtu,
     pub fqdn: Option<String>,
     pub nat: bool,
@@ -222,6 +272,12 @@ pub struct Config {
     /// Warnings that do not refuse the configuration (printed by the CLI).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The instance's facts, when IMDS was consulted (peer discovery needs VPC and region).
+    #[serde(skip)]
+    pub instance: Option<crate::instance::InstanceFacts>,
+    /// Key → where its value came from (`validate --explain`); keys absent are defaults.
+    #[serde(skip)]
+    pub origins: BTreeMap<&'static str, String>,
 }
 
 /// One raw value with its origin, before typing.
@@ -229,6 +285,8 @@ pub struct Config {
 struct Raw {
     vals: Vec<String>,
     source: Source,
+    /// How an instance-derived value was found (explain).
+    detail: Option<String>,
 }
 
 /// Parse TOML text into the file form. Every key must be one of [`keys`]; a value is a
@@ -285,14 +343,30 @@ fn file_map(f: &FileConfig) -> BTreeMap<&'static str, Raw> {
                 Raw {
                     vals: v.clone(),
                     source: Source::File,
+                    detail: None,
                 },
             )
         })
         .collect()
 }
 
-/// Merge file and overrides (flags/env win) and validate.
+/// Merge file and overrides (flags/env win) and validate; the instance is never consulted
+/// (an `auto` value or a missing key is then an error saying so).
 pub fn build(file: &FileConfig, over: &Overrides) -> Result<Config, ConfigError> {
+    build_with(
+        file,
+        over,
+        &|| Err("instance metadata not consulted".into()),
+    )
+}
+
+/// Like [`build`], with `instance` asked for the instance's facts (IMDSv2 and tags) when, and
+/// only when, some key needs them: see [`instance_layers::needed`].
+pub fn build_with(
+    file: &FileConfig,
+    over: &Overrides,
+    instance: &dyn Fn() -> Result<crate::instance::InstanceFacts, String>,
+) -> Result<Config, ConfigError> {
     let mut m = file_map(file);
     for (k, (vals, src)) in &over.values {
         m.insert(
@@ -300,10 +374,84 @@ pub fn build(file: &FileConfig, over: &Overrides) -> Result<Config, ConfigError>
             Raw {
                 vals: vals.clone(),
                 source: *src,
+                detail: None,
             },
         );
     }
-    validate(&m)
+    let facts = instance_layers::needed(&m).then(instance);
+    if let Some(Ok(f)) = &facts {
+        instance_layers::add_tags(&mut m, f);
+    }
+    let imds_err = match &facts {
+        Some(Err(e)) => Some(e.clone()),
+        _ => None,
+    };
+    let annotate = |mut e: ConfigError| {
+        if let Some(why) = &imds_err {
+            if e.value.is_empty() || e.value == "auto" {
+                e.reason = format!("{}; the instance could not be asked: {why}", e.reason);
+            }
+        }
+        e
+    };
+    instance_layers::resolve_auto(&mut m, facts.as_ref().and_then(|r| r.as_ref().ok()))
+        .map_err(annotate)?;
+    let mut cfg = validate(&m).map_err(annotate)?;
+    cfg.instance = facts.and_then(Result::ok);
+    cfg.origins = m
+        .iter()
+        .map(|(k, r)| {
+            let mut s = r.source.to_string();
+            if let Some(d) = &r.detail {
+                s.push_str(&format!(": {d}"));
+            }
+            (*k, s)
+        })
+        .collect();
+    Ok(cfg)
+}
+
+/// Every key with its effective value and where it came from, one per line.
+pub fn explain(cfg: &Config) -> String {
+    let v = serde_json::to_value(cfg).unwrap_or_default();
+    let mut out = String::new();
+    for key in keys() {
+        let val = v
+            .get(*key)
+            .or_else(|| v.get(format!("{key}_secs")))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        let shown = match &val {
+            serde_json::Value::Null => "(none)".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) if a.is_empty() => "[]".to_string(),
+            other => other.to_string(),
+        };
+        let from = cfg
+            .origins
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "default".into());
+        out.push_str(&format!("{key:<22} = {shown:<24} ({from})\n"));
+    }
+    if let Some(f) = &cfg.instance {
+        out.push_str(&format!(
+            "instance: {} in {} ({}), {} on {} (MAC {}), VPC {} {:?}, tags from {}\n",
+            f.instance_id,
+            f.availability_zone,
+            f.region,
+            f.local_ipv4,
+            f.subnet,
+            f.mac,
+            f.vpc_id,
+            f.vpc_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+            f.tags_from
+        ));
+    }
+    out
 }
 
 /// The merged layers: key → raw values and where they came from.

@@ -9,18 +9,28 @@ pub struct Settings {
     /// TOML configuration file [default: /etc/overlayd/overlayd.toml, ignored if absent]
     #[arg(long, env = "OVERLAYD_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// host | management | router | standalone
+    /// host | management | router | standalone, or auto (the instance's overlay:role tag)
     #[arg(long, env = "OVERLAYD_ROLE")]
     pub role: Option<String>,
-    /// Underlay interface carrying VXLAN [default: the interface of the default route]
+    /// Cluster name: peers for peer_discovery = ec2 are the running instances of the VPC
+    /// tagged overlay:cluster=<name> [default: this instance's overlay:cluster tag]
+    #[arg(long, env = "OVERLAYD_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Underlay interface carrying VXLAN, or auto (the interface with the MAC IMDS reports)
+    /// [default: the interface of the default route]
     #[arg(long, env = "OVERLAYD_UNDERLAY", value_name = "IFNAME")]
     pub underlay: Option<String>,
-    /// This node's overlay address as CIDR, e.g. 10.101.0.10/16
+    /// This node's overlay address as CIDR, e.g. 10.101.0.10/16, or auto: overlay_cidr's
+    /// network + this instance's offset in its VPC subnet (the router: overlay_cidr's .1)
     #[arg(long, env = "OVERLAYD_ADDRESS", value_name = "CIDR")]
     pub address: Option<String>,
-    /// The router's overlay IP (host/management only)
+    /// The router's overlay IP (host/management only), or auto: overlay_cidr's first host
+    /// address, the router's by convention
     #[arg(long, env = "OVERLAYD_GATEWAY", value_name = "IP")]
     pub gateway: Option<String>,
+    /// The overlay's CIDR, used by address/gateway = auto [default: 10.101.0.0/16]
+    #[arg(long, env = "OVERLAYD_OVERLAY_CIDR", value_name = "CIDR")]
+    pub overlay_cidr: Option<String>,
     /// DNS server written to resolv.conf (repeatable; env: comma-separated)
     #[arg(long, env = "OVERLAYD_DNS", value_name = "IP", value_delimiter = ',')]
     pub dns: Vec<String>,
@@ -36,9 +46,30 @@ pub struct Settings {
     /// VXLAN UDP port [default: 4789]
     #[arg(long, env = "OVERLAYD_PORT")]
     pub port: Option<String>,
-    /// Multicast group for flooding, e.g. 239.255.0.1 (all roles but standalone)
+    /// Multicast group for flooding, e.g. 239.255.0.1 (all roles but standalone; flood =
+    /// multicast only)
     #[arg(long, env = "OVERLAYD_GROUP", value_name = "IP")]
     pub group: Option<String>,
+    /// How broadcast/unknown frames reach the other nodes: multicast (a Transit Gateway
+    /// multicast domain floods the group) or unicast (one copy per peer, from an all-zeros
+    /// FDB entry per peer; no TGW) [default: multicast]
+    #[arg(long, env = "OVERLAYD_FLOOD", value_name = "MODE")]
+    pub flood: Option<String>,
+    /// flood = unicast: the peers' underlay IPs (repeatable; env: comma-separated)
+    #[arg(
+        long = "peer",
+        env = "OVERLAYD_PEERS",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub peers: Vec<String>,
+    /// flood = unicast: static (the peers key) or ec2 (running instances of the VPC tagged
+    /// overlay:cluster=<cluster>, from DescribeInstances) [default: ec2 without peers, else static]
+    #[arg(long, env = "OVERLAYD_PEER_DISCOVERY", value_name = "SOURCE")]
+    pub peer_discovery: Option<String>,
+    /// peer_discovery = ec2: seconds between refreshes (also on SIGHUP) [default: 10]
+    #[arg(long, env = "OVERLAYD_PEER_INTERVAL", value_name = "SECS")]
+    pub peer_interval: Option<String>,
     /// auto (underlay MTU - 50, at most 8450) or a number [default: auto]
     #[arg(long, env = "OVERLAYD_MTU")]
     pub mtu: Option<String>,

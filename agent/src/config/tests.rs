@@ -40,7 +40,7 @@ fn bad(pairs: Vec<(&'static str, &'static str)>, key: &str) {
 fn every_key_is_a_flag_an_env_var_and_a_file_key() {
     use clap::Args;
     let cmd = Settings::augment_args(clap::Command::new("t"));
-    assert_eq!(keys().len(), 26);
+    assert_eq!(keys().len(), 32);
     for k in keys() {
         let a = cmd.get_arguments().find(|a| a.get_id() == *k).unwrap();
         let env = a.get_env().unwrap().to_string_lossy().into_owned();
@@ -217,4 +217,200 @@ fn error_names_key_and_value() {
     let e = cfg(&with(host(), "group", "10.1.2.3")).unwrap_err();
     let s = e.to_string();
     assert!(s.contains("group") && s.contains("10.1.2.3"), "{s}");
+}
+
+// --- the instance layers (IMDS facts, tags, auto) and unicast flooding
+
+fn facts(tags: &[(&str, &str)]) -> crate::instance::InstanceFacts {
+    crate::instance::InstanceFacts {
+        instance_id: "i-0abc".into(),
+        region: "eu-west-1".into(),
+        availability_zone: "eu-west-1a".into(),
+        mac: "02:00:0a:00:01:39".into(),
+        local_ipv4: "10.0.1.57".parse().unwrap(),
+        subnet: "10.0.1.0/24".parse().unwrap(),
+        vpc_id: "vpc-1".into(),
+        vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        tags_from: "IMDS tags/instance".into(),
+    }
+}
+
+fn with_instance(
+    file: &str,
+    pairs: &[(&'static str, &str)],
+    f: Result<crate::instance::InstanceFacts, String>,
+) -> Result<Config, ConfigError> {
+    let mut o = Overrides::default();
+    for (k, v) in pairs {
+        o.set(k, vec![v.to_string()], Source::Flag);
+    }
+    let file = parse_file(file, "/f").unwrap();
+    let asked = std::cell::Cell::new(0);
+    let r = build_with(&file, &o, &|| {
+        asked.set(asked.get() + 1);
+        f.clone()
+    });
+    assert!(asked.get() <= 1, "IMDS asked {} times", asked.get());
+    r
+}
+
+#[test]
+fn a_node_configured_only_by_tags_converges_on_auto_values() {
+    let tags = [
+        ("overlay:cluster", "prod"),
+        ("overlay:role", "host"),
+        ("overlay:address", "auto"),
+        ("overlay:gateway", "auto"),
+        ("overlay:flood", "unicast"),
+    ];
+    let c = with_instance("", &[("underlay", "eth0")], Ok(facts(&tags))).unwrap();
+    assert_eq!(c.role, Role::Host);
+    assert_eq!(c.address.to_string(), "10.101.0.57/16");
+    assert_eq!(c.gateway.unwrap().to_string(), "10.101.0.1");
+    assert_eq!(c.flood, Flood::Unicast);
+    assert_eq!(c.group, None);
+    assert_eq!(c.peer_discovery, Some(PeerDiscovery::Ec2));
+    assert_eq!(c.cluster.as_deref(), Some("prod"));
+    assert_eq!(c.instance.as_ref().unwrap().vpc_id, "vpc-1");
+    let x = explain(&c);
+    assert!(
+        x.contains("instance tag: overlay:role via IMDS tags/instance"),
+        "{x}"
+    );
+    assert!(
+        x.contains("instance metadata: auto from instance tag: 10.0.1.57 in subnet 10.0.1.0/24"),
+        "{x}"
+    );
+    assert!(
+        x.contains("underlay") && x.contains("(command line)"),
+        "{x}"
+    );
+    assert!(x.contains("vni") && x.contains("(default)"), "{x}");
+}
+
+#[test]
+fn a_complete_configuration_never_asks_the_instance() {
+    let file = "role = \"host\"\naddress = \"10.101.0.10/16\"\ngateway = \"auto\"\ngroup = \"239.255.0.1\"\n";
+    let c = with_instance(file, &[], Err("must not be asked".into())).unwrap();
+    assert_eq!(c.gateway.unwrap().to_string(), "10.101.0.1");
+    assert!(c.instance.is_none());
+    // the router's address = auto needs nothing from the instance either
+    let c = with_instance(
+        "role = \"router\"\naddress = \"auto\"\ngroup = \"239.255.0.1\"\n",
+        &[],
+        Err("must not be asked".into()),
+    )
+    .unwrap();
+    assert_eq!(c.address.to_string(), "10.101.0.1/16");
+}
+
+#[test]
+fn imds_unreachable_names_what_is_missing() {
+    let down = Err("IMDS at 169.254.169.254:80 unreachable: no answer within 1 s".to_string());
+    let e = with_instance("role = \"host\"\naddress = \"auto\"\n", &[], down.clone()).unwrap_err();
+    assert_eq!((e.key.as_str(), e.value.as_str()), ("address", "auto"));
+    assert!(e.reason.contains("unreachable"), "{e}");
+    let e = with_instance("", &[], down.clone()).unwrap_err();
+    assert_eq!(e.key, "role");
+    assert!(e.reason.contains("could not be asked: IMDS"), "{e}");
+    let e = with_instance("role = \"auto\"\n", &[], Ok(facts(&[]))).unwrap_err();
+    assert_eq!(e.key, "role");
+    assert!(e.reason.contains("overlay:role tag"), "{e}");
+}
+
+#[test]
+fn a_host_without_any_gateway_stays_bad_input() {
+    let tags = [("overlay:role", "host"), ("overlay:address", "auto")];
+    let e = with_instance("group = \"239.255.0.1\"\n", &[], Ok(facts(&tags))).unwrap_err();
+    assert_eq!(e.key, "gateway");
+}
+
+#[test]
+fn the_file_beats_tags_and_flags_beat_the_file() {
+    let tags = [("overlay:role", "host"), ("overlay:group", "239.255.0.9")];
+    let c = with_instance(
+        "role = \"router\"\naddress = \"auto\"\n",
+        &[("group", "239.255.0.1")],
+        Ok(facts(&tags)),
+    )
+    .unwrap();
+    assert_eq!(c.role, Role::Router);
+    assert_eq!(c.group.unwrap().to_string(), "239.255.0.1");
+    assert_eq!(c.origins["role"], "config file");
+    assert_eq!(c.origins["group"], "command line");
+}
+
+#[test]
+fn unicast_flooding_keys() {
+    let base = || {
+        let mut h = host();
+        h.retain(|(k, _)| *k != "group");
+        h
+    };
+    let c = cfg(&[
+        base(),
+        vec![("flood", "unicast"), ("peers", "10.0.0.11,10.0.0.12")],
+    ]
+    .concat())
+    .unwrap();
+    assert_eq!(c.peer_discovery, Some(PeerDiscovery::Static));
+    assert_eq!(c.peers.len(), 2);
+    bad(
+        [
+            base(),
+            vec![
+                ("flood", "unicast"),
+                ("group", "239.255.0.1"),
+                ("peers", "10.0.0.11"),
+            ],
+        ]
+        .concat(),
+        "group",
+    );
+    bad([base(), vec![("flood", "broadcast")]].concat(), "flood");
+    bad([host(), vec![("peers", "10.0.0.11")]].concat(), "peers");
+    bad(
+        [base(), vec![("flood", "unicast"), ("peers", "239.1.1.1")]].concat(),
+        "peers",
+    );
+    bad(
+        [
+            base(),
+            vec![("flood", "unicast"), ("peer_discovery", "ec2")],
+        ]
+        .concat(),
+        "cluster",
+    );
+    bad(
+        [
+            base(),
+            vec![("flood", "unicast"), ("peer_discovery", "static")],
+        ]
+        .concat(),
+        "peers",
+    );
+    bad(
+        [
+            base(),
+            vec![
+                ("flood", "unicast"),
+                ("peers", "10.0.0.11"),
+                ("peer_interval", "0"),
+            ],
+        ]
+        .concat(),
+        "peer_interval",
+    );
+    bad(
+        [
+            base(),
+            vec![("overlay_cidr", "10.101.0.1/16"), ("gateway", "auto")],
+        ]
+        .concat(),
+        "overlay_cidr",
+    );
 }

@@ -1,11 +1,13 @@
 //! rtnetlink I/O, one file per kernel concept: `link` (dump, generic link changes),
-//! `bridge` (cloudbr0), `vxlan` (the VTEP), `dummy` (standalone's port), `address`,
+//! `bridge` (cloudbr0), `vxlan` (the VTEP), `fdb` (its unicast flood list), `dummy`
+//! (standalone's port), `address`,
 //! `route`, `rule`. Dumps fill [`crate::model::Observed`]; the changes are what the executor runs.
 //! No `ip`/`brctl` subprocesses.
 
 mod address;
 mod bridge;
 mod dummy;
+mod fdb;
 mod link;
 mod route;
 mod rule;
@@ -14,6 +16,7 @@ mod vxlan;
 pub use address::{add_address, dump_addrs};
 pub use bridge::{create_bridge, set_mcast_snooping, set_stp_off};
 pub use dummy::create_dummy;
+pub use fdb::{dump_flood_list, set_flood_list};
 pub use link::{delete_link, dump_links, set_mac, set_master, set_mtu, set_owner, set_up};
 pub use route::{add_route, del_route, dump_routes, restore_route};
 pub use rule::{add_rule, del_rule, dump_rules};

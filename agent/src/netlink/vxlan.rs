@@ -1,4 +1,5 @@
-//! The VTEP (ethvxlan0): VNI, dstport, group, underlay, learning; created enslaved and up.
+//! The VTEP (ethvxlan0): VNI, dstport, group (none with unicast flooding), underlay,
+//! learning; created enslaved and up.
 
 use super::{nl_err, Nl, R};
 use crate::model::*;
@@ -11,17 +12,18 @@ pub async fn create_vtep(
     name: &str,
     vni: u32,
     port: u16,
-    group: Ipv4Addr,
+    group: Option<Ipv4Addr>,
     underlay: &str,
     mtu: u32,
     master: &str,
 ) -> R<()> {
     let ul = h.index(underlay).await?;
     let br = h.index(master).await?;
-    let msg = LinkVxlan::new(name, vni)
-        .dev(ul)
-        .port(port)
-        .group(group)
+    let mut b = LinkVxlan::new(name, vni).dev(ul).port(port);
+    if let Some(g) = group {
+        b = b.group(g);
+    }
+    let msg = b
         .learning(true)
         .mtu(mtu)
         .controller(br)

@@ -31,10 +31,17 @@ pub enum Op {
         name: String,
         vni: u32,
         port: u16,
-        group: Ipv4Addr,
+        /// None: unicast flooding (no group).
+        group: Option<Ipv4Addr>,
         underlay: String,
         mtu: u32,
         master: String,
+    },
+    /// Unicast flooding: add and remove all-zeros FDB entries on the VTEP, in one batch.
+    SetFloodList {
+        vtep: String,
+        add: Vec<Ipv4Addr>,
+        remove: Vec<Ipv4Addr>,
     },
     CreateDummy {
         name: String,
@@ -131,8 +138,29 @@ impl fmt::Display for Op {
             ),
             Op::CreateVtep { name, vni, port, group, underlay, mtu, master } => write!(
                 f,
-                "create vxlan {name} (vni {vni}, dstport {port}, group {group}, dev {underlay}, mtu {mtu}, master {master}, up)"
+                "create vxlan {name} (vni {vni}, dstport {port}, {}, dev {underlay}, mtu {mtu}, master {master}, up)",
+                match group {
+                    Some(g) => format!("group {g}"),
+                    None => "no group: unicast flooding".to_string(),
+                }
             ),
+            Op::SetFloodList { vtep, add, remove } => {
+                let few = |v: &[Ipv4Addr]| {
+                    let mut s: Vec<String> = v.iter().take(4).map(|a| a.to_string()).collect();
+                    if v.len() > 4 {
+                        s.push(format!("… {} more", v.len() - 4));
+                    }
+                    s.join(", ")
+                };
+                write!(f, "flood list of {vtep} (all-zeros FDB entries):")?;
+                if !add.is_empty() {
+                    write!(f, " add {} peer(s) [{}]", add.len(), few(add))?;
+                }
+                if !remove.is_empty() {
+                    write!(f, " remove {} peer(s) [{}]", remove.len(), few(remove))?;
+                }
+                Ok(())
+            }
             Op::CreateDummy { name, mtu, master, .. } => {
                 write!(f, "create dummy {name} (mtu {mtu}, master {master}, up)")
             }
@@ -195,6 +223,7 @@ impl Op {
             Op::DeleteLink { .. } => "delete_link",
             Op::CreateBridge { .. } => "create_bridge",
             Op::CreateVtep { .. } => "create_vtep",
+            Op::SetFloodList { .. } => "flood_list",
             Op::CreateDummy { .. } => "create_dummy",
             Op::SetOwner { .. } => "owner",
             Op::SetMtu { .. } => "mtu",

@@ -32,11 +32,11 @@ pub(super) fn vtep_mismatch(l: &Link, v: &VtepSpec, underlay_index: Option<u32>)
             v.port
         ));
     }
-    if x.group != Some(v.group) {
+    if x.group != v.group {
         return Some(format!(
             "group {} != {}",
             show(x.group.map(|n| n.to_string())),
-            v.group
+            show(v.group.map(|n| n.to_string()))
         ));
     }
     if x.dev != underlay_index || underlay_index.is_none() {
@@ -132,6 +132,39 @@ pub(super) fn plan_vtep(
         sysctl_op(p, o, &disable_ipv6_key(&v.name), "1", false, true);
     }
     Ok(())
+}
+
+/// Unicast flooding: the VTEP's all-zeros FDB entries become exactly the peers. Missing
+/// ones are added; one of ours (recorded when added) whose peer left is removed; entries
+/// someone else added are never removed. With the peers unknown (EC2 never answered yet)
+/// nothing changes: an error never flushes the flood list.
+pub(super) fn plan_flood_list(p: &mut Plan, d: &Desired, o: &Observed) {
+    let Some(fl) = &d.flood_list else {
+        return;
+    };
+    let Some(want) = &fl.peers else {
+        return;
+    };
+    // A VTEP (re-)created by this plan starts with an empty FDB.
+    let created = p
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::CreateVtep { name, .. } if *name == fl.vtep));
+    let empty = std::collections::BTreeSet::new();
+    let have = if created { &empty } else { &o.flood_list };
+    let add: Vec<_> = want.difference(have).copied().collect();
+    let remove: Vec<_> = have
+        .intersection(&o.flood_list_owned)
+        .filter(|ip| !want.contains(ip))
+        .copied()
+        .collect();
+    if !add.is_empty() || !remove.is_empty() {
+        p.ops.push(Op::SetFloodList {
+            vtep: fl.vtep.clone(),
+            add,
+            remove,
+        });
+    }
 }
 
 pub(super) fn plan_dummy(
