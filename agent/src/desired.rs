@@ -33,6 +33,20 @@ pub fn disable_ipv6_key(dev: &str) -> String {
 
 /// Resolve the underlay name: configured, or the interface of the default route.
 pub fn underlay_name(cfg: &Config, obs: &Observed) -> Result<String, ConfigError> {
+    if let (None, Some(mac)) = (&cfg.underlay, &cfg.underlay_mac) {
+        return obs
+            .links
+            .iter()
+            .find(|l| fmt_mac(&l.mac).eq_ignore_ascii_case(mac))
+            .map(|l| l.name.clone())
+            .ok_or_else(|| {
+                fact_err(
+                    "underlay",
+                    "auto",
+                    format!("no interface has the MAC {mac} that IMDS reports for this instance"),
+                )
+            });
+    }
     match &cfg.underlay {
         Some(u) => Ok(u.clone()),
         None => obs

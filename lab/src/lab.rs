@@ -208,6 +208,27 @@ pub fn up(a: UpArgs) -> Result<u8> {
     if let Some(e) = &a.aws_endpoint {
         check_endpoint(e)?;
     }
+    let flood = match (a.flood.as_str(), a.peer_discovery.as_str()) {
+        ("multicast", _) => topo::Flood::Multicast,
+        (_, "static") => topo::Flood::UnicastStatic,
+        _ => topo::Flood::UnicastEc2,
+    };
+    if flood == topo::Flood::UnicastEc2 && a.aws_endpoint.is_none() {
+        return Err(usage(
+            "--peer-discovery ec2: needs --aws-endpoint (moto behind scripts/aws-emulator) to discover peers in",
+        ));
+    }
+    if flood == topo::Flood::UnicastEc2 && a.instances {
+        return Err(usage(
+            "--peer-discovery ec2 is not available with --instances yet (use the namespace or --daemon lab)",
+        ));
+    }
+    if !(1..=3600).contains(&a.peer_interval) {
+        return Err(usage(format!(
+            "--peer-interval {}: must be 1..=3600 seconds",
+            a.peer_interval
+        )));
+    }
     let overlayd = find_overlayd(a.overlayd.clone())?;
     let deb = if a.instances {
         Some(find_deb(a.deb.clone())?)
@@ -229,7 +250,7 @@ pub fn up(a: UpArgs) -> Result<u8> {
         teardown(&prefix)?;
     }
 
-    let t = Topology::new(
+    let mut t = Topology::new(
         &prefix,
         a.hosts,
         a.vms_per_host,
@@ -237,6 +258,8 @@ pub fn up(a: UpArgs) -> Result<u8> {
         a.vni,
         a.underlay_mtu,
     );
+    t.flood = flood;
+    t.peer_interval = a.peer_interval;
     let jobs = a.jobs.max(1);
     let mut ph = Phases::new(!a.common.json);
     if !a.common.json {
@@ -473,7 +496,7 @@ fn build(
         ]),
         None,
     )?;
-    if drop_v3 {
+    if drop_v3 && !t.flood.unicast() {
         let rules = "table bridge tgw {\n  chain pre {\n    type filter hook prerouting priority 0;\n    \
                      igmp type membership-report-v3 counter drop comment \"a TGW ignores IGMPv3\"\n  }\n}\n";
         run_ok(
@@ -679,11 +702,13 @@ fn finish_build(
     let ul = topo::UNDERLAY_BRIDGE;
 
     // The TGW's periodic general query: only now, so the nodes' first joins are unsolicited
-    // (that is what exposes an IGMPv3 first report).
-    ip_batch(
-        Some(&t.vpc_ns),
-        &format!("link set {ul} type bridge mcast_querier 1\n"),
-    )?;
+    // (that is what exposes an IGMPv3 first report). No TGW with unicast flooding: no querier.
+    if !t.flood.unicast() {
+        ip_batch(
+            Some(&t.vpc_ns),
+            &format!("link set {ul} type bridge mcast_querier 1\n"),
+        )?;
+    }
     let querier_on = Instant::now();
 
     if !t.vms.is_empty() {
@@ -1447,6 +1472,9 @@ fn reachability(t: &Topology, o: &ProbeOpts) -> Reach {
 /// IPv4 groups the underlay bridge (TGW stand-in) learned, with the node behind each port, and
 /// the number of IGMPv3 reports the stand-in dropped.
 fn membership(t: &Topology) -> Result<Value> {
+    if t.flood.unicast() {
+        return Ok(json!({ "flood": "unicast" }));
+    }
     let out = run_ok(
         Command::new("bridge").args([
             "-n",
@@ -1517,6 +1545,13 @@ fn render_membership(m: &Value) -> String {
     let mut s = String::new();
     if let Some(e) = m.get("error") {
         let _ = writeln!(s, "membership: unavailable: {}", e.as_str().unwrap_or("?"));
+        return s;
+    }
+    if m.get("flood").is_some() {
+        let _ = writeln!(
+            s,
+            "flooding: unicast (no TGW; the VPC drops all multicast; each VTEP replicates to its peers)"
+        );
         return s;
     }
     let _ = writeln!(

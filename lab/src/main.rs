@@ -199,6 +199,19 @@ pub struct UpArgs {
     /// every second; a lost moto keeps the last state).
     #[arg(long, env = "OVERLAY_LAB_AWS_ENDPOINT")]
     pub aws_endpoint: Option<String>,
+    /// multicast: the vpc bridge stands in for a Transit Gateway multicast domain. unicast:
+    /// no TGW, the VPC drops every multicast frame and overlayd replicates to its peers.
+    #[arg(long, default_value = "multicast", value_parser = ["multicast", "unicast"])]
+    pub flood: String,
+    /// With --flood unicast: static (every node is given every other node as a peer) or ec2
+    /// (needs --aws-endpoint: peers from DescribeInstances through the lab's EC2 API relay on
+    /// 169.254.169.254:8773, and every node configured by its instance tags alone — the
+    /// running moto instances with the nodes' addresses must carry the overlay:* tags).
+    #[arg(long, default_value = "static", value_parser = ["static", "ec2"])]
+    pub peer_discovery: String,
+    /// overlayd's peer_interval (seconds) with --peer-discovery ec2.
+    #[arg(long, default_value_t = 10)]
+    pub peer_interval: u64,
     #[command(flatten)]
     pub probe: ProbeOpts,
 }

@@ -23,17 +23,47 @@ pub(crate) fn node_dir(prefix: &str, node: &str) -> PathBuf {
 pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
     let dir = node_dir(&t.prefix, &n.name);
     let d = |f: &str| dir.join(f).to_string_lossy().into_owned();
-    let mut a: Vec<String> = vec![
-        "--config".into(),
-        d("overlayd.toml"),
-        "--role".into(),
-        n.role.as_str().into(),
-        "--underlay".into(),
-        "eth0".into(),
-        "--address".into(),
-        format!("{}/{}", n.overlay_ip, topo::OVERLAY_LEN),
-        "--group".into(),
-        t.group.to_string(),
+    let mut a: Vec<String> = vec!["--config".into(), d("overlayd.toml")];
+    match t.flood {
+        // Zero configuration: role, address, gateway, flood and cluster from the instance's
+        // tags (IMDS), the underlay by the MAC IMDS reports.
+        topo::Flood::UnicastEc2 => a.extend([
+            "--underlay".into(),
+            "auto".into(),
+            "--peer-interval".into(),
+            t.peer_interval.to_string(),
+        ]),
+        flood => {
+            a.extend([
+                "--role".into(),
+                n.role.as_str().into(),
+                "--underlay".into(),
+                "eth0".into(),
+                "--address".into(),
+                format!("{}/{}", n.overlay_ip, topo::OVERLAY_LEN),
+            ]);
+            if flood == topo::Flood::UnicastStatic {
+                let peers: Vec<String> = t
+                    .nodes
+                    .iter()
+                    .filter(|p| p.name != n.name)
+                    .map(|p| p.underlay_ip.to_string())
+                    .collect();
+                a.extend([
+                    "--flood".into(),
+                    "unicast".into(),
+                    "--peer".into(),
+                    peers.join(","),
+                ]);
+            } else {
+                a.extend(["--group".into(), t.group.to_string()]);
+            }
+            if n.role != Role::Router {
+                a.extend(["--gateway".into(), topo::OVERLAY_ROUTER.to_string()]);
+            }
+        }
+    }
+    a.extend([
         "--vni".into(),
         t.vni.to_string(),
         "--dns".into(),
@@ -44,11 +74,9 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
         d("hosts"),
         "--resolv-conf".into(),
         d("resolv.conf"),
-    ];
+    ]);
     if n.role != Role::Router {
         a.extend([
-            "--gateway".into(),
-            topo::OVERLAY_ROUTER.to_string(),
             "--fqdn".into(),
             format!("{}.{}.lab.internal", n.name, t.prefix),
         ]);
@@ -64,7 +92,7 @@ pub(crate) fn overlayd_toml(t: &Topology, n: &Node) -> String {
          role = \"{}\"\n\
          underlay = \"eth0\"\n\
          address = \"{}/{}\"\n\
-         group = \"{}\"\n\
+         {}\n\
          vni = {}\n\
          dns = [\"{}\"]\n",
         n.name,
@@ -72,7 +100,18 @@ pub(crate) fn overlayd_toml(t: &Topology, n: &Node) -> String {
         n.role.as_str(),
         n.overlay_ip,
         topo::OVERLAY_LEN,
-        t.group,
+        match t.flood {
+            topo::Flood::Multicast => format!("group = \"{}\"", t.group),
+            _ => format!(
+                "flood = \"unicast\"\npeers = [{}]",
+                t.nodes
+                    .iter()
+                    .filter(|p| p.name != n.name)
+                    .map(|p| format!("\"{}\"", p.underlay_ip))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
         t.vni,
         topo::UNDERLAY_DNS,
     );
@@ -112,9 +151,15 @@ pub(crate) fn overlayd_cmd(
     c.args(sub);
     c.args(overlayd_flags(t, n));
     for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("OVERLAYD_") {
+        let k2 = k.to_string_lossy();
+        if k2.starts_with("OVERLAYD_") || k2.starts_with("AWS_") {
             c.env_remove(k);
         }
+    }
+    if t.flood == topo::Flood::UnicastEc2 {
+        // The EC2 API as the lab's instances reach it (relayed to moto); credentials and
+        // region come from IMDS as on EC2.
+        c.env("AWS_ENDPOINT_URL_EC2", crate::imds::ec2_api_url());
     }
     Ok(c)
 }

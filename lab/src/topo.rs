@@ -83,9 +83,39 @@ pub struct Vm {
     pub ip: Ipv4Addr,
 }
 
+/// How the lab's overlay floods (overlayd's `flood`), and where unicast peers come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Flood {
+    /// The vpc bridge stands in for a TGW multicast domain (IGMP snooping + querier).
+    #[default]
+    Multicast,
+    /// No TGW: the vpc bridge drops every multicast frame; each node gets every other
+    /// node as a static peer.
+    UnicastStatic,
+    /// No TGW, peers from EC2 DescribeInstances (moto, through the lab's EC2 API relay);
+    /// every node is configured from its instance tags alone.
+    UnicastEc2,
+}
+
+impl Flood {
+    pub fn unicast(self) -> bool {
+        self != Flood::Multicast
+    }
+}
+
+fn default_peer_interval() -> u64 {
+    10
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Topology {
     pub prefix: String,
+    #[serde(default)]
+    pub flood: Flood,
+    /// overlayd's `peer_interval` with [`Flood::UnicastEc2`].
+    #[serde(default = "default_peer_interval")]
+    pub peer_interval: u64,
     pub group: Ipv4Addr,
     pub vni: u32,
     pub underlay_mtu: u32,
@@ -191,6 +221,8 @@ impl Topology {
         }
         Topology {
             prefix: prefix.to_string(),
+            flood: Flood::Multicast,
+            peer_interval: default_peer_interval(),
             group,
             vni,
             underlay_mtu,
@@ -204,6 +236,29 @@ impl Topology {
 
     pub fn router(&self) -> &Node {
         &self.nodes[0]
+    }
+
+    /// The `overlay:*` tags that configure node `n` with nothing else (zero-configuration
+    /// nodes, [`Flood::UnicastEc2`]): the router and hosts take `address = auto` (the router
+    /// overlay_cidr's .1, a host its subnet offset: h1 10.0.0.10 → 10.101.0.10), the
+    /// management server its conventional 10.101.0.2.
+    pub fn zero_config_tags(&self, n: &Node) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("overlay:cluster".to_string(), self.prefix.clone()),
+            ("overlay:role".to_string(), n.role.as_str().to_string()),
+            ("overlay:flood".to_string(), "unicast".to_string()),
+        ];
+        v.push((
+            "overlay:address".to_string(),
+            match n.role {
+                Role::Management => format!("{}/{OVERLAY_LEN}", n.overlay_ip),
+                _ => "auto".to_string(),
+            },
+        ));
+        if n.role != Role::Router {
+            v.push(("overlay:gateway".to_string(), "auto".to_string()));
+        }
+        v
     }
 
     /// All namespaces of the lab, infrastructure first.

@@ -8,6 +8,9 @@
 //!   suppression would then make them vanish at the next query). The bridge still snoops
 //!   them: snooping happens before the forward hook.
 //!
+//! - with unicast flooding there is no TGW at all: every multicast frame is dropped (counted),
+//!   as a VPC without a multicast domain does.
+//!
 //! Drops are counted in named counters that `overlay-lab status` prints.
 
 use crate::topo::{self, Topology};
@@ -17,7 +20,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 pub const TABLE: &str = "vpc";
-pub const COUNTERS: [(&str, &str); 3] = [
+pub const COUNTERS: [(&str, &str); 4] = [
     ("src_check_drops", "source/destination check: wrong source"),
     (
         "dst_check_drops",
@@ -26,6 +29,10 @@ pub const COUNTERS: [(&str, &str); 3] = [
     (
         "igmp_relay_drops",
         "IGMP messages not relayed between members",
+    ),
+    (
+        "multicast_drops",
+        "multicast dropped: no TGW multicast domain (unicast flooding)",
     ),
 ];
 
@@ -69,13 +76,20 @@ pub fn ruleset(t: &Topology) -> String {
         "  set instance_addrs {{ type ifname . ipv4_addr; elements = {{ {} }} }}",
         pairs.join(", ")
     );
+    let dst = format!(
+        "oifname @instance_ports ether type ip ip daddr != {{ {bcast} }} oifname . ip daddr != @instance_addrs counter name dst_check_drops drop"
+    );
+    // No multicast domain: the VPC delivers no multicast at all (IGMP included), dropped as
+    // it enters the switch (before the bridge's own flooding decisions).
+    let no_mcast = if t.flood.unicast() {
+        "ether type ip ip daddr 224.0.0.0/4 counter name multicast_drops drop\n    "
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
         "  chain ingress_check {{ type filter hook prerouting priority 0; policy accept;\n    \
-         iifname @instance_ports ether type ip iifname . ip saddr != @instance_addrs counter name src_check_drops drop\n  }}"
-    );
-    let dst = format!(
-        "oifname @instance_ports ether type ip ip daddr != {{ {bcast} }} oifname . ip daddr != @instance_addrs counter name dst_check_drops drop"
+         {no_mcast}iifname @instance_ports ether type ip iifname . ip saddr != @instance_addrs counter name src_check_drops drop\n  }}"
     );
     let _ = writeln!(
         s,
@@ -84,7 +98,7 @@ pub fn ruleset(t: &Topology) -> String {
     );
     let _ = writeln!(
         s,
-        "  chain egress_check {{ type filter hook output priority 0; policy accept;\n    {dst}\n  }}"
+        "  chain egress_check {{ type filter hook output priority 0; policy accept;\n    {no_mcast}{dst}\n  }}"
     );
     s.push_str("}\n");
     s
@@ -123,10 +137,11 @@ pub fn render_counters(v: &Value) -> String {
     let g = |k: &str| v[k].as_u64().unwrap_or(0);
     format!(
         "VPC source/destination check drops: {} wrong source, {} wrong destination; \
-         IGMP messages not relayed between members: {}\n",
+         IGMP messages not relayed between members: {}; multicast dropped (no TGW): {}\n",
         g("src_check_drops"),
         g("dst_check_drops"),
-        g("igmp_relay_drops")
+        g("igmp_relay_drops"),
+        g("multicast_drops")
     )
 }
 
@@ -147,5 +162,18 @@ mod tests {
         assert!(r.contains("\"u-mgmt\" . 10.0.0.5"));
         assert!(r.contains("10.0.3.255") && r.contains("10.0.8.255"));
         assert!(r.contains("hook output") && r.contains("hook forward"));
+        assert!(!r.contains("name multicast_drops drop"));
+    }
+
+    #[test]
+    fn without_a_tgw_every_multicast_frame_is_dropped() {
+        let mut t = Topology::new("t", 2, 1, "239.255.0.1".parse().unwrap(), 100, 1500);
+        t.flood = topo::Flood::UnicastStatic;
+        let r = ruleset(&t);
+        assert_eq!(
+            r.matches("ip daddr 224.0.0.0/4 counter name multicast_drops drop")
+                .count(),
+            2
+        );
     }
 }

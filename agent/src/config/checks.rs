@@ -863,6 +863,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     Ok(Config {
         role,
         underlay,
+        underlay_mac: None,
         address,
         gateway,
         dns,

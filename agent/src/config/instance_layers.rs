@@ -126,12 +126,13 @@ pub(super) fn resolve_auto(m: &mut Layers, f: Option<&InstanceFacts>) -> Result<
     if val(m, "underlay") == Some("auto") {
         let s = src_of(m, "underlay");
         let f = need("underlay", s)?;
-        let name = instance::underlay_by_mac(&f.mac).map_err(|e| auto_err("underlay", s, e))?;
+        // Resolved against the kernel's links (desired.rs): the interface with this MAC.
+        let mac = f.mac.clone();
         set(
             m,
             "underlay",
-            name,
-            format!("the interface with MAC {}", f.mac),
+            "auto".into(),
+            format!("the interface with MAC {mac}"),
         );
     }
     if val(m, "address") == Some("auto") {

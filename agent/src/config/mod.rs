@@ -233,8 +233,11 @@ pub enum Mtu {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub role: Role,
-    /// `None` = the interface of the default route (resolved against the kernel).
+    /// `None` = the interface with `underlay_mac`, else of the default route (resolved
+    /// against the kernel).
     pub underlay: Option<String>,
+    /// `underlay = "auto"`: the MAC IMDS reports for the primary ENI.
+    pub underlay_mac: Option<String>,
     pub address: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
@@ -398,6 +401,10 @@ pub fn build_with(
         .map_err(annotate)?;
     let mut cfg = validate(&m).map_err(annotate)?;
     cfg.instance = facts.and_then(Result::ok);
+    if cfg.underlay.as_deref() == Some("auto") {
+        cfg.underlay = None;
+        cfg.underlay_mac = cfg.instance.as_ref().map(|f| f.mac.clone());
+    }
     cfg.origins = m
         .iter()
         .map(|(k, r)| {

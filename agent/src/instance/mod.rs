@@ -164,21 +164,6 @@ pub fn auto_gateway(overlay: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(overlay.network()) + 1)
 }
 
-/// `underlay = "auto"`: the interface whose MAC is the one IMDS reports for the primary ENI.
-pub fn underlay_by_mac(mac: &str) -> Result<String, String> {
-    let dir = std::fs::read_dir("/sys/class/net").map_err(|e| format!("/sys/class/net: {e}"))?;
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let addr = std::fs::read_to_string(e.path().join("address")).unwrap_or_default();
-        if addr.trim().eq_ignore_ascii_case(mac) {
-            return Ok(name);
-        }
-    }
-    Err(format!(
-        "no interface has the MAC {mac} that IMDS reports for this instance"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

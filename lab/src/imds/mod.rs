@@ -33,6 +33,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const PORT: u16 = 80;
+/// With `--aws-endpoint`: the EC2 API as the instances reach it, `http://169.254.169.254:8773`
+/// (a stand-in for an interface VPC endpoint; relayed to moto on the host's loopback). The
+/// address is one overlayd keeps on the underlay, so the API stays reachable whatever the
+/// overlay's routes are.
+pub const EC2_API_PORT: u16 = 8773;
+
+/// The URL the lab's instances use for the EC2 API (`AWS_ENDPOINT_URL_EC2`).
+pub fn ec2_api_url() -> String {
+    format!("http://{ADDRESS}:{EC2_API_PORT}")
+}
 pub const CATALOG: &str = "imds.json";
 pub const LOG: &str = "imds.log";
 pub const PID_FILE: &str = "imds.pid";
@@ -142,7 +152,11 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
             .with_context(|| format!("reading {}", catalog_file.display()))?,
     )
     .with_context(|| format!("parsing {}", catalog_file.display()))?;
-    let listener = bind_in(&base.vpc_ns)?;
+    let listener = bind_in(&base.vpc_ns, PORT)?;
+    let relay = match &base.aws_endpoint {
+        Some(ep) => Some((bind_in(&base.vpc_ns, EC2_API_PORT)?, ep.clone())),
+        None => None,
+    };
     let mut seed = [0u8; 8];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     let shared = Arc::new(Shared {
@@ -160,6 +174,10 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
             .map(|e| format!(", merging moto's instances from {e}"))
             .unwrap_or_default()
     );
+    if let Some((l, ep)) = relay {
+        eprintln!("imds: EC2 API on {} relayed to {ep}", ec2_api_url());
+        std::thread::spawn(move || relay_loop(l, &ep));
+    }
     {
         let shared = shared.clone();
         let file = catalog_file.to_path_buf();
@@ -181,17 +199,51 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
     Ok(0)
 }
 
-/// Listen on ADDRESS:PORT in network namespace `ns`, then return this (single-threaded)
+/// The EC2 API relay: every connection to 169.254.169.254:8773 in the vpc namespace is
+/// spliced to moto (connected from the lab's own namespace, where moto listens).
+fn relay_loop(l: TcpListener, endpoint: &str) {
+    let Some(addr) = endpoint
+        .strip_prefix("http://")
+        .and_then(|h| h.trim_end_matches('/').parse::<SocketAddr>().ok())
+    else {
+        eprintln!("imds: EC2 API relay: endpoint {endpoint:?} is not http://IP:PORT");
+        return;
+    };
+    for c in l.incoming().flatten() {
+        std::thread::spawn(move || {
+            let up = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("imds: EC2 API relay: {addr}: {e}");
+                    return;
+                }
+            };
+            let (Ok(mut c2), Ok(mut up2)) = (c.try_clone(), up.try_clone()) else {
+                return;
+            };
+            let (mut c, mut up) = (c, up);
+            let t = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut up2);
+                let _ = up2.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut up, &mut c);
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            let _ = t.join();
+        });
+    }
+}
+
+/// Listen on ADDRESS:port in network namespace `ns`, then return this (single-threaded)
 /// process to its own namespace: the socket stays where it was made.
-fn bind_in(ns: &str) -> Result<TcpListener> {
+fn bind_in(ns: &str, port: u16) -> Result<TcpListener> {
     use nix::sched::{setns, CloneFlags};
     let home = std::fs::File::open("/proc/self/ns/net")?;
     let target = std::fs::File::open(Path::new(crate::sys::NETNS_DIR).join(ns))
         .with_context(|| format!("network namespace {ns}"))?;
     setns(target.as_fd(), CloneFlags::CLONE_NEWNET).context("setns into the vpc namespace")?;
-    let l = TcpListener::bind(SocketAddr::from((ADDRESS, PORT)));
+    let l = TcpListener::bind(SocketAddr::from((ADDRESS, port)));
     setns(home.as_fd(), CloneFlags::CLONE_NEWNET).context("setns back")?;
-    l.with_context(|| format!("binding {ADDRESS}:{PORT} in {ns}"))
+    l.with_context(|| format!("binding {ADDRESS}:{port} in {ns}"))
 }
 
 /// Reload the catalog file when it changes; merge moto's instances when an endpoint is set.

@@ -1,0 +1,441 @@
+//! Unicast flooding end to end, with zero-configuration nodes: a 20-host lab whose VPC drops
+//! every multicast frame (no Transit Gateway at all), every node's overlayd configured by its
+//! instance tags alone (IMDSv2 through the lab's emulator; one host with instance metadata
+//! tags off reads them with DescribeTags), and the peers discovered from moto's running
+//! instances (DescribeInstances through the lab's EC2 API relay). Then: a new instance gets
+//! its flood entry on every node, a terminated one loses it, and an API outage flushes
+//! nothing and recovers when the API returns.
+//!
+//! Needs root, network namespaces, nftables, moto (scripts/aws-emulator) and the workspace's
+//! overlay-lab and overlayd binaries (`cargo build --workspace --bins`).
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const HOSTS: usize = 20;
+const INTERVAL_S: u64 = 2;
+
+fn lab_bin() -> PathBuf {
+    std::path::Path::new(env!("CARGO_BIN_EXE_overlayctl")).with_file_name("overlay-lab")
+}
+
+fn overlayd_bin() -> PathBuf {
+    lab_bin().with_file_name("overlayd")
+}
+
+fn lab(args: &[&str]) -> Output {
+    Command::new(lab_bin())
+        .args(args)
+        .env("OVERLAY_LAB_OVERLAYD", overlayd_bin())
+        .output()
+        .expect("run overlay-lab")
+}
+
+/// `overlay-lab down` on drop, also when the test panics.
+struct LabGuard(String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = lab(&["down", "--prefix", &self.0]);
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn sh(ns: &str, cmd: &str) -> String {
+    let o = Command::new("sh")
+        .args(["-c", &format!("ip netns exec {ns} {cmd}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The VTEP's all-zeros FDB destinations in namespace `ns`.
+fn flood_list(ns: &str) -> BTreeSet<String> {
+    sh(ns, "bridge fdb show dev ethvxlan0")
+        .lines()
+        .filter(|l| l.starts_with("00:00:00:00:00:00"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != "dst")
+                .nth(1)
+                .map(String::from)
+        })
+        .collect()
+}
+
+/// (node name, VPC address) of the lab's topology (overlay-lab's topo.rs).
+fn nodes() -> Vec<(String, String)> {
+    let mut v = vec![
+        ("router".to_string(), "10.0.0.4".to_string()),
+        ("mgmt".to_string(), "10.0.0.5".to_string()),
+    ];
+    for i in 0..HOSTS {
+        v.push((format!("h{}", i + 1), format!("10.0.0.{}", 10 + i)));
+    }
+    v
+}
+
+fn zero_config_tags(p: &str, node: &str) -> Vec<(String, String)> {
+    let role = match node {
+        "router" => "router",
+        "mgmt" => "management",
+        _ => "host",
+    };
+    let mut t = vec![
+        ("Name".to_string(), format!("{p}-{node}")),
+        ("overlay:cluster".to_string(), p.to_string()),
+        ("overlay:role".to_string(), role.to_string()),
+        ("overlay:flood".to_string(), "unicast".to_string()),
+        (
+            "overlay:address".to_string(),
+            if node == "mgmt" {
+                "10.101.0.2/16".to_string()
+            } else {
+                "auto".to_string()
+            },
+        ),
+    ];
+    if node != "router" {
+        t.push(("overlay:gateway".to_string(), "auto".to_string()));
+    }
+    t
+}
+
+async fn run(
+    sdk: &Sdk,
+    subnet: &str,
+    ip: &str,
+    tags: &[(String, String)],
+    metadata_tags: bool,
+) -> String {
+    use aws_sdk_ec2::types::{
+        HttpTokensState, InstanceMetadataOptionsRequest, InstanceMetadataTagsState, ResourceType,
+        Tag, TagSpecification,
+    };
+    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+    for (k, v) in tags {
+        spec = spec.tags(Tag::builder().key(k).value(v).build());
+    }
+    let opts = InstanceMetadataOptionsRequest::builder()
+        .http_tokens(HttpTokensState::Required)
+        .instance_metadata_tags(if metadata_tags {
+            InstanceMetadataTagsState::Enabled
+        } else {
+            InstanceMetadataTagsState::Disabled
+        })
+        .build();
+    sdk.ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::C5Metal)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .private_ip_address(ip)
+        .metadata_options(opts)
+        .tag_specifications(spec.build())
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string()
+}
+
+/// Wait until every node's flood list satisfies `ok`; the seconds it took.
+fn until_every_node(
+    p: &str,
+    what: &str,
+    limit: Duration,
+    ok: impl Fn(&str, &BTreeSet<String>) -> bool,
+) -> f64 {
+    let t0 = Instant::now();
+    loop {
+        let bad: Vec<String> = nodes()
+            .into_iter()
+            .filter(|(n, ip)| !ok(ip, &flood_list(&format!("{p}-{n}"))))
+            .map(|(n, _)| n)
+            .collect();
+        if bad.is_empty() {
+            return t0.elapsed().as_secs_f64();
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{what}: not on {} after {:.1} s (h1 has {:?})",
+            bad.join(" "),
+            t0.elapsed().as_secs_f64(),
+            flood_list(&format!("{p}-h1"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn daemon_status(p: &str, node: &str) -> serde_json::Value {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &format!("{p}-{node}")])
+        .arg(overlayd_bin())
+        .args([
+            "status",
+            "--json",
+            "--role",
+            "standalone",
+            "--address",
+            "10.99.0.1/24",
+            "--control-socket",
+            &format!("/run/overlay-lab/{p}/{node}/overlayd.sock"),
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status of {node}: {}", text(&o)))
+}
+
+fn multicast_drops(p: &str) -> u64 {
+    let out = sh(
+        &format!("{p}-vpc"),
+        "nft -j list counter bridge vpc multicast_drops",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|i| i["counter"]["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
+    if !overlay_testkit::gate(
+        "unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage",
+        &["ip", "nft", "bridge", "ping"],
+        || {
+            for b in [lab_bin(), overlayd_bin()] {
+                if !b.is_file() {
+                    return Err(format!(
+                        "{} missing: cargo build --workspace --bins",
+                        b.display()
+                    ));
+                }
+            }
+            Ok(())
+        },
+    ) {
+        return;
+    }
+    let Some(emu) = Emulator::start() else {
+        return;
+    };
+    let p = format!("uc{}", std::process::id() % 100_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sdk = rt.block_on(sdk(&emu));
+    let (subnet, ids) = rt.block_on(async {
+        let vpc = sdk
+            .ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .unwrap();
+        let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+        let subnet = sdk
+            .ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block("10.0.0.0/22")
+            .availability_zone("eu-west-1a")
+            .send()
+            .await
+            .unwrap()
+            .subnet()
+            .unwrap()
+            .subnet_id()
+            .unwrap()
+            .to_string();
+        let mut ids = Vec::new();
+        for (n, ip) in nodes() {
+            // h2 has instance metadata tags off: its overlayd falls back to DescribeTags
+            ids.push(run(&sdk, &subnet, &ip, &zero_config_tags(&p, &n), n != "h2").await);
+        }
+        (subnet, ids)
+    });
+    assert_eq!(ids.len(), HOSTS + 2);
+
+    let _guard = LabGuard(p.clone());
+    let t0 = Instant::now();
+    let up = lab(&[
+        "up",
+        "--prefix",
+        &p,
+        "--replace",
+        "--hosts",
+        &HOSTS.to_string(),
+        "--vms-per-host",
+        "1",
+        "--daemon",
+        "--flood",
+        "unicast",
+        "--peer-discovery",
+        "ec2",
+        "--peer-interval",
+        &INTERVAL_S.to_string(),
+        "--aws-endpoint",
+        &emu.url,
+    ]);
+    let up_s = t0.elapsed().as_secs_f64();
+    let out = text(&up);
+    assert!(up.status.success(), "overlay-lab up: {out}");
+    // 22 nodes + 20 VMs + the client: every ordered pair answered
+    assert!(
+        out.contains("reachability: FULL matrix, 43 endpoints, 1806 ordered pairs: 1806 ok"),
+        "{out}"
+    );
+    eprintln!("20-host unicast lab up and fully reachable in {up_s:.1} s");
+
+    // zero configuration: what the tags and IMDS gave the nodes
+    let st = daemon_status(&p, "h1");
+    let d = &st["status"]["desired"];
+    assert_eq!(d["role"], "host", "{st}");
+    assert_eq!(d["bridge"]["address"], "10.101.0.10/16");
+    assert_eq!(d["underlay"], "eth0");
+    assert!(d["vtep"]["group"].is_null());
+    assert_eq!(st["status"]["peers"]["discovery"], "ec2");
+    assert_eq!(
+        daemon_status(&p, "router")["status"]["desired"]["bridge"]["address"],
+        "10.101.0.1/16"
+    );
+    assert_eq!(daemon_status(&p, "h2")["status"]["desired"]["role"], "host");
+    let explain = Command::new("ip")
+        .args(["netns", "exec", &format!("{p}-h2")])
+        .arg(overlayd_bin())
+        .args(["validate", "--explain", "--underlay", "auto"])
+        .args(["--state-dir", &format!("/run/overlay-lab/{p}/h2/state")])
+        .args(["--hosts-file", &format!("/run/overlay-lab/{p}/h2/hosts")])
+        .args([
+            "--resolv-conf",
+            &format!("/run/overlay-lab/{p}/h2/resolv.conf"),
+        ])
+        .env("AWS_ENDPOINT_URL_EC2", "http://169.254.169.254:8773")
+        .output()
+        .unwrap();
+    let ex = text(&explain);
+    assert!(explain.status.success(), "{ex}");
+    assert!(
+        ex.contains("instance tag: overlay:role via DescribeTags"),
+        "{ex}"
+    );
+    assert!(ex.contains("10.0.0.11 in subnet 10.0.0.0/22"), "{ex}");
+
+    // every node floods to every other node, and to nothing else
+    let all: BTreeSet<String> = nodes().into_iter().map(|(_, ip)| ip).collect();
+    until_every_node(&p, "full flood lists", Duration::from_secs(10), |me, fl| {
+        let mut want = all.clone();
+        want.remove(me);
+        *fl == want
+    });
+    // the VPC delivers no multicast: a node's multicast ping is dropped and counted
+    let before = multicast_drops(&p);
+    sh(
+        &format!("{p}-h1"),
+        "ping -c 2 -i 0.2 -W 1 -I eth0 239.255.0.1",
+    );
+    assert!(multicast_drops(&p) >= before + 2, "multicast not dropped");
+
+    // a new instance of the cluster: on every node within one interval
+    let limit = Duration::from_secs(INTERVAL_S * 2 + 10);
+    let new_id = rt.block_on(run(
+        &sdk,
+        &subnet,
+        "10.0.3.200",
+        &zero_config_tags(&p, "h99"),
+        true,
+    ));
+    let took = until_every_node(&p, "new instance", limit, |_, fl| fl.contains("10.0.3.200"));
+    eprintln!("new instance in every flood list after {took:.2} s (peer_interval {INTERVAL_S} s)");
+    // terminated: its entry goes
+    rt.block_on(async {
+        sdk.ec2
+            .terminate_instances()
+            .instance_ids(&new_id)
+            .send()
+            .await
+            .unwrap()
+    });
+    let took = until_every_node(&p, "terminated instance", limit, |_, fl| {
+        !fl.contains("10.0.3.200")
+    });
+    eprintln!("terminated instance gone from every flood list after {took:.2} s");
+
+    // the API unreachable (the relay's port dropped in the VPC): nothing is flushed
+    let vpc = format!("{p}-vpc");
+    sh(
+        &vpc,
+        "nft -f - <<'EOF'\ntable inet outage {\n  chain input { type filter hook input priority 0; policy accept; tcp dport 8773 drop; }\n}\nEOF",
+    );
+    let sh_ok = |cmd: &str| {
+        let o = Command::new("sh").args(["-c", cmd]).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", text(&o));
+    };
+    sh_ok(&format!(
+        "ip netns exec {vpc} nft list table inet outage >/dev/null"
+    ));
+    let late = rt.block_on(run(
+        &sdk,
+        &subnet,
+        "10.0.3.201",
+        &zero_config_tags(&p, "h98"),
+        true,
+    ));
+    let t_out = Instant::now();
+    loop {
+        let s = daemon_status(&p, "h1");
+        if s["status"]["peers"]["failures"].as_u64().unwrap_or(0) >= 1 {
+            assert!(s["status"]["peers"]["last_error"].is_string(), "{s}");
+            break;
+        }
+        assert!(
+            t_out.elapsed() < Duration::from_secs(40),
+            "no discovery failure reported: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(INTERVAL_S * 2));
+    until_every_node(
+        &p,
+        "flood lists kept through the outage",
+        Duration::from_secs(1),
+        |me, fl| {
+            let mut want = all.clone();
+            want.remove(me);
+            *fl == want
+        },
+    );
+    let reach = lab(&["check", "--prefix", &p, "--timeout", "10"]);
+    assert!(
+        reach.status.success(),
+        "reachability during the outage: {}",
+        text(&reach)
+    );
+    // the API is back: the instance started during the outage arrives
+    sh_ok(&format!("ip netns exec {vpc} nft delete table inet outage"));
+    let took = until_every_node(&p, "recovery", Duration::from_secs(30), |_, fl| {
+        fl.contains("10.0.3.201")
+    });
+    eprintln!("after the outage: the late instance in every flood list {took:.2} s after the API returned");
+    let s = daemon_status(&p, "h1");
+    assert!(s["status"]["peers"]["last_error"].is_null(), "{s}");
+    drop(late);
+}
