@@ -11,17 +11,23 @@ overlayd turns a declared overlay node into kernel state over netlink and keeps 
 Every node of the overlay (KVM hosts, the management server, the router) gets a bridge
 (cloudbr0) holding its overlay address and a VXLAN tunnel endpoint (ethvxlan0) enslaved to it;
 IGMPv2 is forced on the underlay so an AWS Transit Gateway multicast domain floods the
-overlay's broadcast traffic to every member. The router also forwards (and may NAT) between
-overlay and VPC. The single-instance 'standalone' role uses a dummy port instead of VXLAN.
+overlay's broadcast traffic to every member — or, with --flood unicast, no TGW at all: one
+copy per peer from an all-zeros FDB entry per peer (static --peer list, or EC2 discovery by
+the overlay:cluster tag). The router also forwards (and may NAT) between overlay and VPC.
+The single-instance 'standalone' role uses a dummy port instead of VXLAN.
 
-Configuration comes from a TOML file (--config), OVERLAYD_* environment variables and flags;
-flags win over the environment, the environment over the file. Bad input exits with status 2
-and changes nothing.
+Configuration comes from the EC2 instance (IMDSv2 facts, overlay:* tags; consulted only when
+a key says auto or a required key is missing), a TOML file (--config), OVERLAYD_* environment
+variables and flags; flags win over the environment, the environment over the file, the file
+over tags. `overlayd validate --explain` shows where each value came from. Bad input exits
+with status 2 and changes nothing.
 
 Examples:
   overlayd plan  --role host --address 10.101.0.10/16 --gateway 10.101.0.1 --group 239.255.0.1
   overlayd apply --config /etc/overlayd/overlayd.toml
   OVERLAYD_ROLE=router overlayd apply --address 10.101.0.1/16 --group 239.255.0.1 --nat
+  overlayd plan  --role host --address auto --gateway auto --flood unicast --peer-discovery ec2
+  overlayd validate --explain
   overlayd down  --config /etc/overlayd/overlayd.toml";
 
 #[derive(Parser)]

@@ -583,8 +583,8 @@ async fn render_metrics(
         )
     };
     // One path for the kernel sample, the tested one (metrics::kernel_sample).
-    let mut k = match (vtep, &underlay, group) {
-        (Some(v), Some(u), Some(g)) => crate::metrics::kernel_sample(h, v, u, g).await,
+    let mut k = match (vtep, &underlay) {
+        (Some(v), Some(u)) => crate::metrics::kernel_sample(h, v, u, group).await,
         _ => crate::metrics::KernelSample {
             group,
             underlay: underlay.clone(),

@@ -460,6 +460,22 @@ fn print_daemon_status(v: &serde_json::Value) {
         g("reconciles"),
         g("repairs")
     );
+    if let Some(p) = v.get("peers").filter(|p| !p.is_null()) {
+        println!(
+            "discovery: {} — {} peer(s) in force, {} refreshes, {} failures{}",
+            p["discovery"].as_str().unwrap_or("?"),
+            p["count"]
+                .as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "no".into()),
+            p["refreshes"],
+            p["failures"],
+            p["last_error"]
+                .as_str()
+                .map(|e| format!("; FAILING (last good peers kept): {e}"))
+                .unwrap_or_default()
+        );
+    }
     for (label, key) in [("last:", "last"), ("changed:", "last_change")] {
         if let Some(l) = v.get(key).filter(|l| !l.is_null()) {
             println!(

@@ -417,10 +417,10 @@ pub async fn kernel_sample(
     h: &rtnetlink::Handle,
     vtep: &str,
     underlay: &str,
-    group: Ipv4Addr,
+    group: Option<Ipv4Addr>,
 ) -> KernelSample {
     let mut k = KernelSample {
-        group: Some(group),
+        group,
         underlay: Some(underlay.to_string()),
         ..KernelSample::default()
     };
@@ -441,7 +441,8 @@ pub async fn kernel_sample(
     // thread-self: /proc/net follows the thread group leader's namespace, not this thread's.
     let text = std::fs::read_to_string("/proc/thread-self/net/igmp")
         .or_else(|_| std::fs::read_to_string("/proc/net/igmp"));
-    if let Ok(text) = text {
+    // Unicast flooding joins no group: no IGMP gauges.
+    if let (Ok(text), Some(group)) = (text, group) {
         let info = igmp_membership(&text, underlay, group);
         k.igmp_member = Some(info.member);
         k.igmp_querier_version = info.querier_version();
@@ -1196,7 +1197,7 @@ mod tests {
         ns.ip("link set ethvxlan0 master br0");
         ns.ip("link set br0 up");
         let before = in_netns(ns.name(), |h| {
-            Box::pin(async move { kernel_sample(&h, "ethvxlan0", "eth0", GROUP).await })
+            Box::pin(async move { kernel_sample(&h, "ethvxlan0", "eth0", Some(GROUP)).await })
         });
         assert_eq!(before.vtep_up, Some(false));
         assert_eq!(before.igmp_member, Some(false));
@@ -1205,7 +1206,7 @@ mod tests {
         ns.ip("link set ethvxlan0 up");
         ns.exec("bridge fdb add 02:00:00:00:00:01 dev ethvxlan0 master static");
         let k = in_netns(ns.name(), |h| {
-            Box::pin(async move { kernel_sample(&h, "ethvxlan0", "eth0", GROUP).await })
+            Box::pin(async move { kernel_sample(&h, "ethvxlan0", "eth0", Some(GROUP)).await })
         });
         assert_eq!(k.vtep_up, Some(true));
         assert_eq!(k.igmp_member, Some(true));
@@ -1215,7 +1216,7 @@ mod tests {
         assert_eq!(k.underlay.as_deref(), Some("eth0"));
 
         let gone = in_netns(ns.name(), |h| {
-            Box::pin(async move { kernel_sample(&h, "nosuchvtep", "eth0", GROUP).await })
+            Box::pin(async move { kernel_sample(&h, "nosuchvtep", "eth0", Some(GROUP)).await })
         });
         assert_eq!(gone.vtep_up, Some(false));
         assert_eq!(gone.fdb_entries, None);

@@ -441,3 +441,61 @@ fn unicast_flood_list_follows_the_peers_and_keeps_foreign_entries() {
     ns.overlayd_ok("down", &b);
     assert!(!ns.exec("ip -o link show").contains("ethvxlan0"));
 }
+
+/// Off EC2 (nothing answers on 169.254.169.254), `auto` values and keys only a tag could give
+/// are refused with a message naming the key and why, exit status 2, and nothing changed.
+#[test]
+fn auto_values_without_imds_name_what_is_missing_and_change_nothing() {
+    if !require_root("auto_values_without_imds") {
+        return;
+    }
+    let ns = Ns::new("na");
+    let a = ns.args(&[
+        "--role",
+        "host",
+        "--address",
+        "auto",
+        "--gateway",
+        "auto",
+        "--group",
+        "239.255.0.1",
+    ]);
+    let o = ns.overlayd("apply", &a);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid address = \"auto\" (from command line)")
+            && err.contains("IMDS")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    // no role anywhere: the role is what is missing, and why no tag could give it
+    let o = ns.overlayd("apply", &ns.args(&["--address", "10.101.0.10/16"]));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid role") && err.contains("IMDS"),
+        "{err}"
+    );
+    assert!(!ns.exec("ip -o link show").contains("cloudbr0"));
+    // gateway = auto needs no IMDS: a complete configuration converges as before
+    let a = ns.args(&[
+        "--role",
+        "host",
+        "--address",
+        "10.101.0.10/16",
+        "--gateway",
+        "auto",
+        "--group",
+        "239.255.0.1",
+    ]);
+    let out = ns.overlayd_ok("apply", &a);
+    assert!(out.contains("create vxlan ethvxlan0"), "{out}");
+    let x = ns.overlayd_ok("validate", &[a.clone(), vec!["--explain".into()]].concat());
+    assert!(
+        x.contains("gateway")
+            && x.contains("10.101.0.1")
+            && x.contains("(command line: auto: 10.101.0.0/16's first host address"),
+        "{x}"
+    );
+}

@@ -24,8 +24,33 @@ fn lab_bin() -> PathBuf {
     std::path::Path::new(env!("CARGO_BIN_EXE_overlayctl")).with_file_name("overlay-lab")
 }
 
+/// The workspace's overlayd, or UNICAST_LAB_OVERLAYD (e.g. the static release build, to
+/// measure its resident memory: BENCHMARKS.md).
 fn overlayd_bin() -> PathBuf {
-    lab_bin().with_file_name("overlayd")
+    std::env::var_os("UNICAST_LAB_OVERLAYD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lab_bin().with_file_name("overlayd"))
+}
+
+/// Resident memory (KiB) of every node's `overlayd run`: (min, median, max).
+fn daemon_rss(p: &str) -> (u64, u64, u64) {
+    let mut v: Vec<u64> = nodes()
+        .iter()
+        .filter_map(|(n, _)| {
+            let pid =
+                std::fs::read_to_string(format!("/run/overlay-lab/{p}/{n}/overlayd.pid")).ok()?;
+            let st = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).ok()?;
+            st.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    v.sort();
+    assert_eq!(v.len(), nodes().len(), "every daemon's RSS");
+    (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
 fn lab(args: &[&str]) -> Output {
@@ -438,4 +463,19 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
     let s = daemon_status(&p, "h1");
     assert!(s["status"]["peers"]["last_error"].is_null(), "{s}");
     drop(late);
+    let (lo, med, hi) = daemon_rss(&p);
+    let pid = std::fs::read_to_string(format!("/run/overlay-lab/{p}/h1/overlayd.pid")).unwrap();
+    let st = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    eprintln!(
+        "h1: {}",
+        st.lines()
+            .filter(|l| l.starts_with("Rss"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    eprintln!(
+        "overlayd run resident memory after {} discoveries: min {lo} KiB, median {med} KiB, max {hi} KiB ({})",
+        s["status"]["peers"]["refreshes"],
+        overlayd_bin().display()
+    );
 }

@@ -158,12 +158,13 @@ pub(super) fn resolve_auto(m: &mut Layers, f: Option<&InstanceFacts>) -> Result<
     }
     if val(m, "gateway") == Some("auto") {
         let g = instance::auto_gateway(overlay);
-        set(
-            m,
-            "gateway",
-            g.to_string(),
-            format!("{overlay}'s first host address (the router's by convention)"),
-        );
+        // Computed from overlay_cidr alone: it keeps the source that asked for it.
+        if let Some(r) = m.get_mut("gateway") {
+            r.vals = vec![g.to_string()];
+            r.detail = Some(format!(
+                "auto: {overlay}'s first host address (the router's by convention)"
+            ));
+        }
     }
     Ok(())
 }
