@@ -80,7 +80,7 @@ enum Cmd {
     Status(StatusArgs),
     /// Re-run the reachability check and membership report on an existing lab.
     Check(CheckArgs),
-    /// Benchmarks: cold converge, drift repair, overlay throughput, scale (BENCHMARKS.md).
+    /// Benchmarks: cold converge, drift repair, overlay throughput, scale, unicast flood list (BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Run a command inside a node's container (`up --instances`), e.g.
     /// `overlay-lab exec h1 -- systemctl status overlayd`. Exit status: the command's.

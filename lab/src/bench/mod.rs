@@ -1,4 +1,4 @@
-//! `overlay-lab bench`: the four benchmarks of BENCHMARKS.md, side by side in one run.
+//! `overlay-lab bench`: the five benchmarks of BENCHMARKS.md, side by side in one run.
 //!
 //! 1. converge: cold converge of one node, `overlayd apply` vs the seed article's iproute2
 //!    recipe (one process per step) vs the same as `ip -batch`
@@ -6,8 +6,10 @@
 //!    again (1 ms ICMP stream), with `overlayd run` repairing
 //! 3. throughput: iperf3 over the overlayd overlay vs the underlay vs a hand-made overlay
 //! 4. scale: `overlay-lab up --hosts N --daemon`, time to full reachability, daemon RSS
+//! 5. fdb: unicast flood list, 1,000 peers programmed from empty in one netlink batch and a
+//!    one-peer change on a 1,000-peer FDB (overlayd's library code, and `overlayd apply`)
 //!
-//! Every namespace it creates is named `<prefix><c|r|t|s>-...`; all of them (and the daemons
+//! Every namespace it creates is named `<prefix><c|r|t|s|f>-...`; all of them (and the daemons
 //! and child processes it started) are removed at the end, on errors and on SIGINT/SIGTERM.
 
 use crate::daemons as bench_daemon;
@@ -19,6 +21,7 @@ use nl_raw::{NlSock, RTMGRP_LINK};
 use stream::Stream;
 
 mod converge;
+mod fdb;
 mod nl_raw;
 mod repair;
 mod scale;
@@ -28,6 +31,7 @@ mod throughput;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use converge::converge;
+use fdb::fdb;
 use repair::repair;
 use scale::scale;
 use serde_json::{json, Value};
@@ -42,15 +46,15 @@ use throughput::throughput;
 
 const GROUP: &str = "239.255.0.1";
 const UNDERLAY_MTU: u32 = 9001;
-const ALL: [&str; 4] = ["converge", "repair", "throughput", "scale"];
+const ALL: [&str; 5] = ["converge", "repair", "throughput", "scale", "fdb"];
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run, comma-separated: converge, repair, throughput, scale.
+    /// Benchmarks to run, comma-separated: converge, repair, throughput, scale, fdb.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "converge,repair,throughput,scale"
+        default_value = "converge,repair,throughput,scale,fdb"
     )]
     pub only: Vec<String>,
     /// Drift repairs to time (repair benchmark).
@@ -62,6 +66,9 @@ pub struct BenchArgs {
     /// Runs per variant of the converge benchmark.
     #[arg(long, default_value_t = 30)]
     pub runs: usize,
+    /// Rounds of the fdb benchmark (each: every library and `overlayd apply` measurement).
+    #[arg(long, default_value_t = 30)]
+    pub fdb_runs: usize,
     /// `up` runs per lab size (scale benchmark).
     #[arg(long, default_value_t = 3)]
     pub scale_repeats: usize,
@@ -77,7 +84,7 @@ pub struct BenchArgs {
     /// Also write the JSON document (all samples) to this file.
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,
-    /// Namespace prefix; the benchmarks use PREFIX{c,r,t,s}-*. [a-z0-9], at most 15 chars.
+    /// Namespace prefix; the benchmarks use PREFIX{c,r,t,s,f}-*. [a-z0-9], at most 15 chars.
     #[arg(long, short = 'p', default_value = "obench")]
     pub prefix: String,
     /// overlayd binary (default: `overlayd` next to this executable, else PATH). Use a
@@ -322,7 +329,7 @@ fn kill_tracked() {
 }
 
 fn subs(prefix: &str) -> Vec<String> {
-    ["c", "r", "t", "s"]
+    ["c", "r", "t", "s", "f"]
         .iter()
         .map(|s| format!("{prefix}{s}"))
         .collect()
@@ -489,10 +496,11 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
         || a.iperf_repeats == 0
         || a.iperf_seconds == 0
         || a.scale_repeats == 0
+        || a.fdb_runs == 0
     {
         return Err(usage(
-            "--repairs, --runs, --iperf-repeats, --iperf-seconds and --scale-repeats must be at \
-             least 1"
+            "--repairs, --runs, --iperf-repeats, --iperf-seconds, --scale-repeats and --fdb-runs \
+             must be at least 1"
                 .into(),
         ));
     }
@@ -575,6 +583,10 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
             "converge" => ("c", "cold converge of one node"),
             "repair" => ("r", "drift repair latency (overlayd run)"),
             "throughput" => ("t", "overlay TCP throughput (iperf3)"),
+            "fdb" => (
+                "f",
+                "unicast flood list: 1,000 peers in one batch, one-peer change",
+            ),
             _ => (
                 "s",
                 "overlay-lab up --hosts N --daemon: time to full reachability, daemon RSS",
@@ -589,6 +601,7 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
             "converge" => converge(&ctx, &mut sec),
             "repair" => repair(&ctx, &mut sec),
             "throughput" => throughput(&ctx, &mut sec),
+            "fdb" => fdb(&ctx, &mut sec),
             _ => scale(&ctx, &mut sec),
         };
         if let Err(e) = r {
