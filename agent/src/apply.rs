@@ -286,9 +286,18 @@ pub async fn execute(
         Ok(s) => s,
         Err(e) => return Err((vec![], e)),
     };
+    // Recorded flood entries that are gone (the VTEP was re-created, e.g. after a reboot,
+    // or someone deleted one) are forgotten: a later entry with that address that someone
+    // else adds is not ours. A VTEP this plan re-creates starts empty.
+    let before = st.flood_list.len();
+    st.flood_list.retain(|ip| o.flood_list.contains(ip));
+    if p.ops.iter().any(|op| matches!(op, Op::CreateVtep { .. })) {
+        st.flood_list.clear();
+    }
+    let pruned = st.flood_list.len() != before;
     // Record everything this plan will change in one write, before the first change:
     // a crash at any later point still leaves `down` what it needs.
-    if record_plan(&mut st, p) {
+    if record_plan(&mut st, p) || pruned {
         if let Err(e) = state::save(state_dir, &st) {
             return Err((vec![], io("save state", e)));
         }
@@ -307,7 +316,7 @@ pub async fn execute(
             ));
         }
         if let Op::SetFloodList { remove, .. } = op {
-            // Forget removed entries (and ones that vanished with a re-created VTEP).
+            // Forget removed entries.
             let before = st.flood_list.len();
             st.flood_list.retain(|ip| !remove.contains(ip));
             if st.flood_list.len() != before {

@@ -287,7 +287,10 @@ pub async fn control_request(path: &Path, cmd: &str) -> std::io::Result<serde_js
 }
 
 pub struct RunOptions {
-    pub config_loader: Box<dyn Fn() -> Result<Config, crate::config::ConfigError>>,
+    /// Loads the configuration again (SIGHUP). It may wait on IMDS and the EC2 API, so it
+    /// runs on a blocking thread, never on the loop.
+    pub config_loader:
+        Arc<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync + 'static>,
 }
 
 /// Run until SIGTERM/SIGINT. Returns the exit status.
@@ -388,8 +391,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     };
     let (peer_tx, mut peer_rx) = tokio::sync::mpsc::unbounded_channel::<crate::peers::Report>();
     let kick = Arc::new(tokio::sync::Notify::new());
+    // Reports of a task replaced by a reload carry an older generation and are dropped.
+    let mut generation = 0u64;
     let mut discovery = crate::peers::uses_ec2(&lp.cfg)
-        .then(|| crate::peers::spawn(&lp.cfg, peer_tx.clone(), kick.clone()));
+        .then(|| crate::peers::spawn(&lp.cfg, generation, peer_tx.clone(), kick.clone()));
+    let (reload_tx, mut reload_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<Config, crate::config::ConfigError>>();
+    let mut reloading = false;
     tracing::info!(role = %lp.cfg.role, bridge = %lp.cfg.bridge, "overlayd run: starting");
     lp.reconcile(true, "start").await;
 
@@ -436,12 +444,23 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             _ = usr1.recv() => { paused = set_paused(&lp, true); }
             _ = usr2.recv() => { paused = set_paused(&lp, false); dirty = Some((true, "resume")); }
             Some(r) = peer_rx.recv() => {
-                if lp.peer_report(r) {
+                if r.generation == generation && lp.peer_report(r) {
                     dirty = Some((false, "peers"));
                 }
             }
             _ = hup.recv() => {
-                match (opts.config_loader)() {
+                if !reloading {
+                    reloading = true;
+                    let load = opts.config_loader.clone();
+                    let tx = reload_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send(load());
+                    });
+                }
+            }
+            Some(r) = reload_rx.recv() => {
+                reloading = false;
+                match r {
                     Ok(c) => {
                         tracing::info!("configuration reloaded");
                         let same_peers = c.peer_discovery == lp.cfg.peer_discovery
@@ -455,12 +474,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                             if let Some(t) = discovery.take() {
                                 t.abort();
                             }
-                            if !crate::peers::uses_ec2(&lp.cfg) {
-                                lp.peers = None;
-                            }
+                            // Another cluster or source: the old set is not this one's
+                            // "last good" set. Until the new task answers, the flood list
+                            // is left as it is (unknown peers never flush).
+                            generation += 1;
+                            lp.peers = None;
                             lp.shared.status.lock().unwrap().peers = peer_status(&lp.cfg);
-                            discovery = crate::peers::uses_ec2(&lp.cfg)
-                                .then(|| crate::peers::spawn(&lp.cfg, peer_tx.clone(), kick.clone()));
+                            discovery = crate::peers::uses_ec2(&lp.cfg).then(|| {
+                                crate::peers::spawn(&lp.cfg, generation, peer_tx.clone(), kick.clone())
+                            });
                         }
                         dirty = Some((true, "reload"));
                     }

@@ -13,11 +13,31 @@ fn overrides(m: &ArgMatches) -> Overrides {
     Overrides::from_matches(m)
 }
 
-fn load_config(node: &NodeArgs, m: &ArgMatches) -> Result<Config, ConfigError> {
-    load_config_with(node, &overrides(m))
+/// How long `run` and `configured` wait for IMDS at boot on an EC2 instance (the underlay
+/// may not have its DHCP lease yet; the unit's start timeout is 90 s).
+const IMDS_BOOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn imds_wait(patient: bool) -> std::time::Duration {
+    if patient && overlay_agent::instance::looks_like_ec2() {
+        IMDS_BOOT_WAIT
+    } else {
+        std::time::Duration::ZERO
+    }
+}
+
+fn load_config(node: &NodeArgs, m: &ArgMatches, patient: bool) -> Result<Config, ConfigError> {
+    load_config_waiting(node, &overrides(m), imds_wait(patient))
 }
 
 fn load_config_with(node: &NodeArgs, over: &Overrides) -> Result<Config, ConfigError> {
+    load_config_waiting(node, over, std::time::Duration::ZERO)
+}
+
+fn load_config_waiting(
+    node: &NodeArgs,
+    over: &Overrides,
+    wait: std::time::Duration,
+) -> Result<Config, ConfigError> {
     let file = match &node.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
@@ -33,7 +53,9 @@ fn load_config_with(node: &NodeArgs, over: &Overrides) -> Result<Config, ConfigE
             Err(_) => FileConfig::default(),
         },
     };
-    config::build_with(&file, over, &overlay_agent::instance::fetch)
+    config::build_with(&file, over, &|| {
+        overlay_agent::instance::fetch_patiently(wait)
+    })
 }
 
 /// `overlayd configured`: does any layer name a role? (A file that cannot be read or parsed
@@ -56,11 +78,23 @@ fn configured(node: &NodeArgs, m: &ArgMatches) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     // A zero-configuration EC2 node: its overlay:role tag configures it.
-    let tagged = overlay_agent::instance::fetch();
+    let tagged = overlay_agent::instance::fetch_patiently(imds_wait(true));
     if let Ok(f) = &tagged {
         if f.tags.contains_key("overlay:role") {
             return ExitCode::SUCCESS;
         }
+    }
+    if tagged.is_err()
+        && overlay_agent::instance::imds_was_unreachable()
+        && overlay_agent::instance::looks_like_ec2()
+    {
+        // An EC2 instance whose IMDS does not answer yet: start, so that `run` (which waits
+        // too, then exits 1 and is restarted) gets its chance; a skip is never retried.
+        eprintln!(
+            "overlayd: {shown} sets no role and IMDS does not answer yet; starting anyway so the \
+             instance's overlay:role tag can configure this node"
+        );
+        return ExitCode::SUCCESS;
     }
     eprintln!(
         "overlayd: not configured: {shown} sets no role (nor does OVERLAYD_ROLE or --role), \
@@ -141,8 +175,16 @@ fn main() -> ExitCode {
     if name == "configured" {
         return configured(&args.node, sub);
     }
-    let cfg = match load_config(&args.node, sub) {
+    let cfg = match load_config(&args.node, sub, name == "run") {
         Ok(c) => c,
+        Err(e) if name == "run" && overlay_agent::instance::imds_was_unreachable() => {
+            // Not bad input: IMDS may answer later (boot). Exit 1 so systemd restarts.
+            eprintln!("overlayd: {e}");
+            eprintln!(
+                "overlayd: instance metadata unreachable; nothing was changed (exit 1: retried)"
+            );
+            return ExitCode::from(1);
+        }
         Err(e) => return fail(&AgentError::Config(e)),
     };
     for w in &cfg.warnings {
@@ -150,7 +192,12 @@ fn main() -> ExitCode {
     }
     if let Cmd::Validate(v) = &cli.cmd {
         if v.explain {
-            print!("{}", config::explain(&cfg));
+            // --json keeps stdout one JSON document
+            if v.common.json {
+                eprint!("{}", config::explain(&cfg));
+            } else {
+                print!("{}", config::explain(&cfg));
+            }
         }
     }
     let rt = runtime();
@@ -158,7 +205,7 @@ fn main() -> ExitCode {
         let over = overrides(sub);
         let node = args.node.clone();
         let opts = overlay_agent::daemon::RunOptions {
-            config_loader: Box::new(move || load_config_with(&node, &over)),
+            config_loader: std::sync::Arc::new(move || load_config_with(&node, &over)),
         };
         return match rt.block_on(overlay_agent::daemon::run(cfg, opts)) {
             Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,8 @@ use std::time::Duration;
 /// One answer of the discovery task.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// Which task sent it (a report of a task replaced by a reload is dropped).
+    pub generation: u64,
     pub result: Result<BTreeSet<Ipv4Addr>, String>,
     pub took: Duration,
 }
@@ -37,8 +39,17 @@ pub fn uses_ec2(cfg: &Config) -> bool {
     cfg.peer_discovery == Some(PeerDiscovery::Ec2)
 }
 
-/// (region, VPC id, cluster) for EC2 discovery; the configuration guarantees them.
-fn target(cfg: &Config) -> Result<(String, String, String), String> {
+/// Where to look: region, VPC, cluster, and this instance's own address.
+#[derive(Debug, Clone)]
+struct Target {
+    region: String,
+    vpc: String,
+    cluster: String,
+    own: Ipv4Addr,
+}
+
+/// The configuration guarantees these for EC2 discovery.
+fn target(cfg: &Config) -> Result<Target, String> {
     let f = cfg
         .instance
         .as_ref()
@@ -47,15 +58,49 @@ fn target(cfg: &Config) -> Result<(String, String, String), String> {
         .cluster
         .clone()
         .ok_or("peer_discovery = ec2 needs cluster")?;
-    Ok((f.region.clone(), f.vpc_id.clone(), cluster))
+    Ok(Target {
+        region: f.region.clone(),
+        vpc: f.vpc_id.clone(),
+        cluster,
+        own: f.local_ipv4,
+    })
+}
+
+/// An answer is believed only if it has this instance in it: an empty or foreign answer (a
+/// mistyped cluster, a removed tag, an eventually consistent API) would otherwise empty the
+/// flood list. The node itself is then taken out (it is no peer of its own).
+fn sane(
+    t: &Target,
+    found: Result<BTreeSet<Ipv4Addr>, String>,
+) -> Result<BTreeSet<Ipv4Addr>, String> {
+    let mut set = found?;
+    if !set.remove(&t.own) {
+        return Err(format!(
+            "DescribeInstances found {} running instance(s) tagged overlay:cluster={} in {}, \
+             but not this one ({}): the answer is not believed (wrong cluster or tag?)",
+            set.len(),
+            t.cluster,
+            t.vpc,
+            t.own
+        ));
+    }
+    Ok(set)
+}
+
+#[cfg(feature = "ec2")]
+async fn ask(c: &aws_sdk_ec2::Client, t: &Target) -> Result<BTreeSet<Ipv4Addr>, String> {
+    sane(
+        t,
+        crate::instance::ec2::describe_peers(c, &t.vpc, &t.cluster).await,
+    )
 }
 
 /// One discovery, for the one-shot commands (`apply`, `plan`, `validate`).
 #[cfg(feature = "ec2")]
 pub async fn discover_once(cfg: &Config) -> Result<BTreeSet<Ipv4Addr>, String> {
-    let (region, vpc, cluster) = target(cfg)?;
-    let c = crate::instance::ec2::client(&region).await;
-    crate::instance::ec2::describe_peers(&c, &vpc, &cluster).await
+    let t = target(cfg)?;
+    let c = crate::instance::ec2::client(&t.region).await;
+    ask(&c, &t).await
 }
 
 #[cfg(not(feature = "ec2"))]
@@ -65,9 +110,11 @@ pub async fn discover_once(cfg: &Config) -> Result<BTreeSet<Ipv4Addr>, String> {
 }
 
 /// The discovery task of `overlayd run`: a report now, then every `peer_interval` and
-/// whenever `kick` is notified (SIGHUP). Ends when the receiver is dropped.
+/// whenever `kick` is notified (SIGHUP). Ends when the receiver is dropped. Its reports carry
+/// `generation`, so those of a task replaced by a reload can be told apart.
 pub fn spawn(
     cfg: &Config,
+    generation: u64,
     tx: tokio::sync::mpsc::UnboundedSender<Report>,
     kick: std::sync::Arc<tokio::sync::Notify>,
 ) -> tokio::task::JoinHandle<()> {
@@ -76,7 +123,7 @@ pub fn spawn(
     tokio::spawn(async move {
         #[cfg(feature = "ec2")]
         let client = match &target {
-            Ok((region, _, _)) => Some(crate::instance::ec2::client(region).await),
+            Ok(t) => Some(crate::instance::ec2::client(&t.region).await),
             Err(_) => None,
         };
         loop {
@@ -84,15 +131,13 @@ pub fn spawn(
             let result = match &target {
                 Err(e) => Err(e.clone()),
                 #[cfg(feature = "ec2")]
-                Ok((_, vpc, cluster)) => {
-                    let c = client.as_ref().expect("client made with the target");
-                    crate::instance::ec2::describe_peers(c, vpc, cluster).await
-                }
+                Ok(t) => ask(client.as_ref().expect("client made with the target"), t).await,
                 #[cfg(not(feature = "ec2"))]
                 Ok(_) => Err("this overlayd is built without the EC2 API (feature ec2)".into()),
             };
             if tx
                 .send(Report {
+                    generation,
                     result,
                     took: t0.elapsed(),
                 })
@@ -106,4 +151,26 @@ pub fn spawn(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_without_this_instance_is_not_believed_and_self_is_no_peer() {
+        let t = Target {
+            region: "eu-west-1".into(),
+            vpc: "vpc-1".into(),
+            cluster: "prod".into(),
+            own: "10.0.0.10".parse().unwrap(),
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let ok = sane(&t, Ok([ip("10.0.0.10"), ip("10.0.0.11")].into())).unwrap();
+        assert_eq!(ok, [ip("10.0.0.11")].into());
+        let e = sane(&t, Ok(BTreeSet::new())).unwrap_err();
+        assert!(e.contains("not this one (10.0.0.10)"), "{e}");
+        assert!(sane(&t, Ok([ip("10.0.0.11")].into())).is_err());
+        assert_eq!(sane(&t, Err("down".into())).unwrap_err(), "down");
+    }
 }

@@ -437,8 +437,25 @@ fn unicast_flood_list_follows_the_peers_and_keeps_foreign_entries() {
         zeros(),
         ["10.77.0.11", "10.77.0.13", "10.77.0.14", "10.77.0.99"]
     );
+    // the VTEP re-created (as after a reboot): what was recorded is forgotten, so an entry
+    // someone else adds later for a former peer's address is not taken for ours
+    ns.exec("ip link del ethvxlan0");
+    let c = unicast("10.77.0.11");
+    ns.overlayd_ok("apply", &c);
+    assert_eq!(zeros(), ["10.77.0.11"]);
+    ns.exec("bridge fdb append 00:00:00:00:00:00 dev ethvxlan0 dst 10.77.0.13");
+    assert_eq!(
+        ns.pending(&c),
+        0,
+        "a foreign entry with a former peer's address is left alone"
+    );
+    let st = std::fs::read_to_string(ns.dir.join("state/state.json")).unwrap();
+    assert!(
+        st.contains("10.77.0.11") && !st.contains("10.77.0.13") && !st.contains("10.77.0.14"),
+        "{st}"
+    );
     // down removes the VTEP (and with it the flood list)
-    ns.overlayd_ok("down", &b);
+    ns.overlayd_ok("down", &c);
     assert!(!ns.exec("ip -o link show").contains("ethvxlan0"));
 }
 

@@ -208,6 +208,12 @@ pub fn up(a: UpArgs) -> Result<u8> {
     if let Some(e) = &a.aws_endpoint {
         check_endpoint(e)?;
     }
+    if a.flood == "multicast" && a.peer_discovery != "static" {
+        return Err(usage(format!(
+            "--peer-discovery {}: only with --flood unicast (multicast flooding has no peers)",
+            a.peer_discovery
+        )));
+    }
     let flood = match (a.flood.as_str(), a.peer_discovery.as_str()) {
         ("multicast", _) => topo::Flood::Multicast,
         (_, "static") => topo::Flood::UnicastStatic,

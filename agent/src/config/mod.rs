@@ -429,6 +429,9 @@ pub fn explain(cfg: &Config) -> String {
             .cloned()
             .unwrap_or(serde_json::Value::Null);
         let shown = match &val {
+            serde_json::Value::Null if *key == "underlay" && cfg.underlay_mac.is_some() => {
+                format!("auto ({})", cfg.underlay_mac.as_deref().unwrap_or_default())
+            }
             serde_json::Value::Null => "(none)".to_string(),
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Array(a) if a.is_empty() => "[]".to_string(),

@@ -331,17 +331,28 @@ fn a_host_without_any_gateway_stays_bad_input() {
 
 #[test]
 fn the_file_beats_tags_and_flags_beat_the_file() {
-    let tags = [("overlay:role", "host"), ("overlay:group", "239.255.0.9")];
+    // underlay = auto makes the instance be asked, so the tags are a layer here
+    let tags = [
+        ("overlay:role", "host"),
+        ("overlay:group", "239.255.0.9"),
+        ("overlay:cluster", "prod"),
+    ];
     let c = with_instance(
-        "role = \"router\"\naddress = \"auto\"\n",
+        "role = \"router\"\naddress = \"auto\"\nunderlay = \"auto\"\n",
         &[("group", "239.255.0.1")],
         Ok(facts(&tags)),
     )
     .unwrap();
+    assert!(c.instance.is_some(), "the instance was asked");
     assert_eq!(c.role, Role::Router);
     assert_eq!(c.group.unwrap().to_string(), "239.255.0.1");
     assert_eq!(c.origins["role"], "config file");
     assert_eq!(c.origins["group"], "command line");
+    // a tag fills what nothing else sets
+    assert_eq!(c.cluster.as_deref(), Some("prod"));
+    assert!(c.origins["cluster"].starts_with("instance tag"));
+    assert_eq!(c.underlay, None);
+    assert_eq!(c.underlay_mac.as_deref(), Some("02:00:0a:00:01:39"));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// A whole call (with its retries) gives up after this: the daemon keeps its last good
 /// peer set and tries again at the next interval.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An EC2 client for `region`, built by hand rather than with `aws_config::defaults()`: a
 /// node needs only the environment's or the instance role's credentials (IMDS), so the
@@ -42,7 +42,7 @@ pub async fn client(region: &str) -> aws_sdk_ec2::Client {
     );
     let timeouts = aws_sdk_ec2::config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(Duration::from_secs(5))
         .operation_timeout(CALL_TIMEOUT)
         .build();
     let mut b = aws_sdk_ec2::Config::builder()

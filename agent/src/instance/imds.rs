@@ -62,8 +62,8 @@ impl Imds {
             return Err(ImdsError::Status(status));
         }
         let token = body.trim().to_string();
-        if token.is_empty() {
-            return Err(ImdsError::Garbled("empty token".into()));
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ImdsError::Garbled("empty or malformed token".into()));
         }
         Ok(Imds { addr, token })
     }
@@ -134,19 +134,56 @@ fn once(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).map_err(unreachable)?;
+    // Read until the body is complete (Content-Length) or the server closes.
     let mut buf = Vec::new();
-    s.take(MAX_BODY as u64 + 4096)
-        .read_to_end(&mut buf)
-        .map_err(unreachable)?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(total) = complete_len(&buf) {
+            if buf.len() >= total {
+                break;
+            }
+        }
+        if buf.len() > MAX_BODY + 4096 {
+            return Err(ImdsError::Garbled("answer too large".into()));
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(unreachable(e)),
+        }
+    }
     parse_response(&buf)
 }
 
-/// Status and body of a complete HTTP/1.1 response (Content-Length or read to close).
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Headers + Content-Length, once the headers are in.
+fn complete_len(buf: &[u8]) -> Option<usize> {
+    let end = find(buf, b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]);
+    content_length(&head).map(|n| end + n)
+}
+
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    })
+}
+
+/// Status and body of a complete HTTP/1.1 response (Content-Length or read to close). Split
+/// on the raw bytes, decoded afterwards: a length never cuts a character.
 pub fn parse_response(buf: &[u8]) -> Result<(u16, String), ImdsError> {
-    let text = String::from_utf8_lossy(buf);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+    let Some(at) = find(buf, b"\r\n\r\n") else {
         return Err(ImdsError::Garbled("no end of headers".into()));
     };
+    let head = String::from_utf8_lossy(&buf[..at]).into_owned();
+    let raw_body = &buf[at + 4..];
     let mut lines = head.lines();
     let status_line = lines.next().unwrap_or_default();
     let status: u16 = status_line
@@ -154,22 +191,15 @@ pub fn parse_response(buf: &[u8]) -> Result<(u16, String), ImdsError> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| ImdsError::Garbled(format!("status line {status_line:?}")))?;
-    let len = lines.find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())
-            .flatten()
-    });
-    let body = match len {
-        Some(n) if n <= body.len() => body[..n].to_string(),
+    let body = match content_length(&head) {
+        Some(n) if n <= raw_body.len() => String::from_utf8_lossy(&raw_body[..n]).into_owned(),
         Some(n) => {
             return Err(ImdsError::Garbled(format!(
                 "body cut short ({} of {n} bytes)",
-                body.len()
+                raw_body.len()
             )))
         }
-        None => body.to_string(),
+        None => String::from_utf8_lossy(raw_body).into_owned(),
     };
     if body.len() > MAX_BODY {
         return Err(ImdsError::Garbled("body too large".into()));
@@ -191,6 +221,14 @@ mod tests {
         assert_eq!(r.1, "to the end");
         assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab").is_err());
         assert!(parse_response(b"garbage").is_err());
+        // a length inside a multi-byte character: no panic, the bytes are decoded lossily
+        let r = parse_response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n\u{e9}".as_bytes())
+            .unwrap();
+        assert_eq!(r.0, 200);
+        assert_eq!(
+            complete_len(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"),
+            Some(41)
+        );
     }
 
     #[test]

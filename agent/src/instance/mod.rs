@@ -43,14 +43,72 @@ pub struct InstanceFacts {
     pub tags_from: String,
 }
 
+static UNREACHABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Did the last [`fetch`] find nothing answering at all (rather than a bad answer)? That is
+/// temporary at boot (no DHCP lease yet), so `run` exits 1 (restart) instead of 2 for it.
+pub fn imds_was_unreachable() -> bool {
+    UNREACHABLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Does this machine say it is an EC2 instance (DMI vendor / BIOS / asset tag)? Only then
+/// is it worth waiting for IMDS at boot.
+pub fn looks_like_ec2() -> bool {
+    let dmi = |f: &str| {
+        std::fs::read_to_string(format!("/sys/devices/virtual/dmi/id/{f}"))
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
+    dmi("sys_vendor").contains("amazon")
+        || dmi("bios_version").contains("amazon")
+        || dmi("board_asset_tag").starts_with("i-")
+}
+
+/// [`fetch`], waiting up to `wait` (retrying every second) while nothing answers on
+/// 169.254.169.254 — an instance whose underlay has no lease yet. Progress on stderr.
+pub fn fetch_patiently(wait: std::time::Duration) -> Result<InstanceFacts, String> {
+    let t0 = std::time::Instant::now();
+    let mut said = std::time::Duration::ZERO;
+    loop {
+        match fetch() {
+            Err(e) if imds_was_unreachable() && t0.elapsed() < wait => {
+                if t0.elapsed() >= said {
+                    eprintln!(
+                        "overlayd: waiting for instance metadata ({e}); {:.0} s of {:.0} s",
+                        t0.elapsed().as_secs_f64(),
+                        wait.as_secs_f64()
+                    );
+                    said += std::time::Duration::from_secs(10);
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Read everything [`InstanceFacts`] holds. The error says what could not be read.
 pub fn fetch() -> Result<InstanceFacts, String> {
+    UNREACHABLE.store(false, std::sync::atomic::Ordering::Relaxed);
     if std::env::var("AWS_EC2_METADATA_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
         return Err("IMDS is disabled (AWS_EC2_METADATA_DISABLED=true)".into());
     }
-    let s = imds::Imds::connect().map_err(|e| e.to_string())?;
+    let s = imds::Imds::connect().map_err(|e| {
+        if matches!(e, imds::ImdsError::Unreachable(_)) {
+            UNREACHABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e.to_string()
+    })?;
     let need = |p: &str| s.need(p).map_err(|e| format!("{e} (reading {p})"));
     let mac = need("meta-data/mac")?.to_ascii_lowercase();
+    if mac.len() != 17
+        || !mac
+            .split(':')
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(format!("IMDS mac {mac:?} is not a MAC address"));
+    }
     let eni = |k: &str| format!("meta-data/network/interfaces/macs/{mac}/{k}");
     let ip_text = need("meta-data/local-ipv4")?;
     let local_ipv4: Ipv4Addr = ip_text
@@ -137,6 +195,12 @@ fn describe_tags(_: &InstanceFacts) -> Result<BTreeMap<String, String>, String> 
 /// server's `.2` by convention) are never produced. The router takes the gateway convention
 /// instead: [`auto_address_router`].
 pub fn auto_address(f: &InstanceFacts, overlay: Ipv4Net) -> Result<Ipv4Net, String> {
+    if !f.subnet.contains(&f.local_ipv4) {
+        return Err(format!(
+            "IMDS says local-ipv4 {} is outside its subnet {}",
+            f.local_ipv4, f.subnet
+        ));
+    }
     if f.subnet.prefix_len() < overlay.prefix_len() {
         return Err(format!(
             "the subnet {} has more addresses than overlay_cidr {overlay}, so its addresses cannot \
