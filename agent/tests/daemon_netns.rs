@@ -579,3 +579,69 @@ fn overlay_sourced_fallback_default_follows_the_dhcp_route() {
     });
     wait_converged(&ns, &args);
 }
+
+/// Unicast flooding under `overlayd run`: the flood list is repaired at the resync when an
+/// entry is deleted by hand, and follows a new peer list on SIGHUP (the reload runs off the
+/// loop); status shows the peers.
+#[test]
+fn unicast_daemon_repairs_the_flood_list_and_follows_peers_on_sighup() {
+    if !require_root("unicast_daemon") {
+        return;
+    }
+    let ns = Ns::new("ud");
+    let conf = ns.dir.join("overlayd.toml");
+    let write = |peers: &str| {
+        std::fs::write(&conf, format!("flood = \"unicast\"\npeers = [{peers}]\n")).unwrap();
+    };
+    write("\"10.77.0.1\", \"10.77.0.50\"");
+    let mut args = daemon_args(ns.args(&[
+        "--role",
+        "host",
+        "--address",
+        "10.101.0.10/16",
+        "--gateway",
+        "10.101.0.1",
+    ]));
+    args.extend(["--config".to_string(), conf.display().to_string()]);
+    let d = Daemon::start(&ns, &args);
+    wait_converged(&ns, &args);
+    let zeros = || {
+        let mut v: Vec<String> = ns
+            .exec("bridge fdb show dev ethvxlan0")
+            .lines()
+            .filter(|l| l.starts_with("00:00:00:00:00:00"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "dst")
+                    .nth(1)
+                    .map(String::from)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    wait_until("flood list of two peers", Duration::from_secs(5), || {
+        zeros() == ["10.77.0.1", "10.77.0.50"]
+    });
+    let s = status(&ns, &args);
+    assert_eq!(s["status"]["peers"]["discovery"], "static", "{s}");
+    assert_eq!(s["status"]["peers"]["count"], 2, "{s}");
+    // deleted by hand: back at the next resync (FDB changes send no link/route events)
+    ns.exec("bridge fdb del 00:00:00:00:00:00 dev ethvxlan0 dst 10.77.0.50");
+    wait_until("deleted entry repaired", Duration::from_secs(5), || {
+        zeros() == ["10.77.0.1", "10.77.0.50"]
+    });
+    // a new peer list, SIGHUP
+    write("\"10.77.0.1\", \"10.77.0.60\"");
+    d.signal("HUP");
+    wait_until(
+        "flood list follows the reload",
+        Duration::from_secs(5),
+        || zeros() == ["10.77.0.1", "10.77.0.60"],
+    );
+    // a bad reload is refused and changes nothing
+    std::fs::write(&conf, "flood = \"unicast\"\npeers = [\"not-an-ip\"]\n").unwrap();
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(zeros(), ["10.77.0.1", "10.77.0.60"]);
+}
