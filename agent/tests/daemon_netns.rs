@@ -605,21 +605,7 @@ fn unicast_daemon_repairs_the_flood_list_and_follows_peers_on_sighup() {
     args.extend(["--config".to_string(), conf.display().to_string()]);
     let d = Daemon::start(&ns, &args);
     wait_converged(&ns, &args);
-    let zeros = || {
-        let mut v: Vec<String> = ns
-            .exec("bridge fdb show dev ethvxlan0")
-            .lines()
-            .filter(|l| l.starts_with("00:00:00:00:00:00"))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .skip_while(|w| *w != "dst")
-                    .nth(1)
-                    .map(String::from)
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let zeros = || ns.flood_list();
     wait_until("flood list of two peers", Duration::from_secs(5), || {
         zeros() == ["10.77.0.1", "10.77.0.50"]
     });

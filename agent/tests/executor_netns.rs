@@ -388,21 +388,7 @@ fn unicast_flood_list_follows_the_peers_and_keeps_foreign_entries() {
             peers,
         ])
     };
-    let zeros = || {
-        let mut v: Vec<String> = ns
-            .exec("bridge fdb show dev ethvxlan0")
-            .lines()
-            .filter(|l| l.starts_with("00:00:00:00:00:00"))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .skip_while(|w| *w != "dst")
-                    .nth(1)
-                    .map(String::from)
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let zeros = || ns.flood_list();
     let a = unicast("10.77.0.11,10.77.0.12,10.77.0.13");
     let out = ns.overlayd_ok("apply", &a);
     assert!(out.contains("no group: unicast flooding"), "{out}");

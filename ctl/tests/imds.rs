@@ -10,39 +10,8 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn lab_bin() -> PathBuf {
-    std::path::Path::new(env!("CARGO_BIN_EXE_overlayctl")).with_file_name("overlay-lab")
-}
-
-fn lab(args: &[&str]) -> Output {
-    Command::new(lab_bin())
-        .args(args)
-        .env("OVERLAY_LAB_OVERLAYD", lab_bin().with_file_name("overlayd"))
-        .output()
-        .expect("run overlay-lab")
-}
-
-/// `overlay-lab down` on drop, also when the test panics.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = lab(&["down", "--prefix", &self.0]);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// curl inside namespace `ns`: (HTTP status, body).
 fn curl(ns: &str, args: &[&str]) -> (u16, String) {

@@ -20,10 +20,6 @@ use std::time::{Duration, Instant};
 const HOSTS: usize = 20;
 const INTERVAL_S: u64 = 2;
 
-fn lab_bin() -> PathBuf {
-    std::path::Path::new(env!("CARGO_BIN_EXE_overlayctl")).with_file_name("overlay-lab")
-}
-
 /// The workspace's overlayd, or UNICAST_LAB_OVERLAYD (e.g. the static release build, to
 /// measure its resident memory: BENCHMARKS.md).
 fn overlayd_bin() -> PathBuf {
@@ -54,29 +50,7 @@ fn daemon_rss(p: &str) -> (u64, u64, u64) {
 }
 
 fn lab(args: &[&str]) -> Output {
-    Command::new(lab_bin())
-        .args(args)
-        .env("OVERLAY_LAB_OVERLAYD", overlayd_bin())
-        .output()
-        .expect("run overlay-lab")
-}
-
-/// `overlay-lab down` on drop, also when the test panics.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = lab(&["down", "--prefix", &self.0]);
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    lab_with(&overlayd_bin(), args)
 }
 
 fn sh(ns: &str, cmd: &str) -> String {

@@ -141,6 +141,23 @@ impl Ns {
         v["ops"].as_array().unwrap().len()
     }
 
+    /// The VTEP's all-zeros FDB destinations (unicast flooding's peers), sorted.
+    pub fn flood_list(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .exec("bridge fdb show dev ethvxlan0")
+            .lines()
+            .filter(|l| l.starts_with("00:00:00:00:00:00"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .skip_while(|w| *w != "dst")
+                    .nth(1)
+                    .map(String::from)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn sysctl(&self, key: &str) -> String {
         self.exec(&format!("cat /proc/sys/{key}"))
             .trim()

@@ -777,3 +777,43 @@ pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
         Some("overlay-lab1-db")
     );
 }
+
+// --- overlay-lab, for the tests that run a lab against the emulator (imds, unicast_lab)
+
+/// The workspace's overlay-lab (next to overlayctl).
+pub fn lab_bin() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_overlayctl")).with_file_name("overlay-lab")
+}
+
+/// `overlay-lab ARGS` with the given overlayd.
+pub fn lab_with(overlayd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(lab_bin())
+        .args(args)
+        .env("OVERLAY_LAB_OVERLAYD", overlayd)
+        .output()
+        .expect("run overlay-lab")
+}
+
+/// `overlay-lab ARGS` with the workspace's overlayd.
+pub fn lab(args: &[&str]) -> std::process::Output {
+    lab_with(&lab_bin().with_file_name("overlayd"), args)
+}
+
+/// `overlay-lab down` on drop, also when the test panics.
+pub struct LabGuard(pub String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = lab(&["down", "--prefix", &self.0]);
+    }
+}
+
+/// Exit status, stdout and stderr of a finished command, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
