@@ -30,9 +30,22 @@ Control endpoints (never forwarded to moto):
                                         moto's EC2 instances as the lab's IMDSv2 emulator
                                         needs them (instance metadata is not an AWS API,
                                         so moto has no call that returns it).
+  GET  /_shim/signals                -> {"signals": [{"stack", "resource", "unique_id",
+                                        "status", "time", "access_key", "verified"}, ...]}
+                                        CloudFormation SignalResource calls (moto has none):
+                                        answered as AWS does, recorded here.
+  POST /_shim/stack?name=S&resources=A,B -> declares stack S with resources A, B: signals for
+                                        another stack or resource of it are then refused
+                                        (ValidationError); with no stack declared all pass.
+  POST /_shim/credentials?key=K&secret=S -> registers a secret key (the lab's IMDS emulator
+                                        does for what it hands out): SignalResource calls
+                                        signed with K must then carry a correct SigV4
+                                        signature (else 403 SignatureDoesNotMatch).
 """
 
 import datetime
+import hashlib
+import hmac
 import itertools
 import json
 import re
@@ -874,6 +887,134 @@ def domain_matches(d, filters):
     return True
 
 
+
+# --------------------------------------------------------------------------
+# CloudFormation SignalResource (moto has no such call)
+
+CFN_NS = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
+
+
+def sigv4_check(environ, body, secret_for):
+    """None when the request carries a valid SigV4 signature by a known key (or an unknown
+    key: moto accepts any), else (code, message)."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    m = re.match(
+        r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, *"
+        r"SignedHeaders=([^,]+), *Signature=([0-9a-f]{64})$",
+        auth,
+    )
+    if not m:
+        return ("MissingAuthenticationToken", "Request is missing Authentication Token")
+    key, day, region, service, signed, signature = m.groups()
+    secret = secret_for(key)
+    if secret is None:
+        return None
+    amz_date = environ.get("HTTP_X_AMZ_DATE", "")
+    try:
+        when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return ("IncompleteSignature", "X-Amz-Date is missing or malformed")
+    skew = abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds())
+    if skew > 900 or not amz_date.startswith(day):
+        return ("SignatureDoesNotMatch", "Signature expired or date mismatch: %s" % amz_date)
+
+    def header(name):
+        if name == "content-type":
+            v = environ.get("CONTENT_TYPE", "")
+        elif name == "content-length":
+            v = environ.get("CONTENT_LENGTH", "")
+        else:
+            v = environ.get("HTTP_" + name.upper().replace("-", "_"), "")
+        return " ".join(v.strip().split())
+
+    names = signed.split(";")
+    quote = lambda x: urllib.parse.quote(x, safe="-_.~")
+    query = sorted(urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
+    path = environ.get("PATH_INFO", "") or "/"
+    canonical = "\n".join(
+        [
+            environ.get("REQUEST_METHOD", "GET"),
+            "/".join(quote(seg) for seg in path.split("/")),
+            "&".join("%s=%s" % (quote(k), quote(v)) for k, v in query),
+            "".join("%s:%s\n" % (n, header(n)) for n in names),
+            signed,
+            environ.get("HTTP_X_AMZ_CONTENT_SHA256") or hashlib.sha256(body).hexdigest(),
+        ]
+    )
+    scope = "%s/%s/%s/aws4_request" % (day, region, service)
+    to_sign = "\n".join(
+        ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+    )
+    k = ("AWS4" + secret).encode()
+    for part in (day, region, service, "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    want = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(want, signature):
+        return (
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+    return None
+
+
+class Signals:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        with self.lock:
+            self.signals = []
+            self.stacks = {}
+            self.secrets = {}
+
+    def secret_for(self, key):
+        with self.lock:
+            return self.secrets.get(key)
+
+    def handle(self, environ, body, params):
+        denied = sigv4_check(environ, body, self.secret_for)
+        if denied:
+            raise AwsError(denied[0], denied[1], 403)
+        for name in ("StackName", "LogicalResourceId", "UniqueId", "Status"):
+            if not params.get(name):
+                raise AwsError("ValidationError", "%s is required" % name)
+        stack, res, status = params["StackName"], params["LogicalResourceId"], params["Status"]
+        if status not in ("SUCCESS", "FAILURE"):
+            raise AwsError(
+                "ValidationError",
+                "1 validation error detected: Value '%s' at 'status' failed to satisfy "
+                "constraint: Member must satisfy enum value set: [SUCCESS, FAILURE]" % status,
+            )
+        if len(params["UniqueId"]) > 64:
+            raise AwsError("ValidationError", "UniqueId is longer than 64 characters")
+        key = re.search(r"Credential=([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        with self.lock:
+            if self.stacks:
+                if stack not in self.stacks:
+                    raise AwsError("ValidationError", "Stack %s does not exist" % stack)
+                if res not in self.stacks[stack]:
+                    raise AwsError(
+                        "ValidationError",
+                        "Resource %s does not exist for stack %s" % (res, stack),
+                    )
+            self.signals.append(
+                {
+                    "stack": stack,
+                    "resource": res,
+                    "unique_id": params["UniqueId"],
+                    "status": status,
+                    "time": datetime.datetime.now(datetime.timezone.utc).timestamp(),
+                    "access_key": key.group(1) if key else None,
+                    "verified": key is not None and key.group(1) in self.secrets,
+                }
+            )
+        body = (
+            '<SignalResourceResponse xmlns="%s"><ResponseMetadata><RequestId>%s</RequestId>'
+            "</ResponseMetadata></SignalResourceResponse>" % (CFN_NS, request_id())
+        )
+        return 200, [("Content-Type", "text/xml")], body.encode()
+
 # --------------------------------------------------------------------------
 # the WSGI middleware
 
@@ -885,6 +1026,7 @@ class Shim:
         self.lock = threading.Lock()
         self.calls = []
         self.faults = {}  # action -> [count, when]
+        self.signals = Signals()
 
     def control(self, environ):
         path = environ.get("PATH_INFO", "")
@@ -892,6 +1034,21 @@ class Shim:
         q = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
         if path == "/_shim/instances" and method == "GET":
             return 200, {"instances": instances_for_imds(q.get("region", "eu-west-1"))}
+        if path == "/_shim/signals" and method == "GET":
+            with self.signals.lock:
+                return 200, {"signals": list(self.signals.signals)}
+        if path == "/_shim/stack" and method == "POST":
+            if not q.get("name"):
+                return 400, {"error": "name= is required"}
+            with self.signals.lock:
+                self.signals.stacks[q["name"]] = set(filter(None, q.get("resources", "").split(",")))
+            return 200, {"ok": True}
+        if path == "/_shim/credentials" and method == "POST":
+            if not q.get("key") or not q.get("secret"):
+                return 400, {"error": "key= and secret= are required"}
+            with self.signals.lock:
+                self.signals.secrets[q["key"]] = q["secret"]
+            return 200, {"ok": True}
         with self.lock:
             if path == "/_shim/calls" and method == "GET":
                 every = q.get("all") in ("1", "true")
@@ -950,6 +1107,7 @@ class Shim:
 
         if path.startswith("/moto-api/reset") and environ.get("REQUEST_METHOD") == "POST":
             self.mcast.reset()
+            self.signals.reset()
 
         protocol, service, action, params = classify(environ, body)
         region, _ = signing_scope(environ)
@@ -964,6 +1122,10 @@ class Shim:
             return respond(start_response, status, headers, payload)
 
         try:
+            if protocol == "query" and service == "cloudformation" and action == "SignalResource":
+                status, headers, payload = self.signals.handle(environ, body, params)
+                self.record(service, action, False, environ)
+                return respond(start_response, status, headers, payload)
             if protocol == "query" and service == "ec2" and action in MULTICAST_ACTIONS:
                 status, headers, payload = self.mcast.handle(account, region, action, params)
                 self.record(service, action, fault == "after", environ)
@@ -1029,7 +1191,7 @@ class _BytesInput:
         return iter(self._b)
 
 
-STATUS_TEXT = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}
+STATUS_TEXT = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
 
 
 def respond(start_response, status, headers, payload):
