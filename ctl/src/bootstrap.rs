@@ -137,12 +137,14 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
                 Err(e) => errors.push(e),
             }
             match db_r {
-                Ok((arns, db)) => {
+                Ok((arns, rds::Converged { db, mysql })) => {
                     for (which, arn) in arns {
                         if let Some(a) = arn {
                             out.secret_arns.insert(which, a);
                         }
                     }
+                    // What the MySQL major costs once out of RDS standard support.
+                    notes.extend(crate::model::db_cost_note(&mysql));
                     if let Some(db) = db {
                         if let Some((addr, port)) = db.endpoint {
                             out.db_endpoint = Some(addr);
@@ -271,8 +273,8 @@ pub fn print_outputs(o: &Outputs) {
             println!("  transit gateway      not used (flood = unicast)");
             if peers == "ec2" {
                 println!(
-                    "  overlay nodes        tag each instance {}={}; their instance role: \
-                     overlayctl iam-policy --for agent --flood unicast",
+                    "  overlay nodes        tag each instance {}={}; their instance roles: \
+                     overlayctl iam-policy --for host|management|router -c <cluster file>",
                     crate::config::CLUSTER_TAG,
                     o.cluster
                 );

@@ -19,8 +19,9 @@ use crate::teardown;
 const LONG_ABOUT: &str = "\
 Provisions the AWS side of a CloudStack-on-KVM overlay cloud: a transit gateway with a
 multicast domain (IGMPv2) for the VXLAN overlay, security groups, the router's routes,
-EFS for primary/secondary storage, database credentials in Secrets Manager and a MySQL 8.0
-RDS instance.
+EFS for primary/secondary storage, database credentials in Secrets Manager and an RDS for
+MySQL 8.4 instance (the newest MySQL major CloudStack 4.22 lists; RDS MySQL 8.0 is in paid
+RDS Extended Support since 2026-07-31).
 
 Flooding: with flood = \"multicast\" (the default) the overlay floods through the transit
 gateway's multicast domain. With flood = \"unicast\" overlayd replicates flooded frames to
@@ -37,7 +38,8 @@ Typical use:
   overlayctl status    --config cluster.toml -o json
   overlayctl teardown  --config cluster.toml --yes
   overlayctl iam-policy --for bootstrap          # least-privilege policy for the above
-  overlayctl iam-policy --for agent -c cluster.toml   # overlayd's instance role for the cluster
+  overlayctl iam-policy --for host -c cluster.toml    # a KVM host's instance role (also
+                                                 # management, router)
 
 Credentials come from the standard AWS chain (environment, --profile / AWS_PROFILE,
 SSO cache, instance role). Exit status: 0 ok, 1 AWS or runtime failure, 2 bad input
@@ -56,11 +58,15 @@ db_instance_class (db.m6g.large), db_allocated_storage_gib (20), db_max_storage_
 zones ([\"zone1\"]).";
 
 const IAM_LONG_ABOUT: &str = "\
-Print a least-privilege IAM policy (JSON) for overlayctl itself or for overlayd on nodes.
+Print a least-privilege IAM policy (JSON) for overlayctl itself or for the instance roles of
+the cloud's nodes. Every statement has a stable Sid.
 
---for bootstrap: every call of plan, bootstrap, status and teardown, in every flood mode
-(teardown deletes a transit gateway left from flood = multicast). --for agent: overlayd's
-instance role, which depends on the cluster's flooding:
+--for bootstrap (Sids OverlayBootstrap, OverlayTeardownOnlyTagged): every call of plan,
+bootstrap, status and teardown, in every flood mode (teardown deletes a transit gateway left
+from flood = multicast).
+
+--for host (alias: agent), a KVM host: overlayd's statement OverlayAgent, which depends on the
+cluster's flooding:
   always                      ec2:DescribeNetworkInterfaces, ec2:DescribeTags (instance tags
                               when instance metadata tags are off)
   flood = multicast           + the multicast domain reads (diagnostics)
@@ -68,8 +74,21 @@ instance role, which depends on the cluster's flooding:
                               + ec2:DescribeInstances (finding the peers)
   flood = unicast, peer_discovery = static
                               nothing more
-Take flood and peer_discovery (and the region) from the cluster file with --config, or give
-them with --flood / --peer-discovery; without either the policy is for multicast.";
+--for management, the management server: OverlayAgent + OverlaySecrets
+  (secretsmanager:GetSecretValue, secretsmanager:DescribeSecret on the cluster's database
+  secrets, arn:aws:secretsmanager:<region>:*:secret:overlay/<cluster>/*).
+--for router: OverlayAgent + OverlayRouteRead (ec2:DescribeRouteTables) + OverlayRouteTakeover
+  (ec2:CreateRoute, ec2:ReplaceRoute for router HA, only in route tables tagged
+  overlay:cluster=<cluster>: tag the route tables the router takes over).
+
+Take flood, peer_discovery, the cluster name and the region from the cluster file with
+--config, or give them with --flood / --peer-discovery / --cluster (and --region); without
+--flood the policy is for multicast, without --cluster it covers every cluster (secrets
+overlay/*/*, any route table tagged overlay:cluster), without a region any region.
+
+Instances created by CloudFormation also need cloudformation:SignalResource (cfn-signal) on
+their stack: the template adds that as its own statement, Sid OverlayStackSignal; it is not
+part of this output.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -145,13 +164,18 @@ pub enum Command {
     /// Print a least-privilege IAM policy (JSON) for overlayctl itself or for overlayd on nodes.
     #[command(long_about = IAM_LONG_ABOUT)]
     IamPolicy {
-        /// Who the policy is for.
-        #[arg(long = "for", value_parser = ["bootstrap", "agent"], value_name = "bootstrap|agent")]
+        /// Who the policy is for (agent = host).
+        #[arg(long = "for", value_parser = iam::POLICY_ROLES.to_vec(), value_name = "bootstrap|host|management|router")]
         for_: String,
-        /// Cluster file to take flood, peer_discovery and region from (its checks that need no
-        /// AWS call apply).
-        #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["flood", "peer_discovery"])]
+        /// Cluster file to take flood, peer_discovery, the cluster name and region from (its
+        /// checks that need no AWS call apply).
+        #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["flood", "peer_discovery", "cluster"])]
         config: Option<PathBuf>,
+        /// The cluster's name, without --config: limits the management server's secrets to
+        /// overlay/<NAME>/* and the router's route takeover to route tables tagged
+        /// overlay:cluster=<NAME> [default: every cluster].
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
         /// The cluster's flood mode, without --config [default: multicast].
         #[arg(long, value_parser = ["multicast", "unicast"], value_name = "multicast|unicast")]
         flood: Option<String>,
@@ -277,12 +301,20 @@ async fn run(cli: Cli) -> Result<i32> {
             config,
             flood,
             peer_discovery,
+            cluster,
         } => {
-            let (flood, region) = match config {
+            let role = iam::PolicyRole::parse(for_).ok_or_else(|| {
+                UsageError::new(
+                    "--for",
+                    for_,
+                    "must be bootstrap, host, management or router",
+                )
+            })?;
+            let (flood, region, cluster) = match config {
                 Some(path) => {
-                    let cluster = config::load(path)?;
-                    let region = check_region(&cli, &cluster)?;
-                    (cluster.flood, Some(region))
+                    let c = config::load(path)?;
+                    let region = check_region(&cli, &c)?;
+                    (c.flood, Some(region), Some(c.cfg.name.clone()))
                 }
                 None => {
                     let flood = config::parse_flood(
@@ -301,11 +333,14 @@ async fn run(cli: Cli) -> Result<i32> {
                             UsageError::new(&flag, &e.value, &e.message)
                         }
                     })?;
-                    (flood, cli.region.clone())
+                    if let Some(name) = cluster {
+                        config::check_name(name)
+                            .map_err(|e| UsageError::new("--cluster", &e.value, &e.message))?;
+                    }
+                    (flood, cli.region.clone(), cluster.clone())
                 }
             };
-            let p = iam::policy(for_, region.as_deref(), flood)
-                .ok_or_else(|| UsageError::new("--for", for_, "must be bootstrap or agent"))?;
+            let p = iam::role_policy(role, region.as_deref(), flood, cluster.as_deref());
             print_json(&p);
             Ok(0)
         }

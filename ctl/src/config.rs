@@ -174,15 +174,28 @@ impl Cluster {
     pub fn db_subnet_group(&self) -> String {
         format!("overlay-{}-db", self.cfg.name)
     }
+    /// The parameter group of a new DB instance: `overlay-<name>-mysql84` (the suffix follows
+    /// [`crate::model::DB_MYSQL`]).
     pub fn db_parameter_group(&self) -> String {
-        format!("overlay-{}-mysql80", self.cfg.name)
+        self.db_parameter_group_for(&crate::model::DB_MYSQL)
     }
+    /// The parameter group for MySQL major `m`.
+    pub fn db_parameter_group_for(&self, m: &crate::model::MysqlMajor) -> String {
+        format!("overlay-{}-{}", self.cfg.name, m.name_suffix)
+    }
+    /// `overlay/<name>/db-<which>` (admin, service): [`secrets_prefix`] + `db-<which>`.
     pub fn secret_name(&self, which: &str) -> String {
-        format!("overlay/{}/db-{}", self.cfg.name, which)
+        format!("{}db-{which}", secrets_prefix(&self.cfg.name))
     }
     pub fn efs_token(&self) -> String {
         format!("overlay-{}-efs", self.cfg.name)
     }
+}
+
+/// Every secret of cluster `name` is named `overlay/<name>/...` (`*` gives the pattern of every
+/// cluster's).
+pub fn secrets_prefix(name: &str) -> String {
+    format!("overlay/{name}/")
 }
 
 pub fn load(path: &Path) -> Result<Cluster, UsageError> {
@@ -256,7 +269,8 @@ fn check_id(field: &str, value: &str, prefix: &str) -> Result<(), UsageError> {
     }
 }
 
-fn check_name(name: &str) -> Result<(), UsageError> {
+/// A cluster name: lowercase letters, digits and hyphens (it is part of resource names).
+pub fn check_name(name: &str) -> Result<(), UsageError> {
     let ok = !name.is_empty()
         && name.len() <= 32
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -687,6 +701,19 @@ access_cidr = "203.0.113.0/24"
             err_field(&with("db_allocated_storage_gib", "\"20\"")),
             "db_allocated_storage_gib"
         );
+    }
+
+    #[test]
+    fn names_of_the_database_pieces() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.db_parameter_group(), "overlay-lab1-mysql84");
+        assert_eq!(
+            c.db_parameter_group_for(&crate::model::MYSQL_8_0),
+            "overlay-lab1-mysql80"
+        );
+        assert_eq!(c.secret_name("admin"), "overlay/lab1/db-admin");
+        assert_eq!(c.secret_name("service"), "overlay/lab1/db-service");
+        assert!(c.secret_name("admin").starts_with(&secrets_prefix("lab1")));
     }
 
     #[test]

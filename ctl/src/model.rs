@@ -238,6 +238,129 @@ pub fn route_action(existing: Option<&RouteTarget>, router_eni: &str) -> RouteAc
     }
 }
 
+/// A MySQL major version as RDS offers it, and what overlayctl derives from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MysqlMajor {
+    /// `EngineVersion` overlayctl sends to `CreateDBInstance`: the major alone, so RDS picks its
+    /// current default minor version (a pinned minor is refused once RDS deprecates it).
+    pub engine_version: &'static str,
+    /// `DBParameterGroupFamily` of the cluster's parameter group.
+    pub family: &'static str,
+    /// The parameter group is `overlay-<name>-<suffix>` (config.rs `db_parameter_group`).
+    pub name_suffix: &'static str,
+    /// A full `major.minor` for templates: cfn-lint 1.x (E3691) accepts only full versions for
+    /// `AWS::RDS::DBInstance` `EngineVersion` and warns (W3691) on deprecated minors; this one
+    /// passes cfn-lint 1.58 without either.
+    pub cfn_engine_version: &'static str,
+    /// The day RDS standard support ends (or ended): after it, RDS Extended Support bills the
+    /// instance per vCPU-hour. None while no end date is near.
+    pub standard_support_ends: Option<&'static str>,
+}
+
+/// RDS for MySQL 8.0: standard support ended 2026-07-31.
+pub const MYSQL_8_0: MysqlMajor = MysqlMajor {
+    engine_version: "8.0",
+    family: "mysql8.0",
+    name_suffix: "mysql80",
+    cfn_engine_version: "8.0.46",
+    standard_support_ends: Some("2026-07-31"),
+};
+
+/// RDS for MySQL 8.4 (LTS).
+pub const MYSQL_8_4: MysqlMajor = MysqlMajor {
+    engine_version: "8.4",
+    family: "mysql8.4",
+    name_suffix: "mysql84",
+    cfn_engine_version: "8.4.11",
+    standard_support_ends: None,
+};
+
+/// Every major overlayctl has created instances with, oldest first (teardown removes the
+/// parameter group of each; an existing instance keeps its major, see [`db_mysql_for`]).
+pub const MYSQL_MAJORS: [MysqlMajor; 2] = [MYSQL_8_0, MYSQL_8_4];
+
+/// The CloudStack release the product targets (the 4.22 LTS line).
+pub const CLOUDSTACK_RELEASE: &str = "4.22";
+
+/// The decision: the newest MySQL major the CloudStack release supports. CloudStack 4.22's
+/// compatibility matrix lists MySQL 8.4 (4.20's lists 8.0 only); RDS MySQL 8.0 left standard
+/// support on 2026-07-31. To go back to 8.0 set this to [`MYSQL_8_0`]: names, family, version and
+/// the cost note in plan/bootstrap follow.
+pub const DB_MYSQL: MysqlMajor = MYSQL_8_4;
+
+/// `Engine` of the DB instance.
+pub const DB_ENGINE: &str = "mysql";
+/// `EngineVersion` overlayctl creates the DB instance with (major only).
+pub const DB_ENGINE_VERSION: &str = DB_MYSQL.engine_version;
+/// A full version of the same major for CloudFormation (see [`MysqlMajor::cfn_engine_version`]).
+pub const DB_ENGINE_VERSION_CFN: &str = DB_MYSQL.cfn_engine_version;
+/// `DBParameterGroupFamily` of the parameter group.
+pub const DB_PARAMETER_GROUP_FAMILY: &str = DB_MYSQL.family;
+/// Suffix of the parameter group's name, `overlay-<name>-<suffix>`.
+pub const DB_PARAMETER_GROUP_SUFFIX: &str = DB_MYSQL.name_suffix;
+
+/// "8.0.42" -> "8.0"; None for anything that is not `<digits>.<digits>[...]`.
+pub fn engine_major(version: &str) -> Option<String> {
+    let mut it = version.split('.');
+    let (a, b) = (it.next()?, it.next()?);
+    let b: String = b.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if a.is_empty() || b.is_empty() || !a.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{a}.{b}"))
+}
+
+/// The major whose parameter group and settings apply to the cluster's DB instance: an existing
+/// instance keeps the major it runs (a major version upgrade is a downtime the operator
+/// schedules, never a side effect of a re-run); a new one gets [`DB_MYSQL`].
+pub fn db_mysql_for(existing_engine_version: Option<&str>) -> MysqlMajor {
+    existing_engine_version
+        .and_then(engine_major)
+        .and_then(|m| MYSQL_MAJORS.into_iter().find(|k| k.engine_version == m))
+        .unwrap_or(DB_MYSQL)
+}
+
+/// The cost line of plan / status / bootstrap for a DB on `m` (None when it is in RDS standard
+/// support): RDS Extended Support bills it per vCPU-hour, and why the product uses it anyway.
+pub fn db_cost_note(m: &MysqlMajor) -> Option<String> {
+    cost_note(m, &DB_MYSQL)
+}
+
+/// [`db_cost_note`] with the decision `decided` as a parameter (so both wordings are tested).
+fn cost_note(m: &MysqlMajor, decided: &MysqlMajor) -> Option<String> {
+    let ends = m.standard_support_ends?;
+    let newer = MYSQL_MAJORS
+        .iter()
+        .rev()
+        .find(|k| k.standard_support_ends.is_none())
+        .map(|k| k.engine_version)
+        .unwrap_or("a newer major");
+    let why = if m == decided {
+        format!("CloudStack {CLOUDSTACK_RELEASE} does not list {newer}")
+    } else {
+        format!(
+            "the instance predates the switch; CloudStack {CLOUDSTACK_RELEASE} lists {} \
+             (major version upgrade: aws rds modify-db-instance --engine-version {}.<minor> \
+             --allow-major-version-upgrade, then bootstrap again)",
+            decided.engine_version, decided.engine_version
+        )
+    };
+    Some(format!(
+        "RDS MySQL {} is in RDS Extended Support since {ends} (billed per vCPU-hour); {why}",
+        m.engine_version
+    ))
+}
+
+/// Length of the generated DB passwords (both secrets).
+pub const PASSWORD_LEN: usize = 32;
+
+/// The characters of the generated DB passwords: ASCII letters and digits, nothing else (RDS
+/// refuses `/`, `@`, `"` and space in a master password; letters and digits also survive every
+/// shell, URL and properties file unquoted). A CloudFormation `GenerateSecretString` with
+/// `ExcludePunctuation: true` and `IncludeSpace: false` draws from the same set.
+pub const PASSWORD_ALPHABET: &str =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
 /// CloudStack's MySQL settings for the DB parameter group: (name, value, static?).
 pub const DB_PARAMETERS: [(&str, &str, bool); 4] = [
     ("innodb_rollback_on_timeout", "1", true),
@@ -300,16 +423,18 @@ pub fn db_changes(want: &DbSettings, have: &DbSettings) -> Vec<String> {
     out
 }
 
-/// Generates a password from the OS CSPRNG: letters and digits only (RDS refuses / @ " and space).
+/// Generates a password of `len` characters of [`PASSWORD_ALPHABET`] from the OS CSPRNG.
 pub fn generate_password(len: usize) -> anyhow::Result<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const ALPHABET: &[u8] = PASSWORD_ALPHABET.as_bytes();
+    // Rejection sampling keeps the distribution uniform: bytes below the largest multiple of
+    // the alphabet size (248 = 4 * 62) map evenly, the rest are drawn again.
+    const LIMIT: usize = 256 - 256 % ALPHABET.len();
     let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
     while out.len() < len {
         getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("OS random generator: {e}"))?;
         for b in buf {
-            // Rejection sampling keeps the distribution uniform (248 = 4 * 62).
-            if (b as usize) < 248 && out.len() < len {
+            if (b as usize) < LIMIT && out.len() < len {
                 out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
             }
         }
@@ -451,6 +576,82 @@ mod tests {
         assert!(db_changes(&want, &have).is_empty());
         have.class = "db.t3.micro".into();
         assert_eq!(db_changes(&want, &have).len(), 1);
+    }
+
+    #[test]
+    fn mysql_decision_is_8_4_for_cloudstack_4_22() {
+        assert_eq!(CLOUDSTACK_RELEASE, "4.22");
+        assert_eq!(DB_MYSQL, MYSQL_8_4);
+        assert_eq!(DB_ENGINE, "mysql");
+        assert_eq!(DB_ENGINE_VERSION, "8.4");
+        assert_eq!(DB_PARAMETER_GROUP_FAMILY, "mysql8.4");
+        assert_eq!(DB_PARAMETER_GROUP_SUFFIX, "mysql84");
+        // a full version of the same major for templates (cfn-lint refuses a bare "8.4")
+        for m in MYSQL_MAJORS {
+            let parts: Vec<&str> = m.cfn_engine_version.split('.').collect();
+            assert_eq!(parts.len(), 3, "{}", m.cfn_engine_version);
+            assert_eq!(
+                engine_major(m.cfn_engine_version).as_deref(),
+                Some(m.engine_version)
+            );
+            assert_eq!(m.family, format!("mysql{}", m.engine_version));
+            assert_eq!(m.name_suffix, m.family.replace('.', ""));
+        }
+        assert!(DB_ENGINE_VERSION_CFN.starts_with("8.4."));
+        // 8.4 is in standard support: no cost line
+        assert_eq!(db_cost_note(&DB_MYSQL), None);
+        assert_eq!(db_cost_note(&MYSQL_8_4), None);
+    }
+
+    #[test]
+    fn mysql_8_0_states_its_extended_support_cost() {
+        // an existing 8.0 instance (kept at its major)
+        let n = db_cost_note(&MYSQL_8_0).unwrap();
+        assert!(
+            n.starts_with(
+                "RDS MySQL 8.0 is in RDS Extended Support since 2026-07-31 (billed per vCPU-hour)"
+            ),
+            "{n}"
+        );
+        assert!(n.contains("--allow-major-version-upgrade"), "{n}");
+        assert!(n.contains("CloudStack 4.22 lists 8.4"), "{n}");
+        // had the decision been 8.0 (a release that does not list 8.4)
+        assert_eq!(
+            cost_note(&MYSQL_8_0, &MYSQL_8_0).unwrap(),
+            "RDS MySQL 8.0 is in RDS Extended Support since 2026-07-31 (billed per vCPU-hour); \
+             CloudStack 4.22 does not list 8.4"
+        );
+    }
+
+    #[test]
+    fn an_existing_instance_keeps_its_major() {
+        assert_eq!(db_mysql_for(None), DB_MYSQL);
+        assert_eq!(db_mysql_for(Some("8.0.42")), MYSQL_8_0);
+        assert_eq!(db_mysql_for(Some("8.0")), MYSQL_8_0);
+        assert_eq!(db_mysql_for(Some("8.4.8")), MYSQL_8_4);
+        assert_eq!(db_mysql_for(Some("8.0.46-rds.20260908")), MYSQL_8_0);
+        // unknown majors and garbage: what a new instance gets
+        for v in ["9.1.0", "", "latest", "8"] {
+            assert_eq!(db_mysql_for(Some(v)), DB_MYSQL, "{v}");
+        }
+        assert_eq!(engine_major("8.4.11").as_deref(), Some("8.4"));
+        assert_eq!(engine_major("x.4"), None);
+    }
+
+    #[test]
+    fn password_alphabet_is_letters_and_digits() {
+        assert_eq!(PASSWORD_LEN, 32);
+        let set: BTreeSet<char> = PASSWORD_ALPHABET.chars().collect();
+        assert_eq!(set.len(), PASSWORD_ALPHABET.len(), "no repeats");
+        assert_eq!(set.len(), 62);
+        assert!(set.iter().all(|c| c.is_ascii_alphanumeric()));
+        // what CloudFormation's ExcludePunctuation removes and RDS refuses is not in it
+        for bad in "/@\" '`!#$%^&*()-_=+[]{};:,.<>?|~\\".chars() {
+            assert!(!set.contains(&bad), "{bad}");
+        }
+        let p = generate_password(PASSWORD_LEN).unwrap();
+        assert_eq!(p.len(), PASSWORD_LEN);
+        assert!(p.chars().all(|c| set.contains(&c)));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Secrets Manager credentials and the RDS MySQL 8.0 database.
+//! Secrets Manager credentials and the RDS for MySQL database (the major version is
+//! [`model::DB_MYSQL`]; an existing instance keeps its own, [`model::db_mysql_for`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +10,7 @@ use aws_sdk_secretsmanager::types::Tag as SmTag;
 use crate::aws::{code, err};
 use crate::config::CLUSTER_TAG;
 use crate::ctx::{Action, Ctx, Done, Item};
-use crate::model::{self, DbSettings};
+use crate::model::{self, DbSettings, MysqlMajor};
 
 pub const ADMIN_USER: &str = "admin";
 pub const SERVICE_USER: &str = "cloud";
@@ -125,7 +126,7 @@ pub async fn secrets(ctx: &Ctx) -> Result<Vec<(String, Option<String>)>> {
                     Done::nothing()
                 }
                 SecretOp::Create => {
-                    let password = model::generate_password(32)?;
+                    let password = model::generate_password(model::PASSWORD_LEN)?;
                     let value = serde_json::json!({
                         "engine": "mysql",
                         "port": 3306,
@@ -227,13 +228,13 @@ pub async fn find_subnet_group(ctx: &Ctx) -> Result<Option<FoundSubnetGroup>> {
     }
 }
 
-pub async fn find_parameter_group(ctx: &Ctx) -> Result<Option<String>> {
-    let name = ctx.cluster.db_parameter_group();
+/// The parameter group `name`'s ARN; None when absent.
+pub async fn find_parameter_group(ctx: &Ctx, name: &str) -> Result<Option<String>> {
     match ctx
         .clients
         .rds
         .describe_db_parameter_groups()
-        .db_parameter_group_name(&name)
+        .db_parameter_group_name(name)
         .send()
         .await
     {
@@ -246,7 +247,7 @@ pub async fn find_parameter_group(ctx: &Ctx) -> Result<Option<String>> {
     }
 }
 
-async fn user_parameters(ctx: &Ctx) -> Result<BTreeMap<String, String>> {
+async fn user_parameters(ctx: &Ctx, name: &str) -> Result<BTreeMap<String, String>> {
     let mut out_map = BTreeMap::new();
     let mut marker: Option<String> = None;
     loop {
@@ -254,7 +255,7 @@ async fn user_parameters(ctx: &Ctx) -> Result<BTreeMap<String, String>> {
             .clients
             .rds
             .describe_db_parameters()
-            .db_parameter_group_name(ctx.cluster.db_parameter_group())
+            .db_parameter_group_name(name)
             .source("user")
             .set_marker(marker.clone())
             .send()
@@ -277,6 +278,8 @@ pub struct Db {
     pub id: String,
     pub arn: String,
     pub status: String,
+    /// As RDS reports it, e.g. "8.4.8".
+    pub engine_version: String,
     pub endpoint: Option<(String, i32)>,
     pub settings: DbSettings,
     pub ours: bool,
@@ -296,6 +299,7 @@ pub async fn find_instance(ctx: &Ctx) -> Result<Option<Db>> {
             id: id.clone(),
             arn: d.db_instance_arn().unwrap_or_default().to_string(),
             status: d.db_instance_status().unwrap_or_default().to_string(),
+            engine_version: d.engine_version().unwrap_or_default().to_string(),
             endpoint: d
                 .endpoint()
                 .and_then(|e| Some((e.address()?.to_string(), e.port().unwrap_or(3306)))),
@@ -466,12 +470,12 @@ impl SubnetGroupOp {
 }
 
 impl ParameterGroupOp {
-    pub fn item(&self, name: &str) -> Item {
+    pub fn item(&self, name: &str, family: &str) -> Item {
         let (state, action) = match self {
             ParameterGroupOp::Keep => ("ok", Action::Keep),
             ParameterGroupOp::Create => ("absent", Action::Create),
         };
-        Item::new("db-parameter-group", Some(name), state, action, "mysql8.0")
+        Item::new("db-parameter-group", Some(name), state, action, family)
     }
 }
 
@@ -516,12 +520,23 @@ impl InstanceOp {
     }
 }
 
+/// The database after [`converge`], and the MySQL major it runs (or will).
+#[derive(Debug, Clone)]
+pub struct Converged {
+    pub db: Option<Db>,
+    pub mysql: MysqlMajor,
+}
+
 /// Subnet group, parameter group (and its parameters) and instance, in that order: each is
-/// observed, planned (pure) and carried out before the next, which names it.
-pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result<Option<Db>> {
+/// observed, planned (pure) and carried out before the next, which names it. The instance is
+/// observed first: its MySQL major picks the parameter group ([`model::db_mysql_for`]).
+pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result<Converged> {
+    let found = find_instance(ctx).await?;
+    let mysql = model::db_mysql_for(found.as_ref().map(|d| d.engine_version.as_str()));
     let sg_name = subnet_group(ctx).await?;
-    let pg_name = parameter_group(ctx).await?;
-    instance(ctx, db_sg, router_az, &sg_name, &pg_name).await
+    let pg_name = parameter_group(ctx, &mysql).await?;
+    let db = instance(ctx, db_sg, router_az, &sg_name, &pg_name, &mysql, found).await?;
+    Ok(Converged { db, mysql })
 }
 
 /// The DB subnet group over the two subnets. Returns its name.
@@ -562,17 +577,17 @@ async fn subnet_group(ctx: &Ctx) -> Result<String> {
     Ok(sg_name)
 }
 
-/// The parameter group and CloudStack's settings in it. Returns its name.
-async fn parameter_group(ctx: &Ctx) -> Result<String> {
+/// The parameter group of MySQL major `mysql` and CloudStack's settings in it. Returns its name.
+async fn parameter_group(ctx: &Ctx, mysql: &MysqlMajor) -> Result<String> {
     let rds = &ctx.clients.rds;
-    let pg_name = ctx.cluster.db_parameter_group();
-    let pg_exists = find_parameter_group(ctx).await?.is_some();
+    let pg_name = ctx.cluster.db_parameter_group_for(mysql);
+    let pg_exists = find_parameter_group(ctx, &pg_name).await?.is_some();
     let op = plan_parameter_group(pg_exists);
     let call = async {
         if op == ParameterGroupOp::Create {
             rds.create_db_parameter_group()
                 .db_parameter_group_name(&pg_name)
-                .db_parameter_group_family("mysql8.0")
+                .db_parameter_group_family(mysql.family)
                 .description(format!("overlay {} CloudStack settings", ctx.name()))
                 .set_tags(Some(rds_tags(ctx, "db-parameter-group")))
                 .send()
@@ -581,10 +596,10 @@ async fn parameter_group(ctx: &Ctx) -> Result<String> {
         }
         Ok(Done::nothing())
     };
-    ctx.carry_out(op.item(&pg_name), call).await?;
+    ctx.carry_out(op.item(&pg_name, mysql.family), call).await?;
     // observe the parameters: in plan mode a group still to be created has none to read
     let have = if pg_exists || ctx.apply() {
-        user_parameters(ctx).await?
+        user_parameters(ctx, &pg_name).await?
     } else {
         BTreeMap::new()
     };
@@ -618,13 +633,16 @@ async fn parameter_group(ctx: &Ctx) -> Result<String> {
     Ok(pg_name)
 }
 
-/// The instance; waits for it to be available when applying.
+/// The instance (`found`: as observed before the parameter group step); waits for it to be
+/// available when applying.
 async fn instance(
     ctx: &Ctx,
     db_sg: Option<&str>,
     router_az: &str,
     sg_name: &str,
     pg_name: &str,
+    mysql: &MysqlMajor,
+    found: Option<Db>,
 ) -> Result<Option<Db>> {
     let rds = &ctx.clients.rds;
     let cfg = &ctx.cluster.cfg;
@@ -636,17 +654,15 @@ async fn instance(
         security_groups: db_sg.map(|s| s.to_string()).into_iter().collect(),
     };
     let detail = format!(
-        "mysql 8.0 {} {}-{} GiB encrypted in {router_az}",
-        want.class, want.storage_gib, want.max_storage_gib
+        "{} {} {} {}-{} GiB encrypted in {router_az}",
+        model::DB_ENGINE,
+        mysql.engine_version,
+        want.class,
+        want.storage_gib,
+        want.max_storage_gib
     );
     let id = ctx.cluster.db_instance_id();
-    let op = plan_instance(
-        &want,
-        db_sg.is_some(),
-        find_instance(ctx).await?,
-        &id,
-        ctx.name(),
-    )?;
+    let op = plan_instance(&want, db_sg.is_some(), found, &id, ctx.name())?;
     let call = async {
         match &op {
             InstanceOp::Keep { .. } => {}
@@ -674,8 +690,8 @@ async fn instance(
                 let password = admin_password(ctx).await?;
                 rds.create_db_instance()
                     .db_instance_identifier(&id)
-                    .engine("mysql")
-                    .engine_version("8.0")
+                    .engine(model::DB_ENGINE)
+                    .engine_version(mysql.engine_version)
                     .db_instance_class(&want.class)
                     .allocated_storage(want.storage_gib)
                     .max_allocated_storage(want.max_storage_gib)
@@ -733,6 +749,7 @@ mod tests {
             id: "db".into(),
             arn: "arn:db".into(),
             status: "available".into(),
+            engine_version: "8.4.8".into(),
             endpoint: None,
             settings: s,
             ours,
@@ -829,6 +846,12 @@ mod tests {
             .map(|(n, v, _)| (n.to_string(), v.to_string()))
             .collect();
         assert_eq!(plan_parameters(&have), ParametersOp::Keep);
+        assert_eq!(
+            ParameterGroupOp::Create
+                .item("pg", model::DB_PARAMETER_GROUP_FAMILY)
+                .detail,
+            "mysql8.4"
+        );
         have.insert("max_connections".into(), "100".into());
         let op = plan_parameters(&have);
         let it = op.item("pg");

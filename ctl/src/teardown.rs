@@ -50,15 +50,19 @@ async fn database(ctx: &Ctx) -> Result<()> {
             .await?;
         }
     }
-    let pg = ctx.cluster.db_parameter_group();
-    if let Some(arn) = rds::find_parameter_group(ctx).await? {
-        if rds_tagged(ctx, &arn).await? {
-            rdsc.delete_db_parameter_group()
-                .db_parameter_group_name(&pg)
-                .send()
-                .await
-                .map_err(|e| err("DeleteDBParameterGroup", e))?;
-            ctx.record("db-parameter-group", Some(&pg), "ok", Action::Delete, "");
+    // The parameter group of every MySQL major (one left from before a major version upgrade
+    // goes too).
+    for mysql in crate::model::MYSQL_MAJORS {
+        let pg = ctx.cluster.db_parameter_group_for(&mysql);
+        if let Some(arn) = rds::find_parameter_group(ctx, &pg).await? {
+            if rds_tagged(ctx, &arn).await? {
+                rdsc.delete_db_parameter_group()
+                    .db_parameter_group_name(&pg)
+                    .send()
+                    .await
+                    .map_err(|e| err("DeleteDBParameterGroup", e))?;
+                ctx.record("db-parameter-group", Some(&pg), "ok", Action::Delete, "");
+            }
         }
     }
     let sg = ctx.cluster.db_subnet_group();

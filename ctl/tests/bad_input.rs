@@ -242,6 +242,15 @@ fn help_teaches() {
         "--peer-discovery",
         "ec2:DescribeInstances",
         "ec2:DescribeTags",
+        "--cluster",
+        "host",
+        "management",
+        "router",
+        "secretsmanager:GetSecretValue",
+        "ec2:ReplaceRoute",
+        "overlay:cluster",
+        "cloudformation:SignalResource",
+        "OverlayStackSignal",
     ] {
         assert!(text.contains(word), "iam-policy --help lacks {word}");
     }

@@ -354,6 +354,14 @@ use std::collections::BTreeSet;
 
 pub const TAG: &str = "overlay:cluster";
 
+/// The parameter group of cluster lab1's database (its name follows the MySQL major).
+pub fn db_parameter_group() -> String {
+    format!(
+        "overlay-lab1-{}",
+        overlay_ctl::model::DB_PARAMETER_GROUP_SUFFIX
+    )
+}
+
 pub fn tag_filter() -> aws_sdk_ec2::types::Filter {
     aws_sdk_ec2::types::Filter::builder()
         .name(format!("tag:{TAG}"))
@@ -413,10 +421,10 @@ pub async fn nothing_tagged_left(sdk: &Sdk) {
         .iter()
         .all(|g| g.db_subnet_group_name() != Some("overlay-lab1-db")));
     let pgs = sdk.rds.describe_db_parameter_groups().send().await.unwrap();
-    assert!(pgs
-        .db_parameter_groups()
-        .iter()
-        .all(|g| g.db_parameter_group_name() != Some("overlay-lab1-mysql80")));
+    assert!(pgs.db_parameter_groups().iter().all(|g| !g
+        .db_parameter_group_name()
+        .unwrap_or_default()
+        .starts_with("overlay-lab1-mysql")));
     let secrets = sdk.sm.list_secrets().send().await.unwrap();
     assert!(secrets.secret_list().is_empty());
 }
@@ -717,7 +725,7 @@ pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
     let params = sdk
         .rds
         .describe_db_parameters()
-        .db_parameter_group_name("overlay-lab1-mysql80")
+        .db_parameter_group_name(db_parameter_group())
         .send()
         .await
         .unwrap();
@@ -736,13 +744,13 @@ pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
     let pgs = sdk
         .rds
         .describe_db_parameter_groups()
-        .db_parameter_group_name("overlay-lab1-mysql80")
+        .db_parameter_group_name(db_parameter_group())
         .send()
         .await
         .unwrap();
     assert_eq!(
         pgs.db_parameter_groups()[0].db_parameter_group_family(),
-        Some("mysql8.0")
+        Some(overlay_ctl::model::DB_PARAMETER_GROUP_FAMILY)
     );
     let dbs = sdk
         .rds
@@ -753,7 +761,10 @@ pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
         .unwrap();
     let db = &dbs.db_instances()[0];
     assert_eq!(db.engine(), Some("mysql"));
-    assert!(db.engine_version().unwrap().starts_with("8.0"));
+    assert!(db
+        .engine_version()
+        .unwrap()
+        .starts_with(overlay_ctl::model::DB_ENGINE_VERSION));
     assert_eq!(db.db_instance_class(), Some("db.m6g.large"));
     assert_eq!(db.storage_encrypted(), Some(true));
     assert_eq!(db.allocated_storage(), Some(20));
@@ -766,7 +777,7 @@ pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
     assert_eq!(db.db_instance_status(), Some("available"));
     assert_eq!(
         db.db_parameter_groups()[0].db_parameter_group_name(),
-        Some("overlay-lab1-mysql80")
+        Some(db_parameter_group().as_str())
     );
     assert_eq!(
         db.vpc_security_groups()[0].vpc_security_group_id(),
