@@ -41,6 +41,7 @@ pub fn uses_ec2(cfg: &Config) -> bool {
 
 /// Where to look: region, VPC, cluster, and this instance's own address.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "ec2"), allow(dead_code))]
 struct Target {
     region: String,
     vpc: String,
@@ -69,6 +70,7 @@ fn target(cfg: &Config) -> Result<Target, String> {
 /// An answer is believed only if it has this instance in it: an empty or foreign answer (a
 /// mistyped cluster, a removed tag, an eventually consistent API) would otherwise empty the
 /// flood list. The node itself is then taken out (it is no peer of its own).
+#[cfg_attr(not(feature = "ec2"), allow(dead_code))]
 fn sane(
     t: &Target,
     found: Result<BTreeSet<Ipv4Addr>, String>,

@@ -81,9 +81,43 @@ pub fn container_dir(prefix: &str, node: &str) -> PathBuf {
     node_dir(prefix, node).join("container")
 }
 
-/// Mounts the node's root (overlay over `image`) and boots it in namespace `ns`; returns once
-/// systemd reports the boot finished (`running`, or `degraded`: the failed units are named).
-pub fn boot(prefix: &str, node: &str, ns: &str, image: &Path) -> Result<Container> {
+/// How far [`boot`] waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Until systemd reports the boot finished (`running`; `degraded` is an error naming the
+    /// failed units).
+    Booted,
+    /// Until the container's systemd answers on its bus (the boot goes on: `up --cloud-init`
+    /// waits for cloud-init instead, whose final stage ends the boot).
+    Manager,
+}
+
+/// Where the boot start time of a node's container is recorded (seconds since the epoch, a
+/// float): /run/overlay-lab/P/NODE/boot-started, rewritten at every boot.
+pub fn boot_started_path(prefix: &str, node: &str) -> PathBuf {
+    node_dir(prefix, node).join("boot-started")
+}
+
+/// The recorded boot start of the node's container (see [`boot_started_path`]).
+pub fn boot_started(prefix: &str, node: &str) -> Option<f64> {
+    fs::read_to_string(boot_started_path(prefix, node))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Mounts the node's root (overlay over `image`) and boots it in namespace `ns`. With
+/// `cloud_init` = Some(AWS API URL), cloud-init is switched on in the node's disk first (see
+/// `cloud_init::enable`; the disk keeps it across reboots). Returns as `wait` says.
+pub fn boot(
+    prefix: &str,
+    node: &str,
+    ns: &str,
+    image: &Path,
+    cloud_init: Option<&str>,
+    wait: Wait,
+) -> Result<Container> {
     let dir = container_dir(prefix, node);
     for d in ["upper", "work", "root"] {
         fs::create_dir_all(dir.join(d))?;
@@ -108,6 +142,9 @@ pub fn boot(prefix: &str, node: &str, ns: &str, image: &Path) -> Result<Containe
     }
     // The hostname the node's systemd (and overlayd's fqdn line) sees.
     fs::write(root.join("etc/hostname"), format!("{node}\n"))?;
+    if let Some(url) = cloud_init {
+        crate::cloud_init::enable(&root, url)?;
+    }
     let console = fs::File::create(dir.join("console.log"))?;
     // Its own cgroup first: with --keep-unit nspawn splits the cgroup it runs in into
     // supervisor/ and payload/, so two containers sharing one would share (and fight over)
@@ -138,6 +175,11 @@ pub fn boot(prefix: &str, node: &str, ns: &str, image: &Path) -> Result<Containe
         // its own process group: a Ctrl-C on `overlay-lab up` does not kill the nodes
         c.process_group(0);
     }
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    fs::write(boot_started_path(prefix, node), format!("{started:.6}\n"))?;
     let child = c.spawn().context("starting systemd-nspawn")?;
     let nspawn_pid = child.id();
     fs::write(dir.join("nspawn.pid"), format!("{nspawn_pid}\n"))?;
@@ -162,16 +204,19 @@ pub fn boot(prefix: &str, node: &str, ns: &str, image: &Path) -> Result<Containe
         init_pid,
     };
     // `is-system-running --wait` needs the container's bus up: retry until it answers.
+    let args: &[&str] = match wait {
+        Wait::Booted => &["systemctl", "is-system-running", "--wait"],
+        Wait::Manager => &["systemctl", "is-system-running"],
+    };
     let state = loop {
-        let o = run_timeout(
-            &mut c.command(&["systemctl", "is-system-running", "--wait"]),
-            None,
-            Duration::from_secs(90),
-        )?;
+        let o = run_timeout(&mut c.command(args), None, Duration::from_secs(90))?;
         let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
         let why = String::from_utf8_lossy(&o.stderr).trim().to_string();
         if matches!(s.as_str(), "running" | "degraded") {
             break s;
+        }
+        if wait == Wait::Manager && matches!(s.as_str(), "initializing" | "starting") {
+            return Ok(c);
         }
         if t0.elapsed() > Duration::from_secs(90) {
             bail!(
@@ -181,7 +226,7 @@ pub fn boot(prefix: &str, node: &str, ns: &str, image: &Path) -> Result<Containe
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    if state == "degraded" {
+    if state == "degraded" && wait == Wait::Booted {
         let failed = c.run(
             &["systemctl", "--failed", "--no-legend", "--plain"],
             Duration::from_secs(10),

@@ -235,6 +235,23 @@ pub fn up(a: UpArgs) -> Result<u8> {
             a.peer_interval
         )));
     }
+    if a.cloud_init && !a.instances {
+        return Err(usage(
+            "--cloud-init: only with --instances (cloud-init runs in the nodes' containers)",
+        ));
+    }
+    if a.cloud_init && a.aws_endpoint.is_none() {
+        return Err(usage(
+            "--cloud-init: needs --aws-endpoint (moto behind scripts/aws-emulator): the nodes' \
+             user data comes from their moto instances",
+        ));
+    }
+    if !(1..=3600).contains(&a.cloud_init_timeout) {
+        return Err(usage(format!(
+            "--cloud-init-timeout {}: must be 1..=3600 seconds",
+            a.cloud_init_timeout
+        )));
+    }
     let overlayd = find_overlayd(a.overlayd.clone())?;
     let deb = if a.instances {
         Some(find_deb(a.deb.clone())?)
@@ -282,17 +299,37 @@ pub fn up(a: UpArgs) -> Result<u8> {
         .with_context(|| format!("creating {}", run_dir(&prefix).display()))?;
     write_lab_file(&t, &overlayd, "building")?;
 
+    // --instances: the package, served to the nodes by the lab's package server
+    let package = match &deb {
+        Some(d) => Some(serve_package(&prefix, d)?),
+        None => None,
+    };
+    if let (Some(p), false) = (&package, a.common.json) {
+        eprintln!(
+            "overlay-lab: package {} served at {} (sha256 {})",
+            p.file, p.url, p.sha256
+        );
+    }
     let mode = match &deb {
-        Some(d) => NodeMode::Instances(d.clone()),
+        Some(d) => NodeMode::Instances {
+            deb: d.clone(),
+            cloud_init: a.cloud_init.then(|| CloudInit {
+                timeout: Duration::from_secs(a.cloud_init_timeout),
+                quiet: a.common.json,
+            }),
+        },
         None if a.daemon => NodeMode::Daemon,
         None => NodeMode::Apply,
     };
     let imds = crate::imds::Options {
         region: a.region.clone(),
         aws_endpoint: a.aws_endpoint.clone(),
+        packages_dir: package
+            .as_ref()
+            .map(|_| run_dir(&prefix).join(crate::imds::PACKAGES_DIR)),
     };
     let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, &mode, &imds, &mut ph);
-    let applies = match res {
+    let (applies, cloud_init) = match res {
         Ok(v) => v,
         Err(e) => {
             let _ = write_lab_file(&t, &overlayd, "failed");
@@ -341,6 +378,8 @@ pub fn up(a: UpArgs) -> Result<u8> {
             },
             "reachability": reach.as_ref().map(|r| r.to_json()),
             "membership": membership,
+            "package": package,
+            "cloud_init": a.cloud_init.then_some(&cloud_init),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -361,14 +400,35 @@ pub fn up(a: UpArgs) -> Result<u8> {
             }
         }
         s.push_str(&render_membership(&membership));
+        if let Some(p) = &package {
+            writeln!(s, "package server: {} sha256 {}", p.url, p.sha256)?;
+        }
         if deb.is_some() {
             writeln!(
                 s,
-                "instances (systemd containers, overlayd from the package):"
+                "instances (systemd containers, overlayd {}):",
+                if a.cloud_init {
+                    "installed by cloud-init from the user data"
+                } else {
+                    "from the package"
+                }
             )?;
             for (node, lines) in &applies {
                 writeln!(s, "  {node:<8} {}", lines.join("; "))?;
             }
+        }
+        let bad: Vec<String> = cloud_init
+            .iter()
+            .filter(|o| !o.ok())
+            .map(|o| format!("{} ({})", o.node, o.status))
+            .collect();
+        if !bad.is_empty() {
+            writeln!(
+                s,
+                "cloud-init FAILED on {}: see `overlay-lab exec --prefix {prefix} NODE -- \
+                 cat /var/log/cloud-init-output.log` (and /var/log/cloud-init.log)",
+                bad.join(", ")
+            )?;
         }
         writeln!(s, "total {total:.2} s")?;
         writeln!(
@@ -393,9 +453,62 @@ pub(crate) enum NodeMode {
     Apply,
     /// `overlayd run` daemons started by the lab (namespaces only).
     Daemon,
-    /// Booted systemd containers with this overlayd package installed.
-    Instances(PathBuf),
+    /// Booted systemd containers; the lab installs this overlayd package, or (cloud_init)
+    /// the nodes' cloud-init does what their user data says.
+    Instances {
+        deb: PathBuf,
+        cloud_init: Option<CloudInit>,
+    },
 }
+
+/// `up --cloud-init`'s wait.
+pub(crate) struct CloudInit {
+    timeout: Duration,
+    quiet: bool,
+}
+
+/// The file the lab's package server serves (`up --instances`).
+#[derive(Serialize)]
+struct Package {
+    file: String,
+    url: String,
+    sha256: String,
+    path: PathBuf,
+}
+
+/// Copies the package into the lab's `packages/` (what the package server serves) and
+/// checksums the copy.
+fn serve_package(prefix: &str, deb: &Path) -> Result<Package> {
+    let file = deb
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("{}: not a file", deb.display()))?;
+    let url = crate::imds::package_url(&file);
+    let dir = run_dir(prefix).join(crate::imds::PACKAGES_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(&file);
+    std::fs::copy(deb, &path)
+        .with_context(|| format!("copying {} to {}", deb.display(), path.display()))?;
+    if crate::imds::package_file(&dir, &format!("/{file}")).is_none() {
+        bail!("{file}: the package server serves only names of [A-Za-z0-9._+~-]");
+    }
+    let out = run_ok(Command::new("sha256sum").arg(&path), None)?;
+    let sha256 = out
+        .split_whitespace()
+        .next()
+        .filter(|h| h.len() == 64)
+        .ok_or_else(|| anyhow!("sha256sum {}: {out:?}", path.display()))?
+        .to_string();
+    Ok(Package {
+        file,
+        url,
+        sha256,
+        path,
+    })
+}
+
+/// Per node what happened (lines), and the cloud-init outcomes (`--cloud-init` only).
+type Built = (Vec<(String, Vec<String>)>, Vec<crate::cloud_init::Outcome>);
 
 /// Everything up to (not including) the reachability check. Returns apply output per node.
 fn build(
@@ -406,7 +519,7 @@ fn build(
     mode: &NodeMode,
     imds: &crate::imds::Options,
     ph: &mut Phases,
-) -> Result<Vec<(String, Vec<String>)>> {
+) -> Result<Built> {
     let p = &t.prefix;
     let infra: Vec<String> = t
         .namespaces()
@@ -557,21 +670,30 @@ fn build(
 
     // The real overlayd, concurrently: from the package under systemd (--instances),
     // `overlayd run` daemons (--daemon) or `overlayd apply`.
-    if let NodeMode::Instances(deb) = mode {
-        let lines = start_instances(t, deb, jobs, ph)?;
-        return finish_build(t, jobs, ph, lines);
+    if let NodeMode::Instances { deb, cloud_init } = mode {
+        let (lines, outcomes) = match cloud_init {
+            Some(ci) => {
+                let url = crate::imds::aws_api_url();
+                start_cloud_init_instances(t, &url, ci, jobs, ph)?
+            }
+            None => (start_instances(t, deb, jobs, ph)?, Vec::new()),
+        };
+        let lines = finish_build(t, jobs, ph, lines, cloud_init.is_some())?;
+        return Ok((lines, outcomes));
     }
     if matches!(mode, NodeMode::Daemon) {
         let pids = crate::daemons::start_all(overlayd, t, jobs, Duration::from_secs(120))?;
         ph.done(&format!("overlayd run x{} (all converged)", pids.len()));
-        return finish_build(
+        let lines = finish_build(
             t,
             jobs,
             ph,
             pids.into_iter()
                 .map(|(n, pid)| (n, vec![format!("overlayd run: pid {pid}, converged")]))
                 .collect(),
-        );
+            false,
+        )?;
+        return Ok((lines, Vec::new()));
     }
     let outs = sys::par_map(&t.nodes, jobs, |n| -> Result<(String, Vec<String>)> {
         let mut c = overlayd_cmd(overlayd, t, n, &["apply"])?;
@@ -593,7 +715,7 @@ fn build(
     });
     let applies: Vec<(String, Vec<String>)> = outs.into_iter().collect::<Result<_>>()?;
     ph.done(&format!("overlayd apply x{}", t.nodes.len()));
-    finish_build(t, jobs, ph, applies)
+    Ok((finish_build(t, jobs, ph, applies, false)?, Vec::new()))
 }
 
 /// --instances: the image, one booted container per node and the client, the package
@@ -615,7 +737,15 @@ fn start_instances(
     all.push(("client".to_string(), t.client_ns.clone()));
     let booted = sys::par_map(&all, jobs, |(name, ns)| {
         let t0 = Instant::now();
-        crate::instances::boot(&t.prefix, name, ns, &image).map(|c| (c, t0.elapsed()))
+        crate::instances::boot(
+            &t.prefix,
+            name,
+            ns,
+            &image,
+            None,
+            crate::instances::Wait::Booted,
+        )
+        .map(|c| (c, t0.elapsed()))
     });
     let booted: Vec<(crate::instances::Container, Duration)> =
         booted.into_iter().collect::<Result<_>>()?;
@@ -662,6 +792,75 @@ fn start_instances(
     Ok(lines)
 }
 
+/// --instances --cloud-init: the image, one booted container per node with cloud-init on and
+/// `AWS_ENDPOINT_URL` = `aws_url` (the client as in --instances), then the wait for every
+/// node's cloud-init. The lab installs nothing: the nodes' user data does.
+fn start_cloud_init_instances(
+    t: &Topology,
+    aws_url: &str,
+    ci: &CloudInit,
+    jobs: usize,
+    ph: &mut Phases,
+) -> Result<Built> {
+    use crate::instances::{self, Wait};
+    let image = crate::rootfs::ensure(ci.quiet)?;
+    ph.done(&format!("node image {}", image.display()));
+    instances::raise_inotify_limit(t.nodes.len() + 1)?;
+    let mut all: Vec<(String, String, bool)> = t
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.ns.clone(), true))
+        .collect();
+    all.push(("client".to_string(), t.client_ns.clone(), false));
+    // Every boot at once (cloud-init waits on the network, not the CPU); the client waits for
+    // its boot as in --instances, the nodes only for their systemd.
+    let booted = sys::par_map(&all, jobs.max(all.len()), |(name, ns, node)| {
+        if *node {
+            instances::boot(&t.prefix, name, ns, &image, Some(aws_url), Wait::Manager)
+        } else {
+            instances::boot(&t.prefix, name, ns, &image, None, Wait::Booted)
+        }
+    });
+    let booted: Vec<instances::Container> = booted.into_iter().collect::<Result<_>>()?;
+    ph.done(&format!(
+        "{} containers started (cloud-init on in {} nodes)",
+        booted.len(),
+        t.nodes.len()
+    ));
+    let waits: Vec<(&instances::Container, f64)> = booted
+        .iter()
+        .filter(|c| c.node != "client")
+        .map(|c| {
+            let started = instances::boot_started(&t.prefix, &c.node).unwrap_or(0.0);
+            (c, started)
+        })
+        .collect();
+    let outcomes = crate::cloud_init::wait_all(&waits, ci.timeout, ci.quiet);
+    let ok = outcomes.iter().filter(|o| o.ok()).count();
+    let slowest = outcomes
+        .iter()
+        .filter_map(|o| o.seconds)
+        .fold(0.0, f64::max);
+    ph.done(&format!(
+        "cloud-init: {ok} of {} done (slowest {slowest:.2} s after boot start)",
+        outcomes.len()
+    ));
+    let mut lines: Vec<(String, Vec<String>)> = outcomes
+        .iter()
+        .map(|o| (o.node.clone(), vec![o.line()]))
+        .collect();
+    let rss: u64 = booted.iter().map(instances::rss_kib).sum();
+    lines.push((
+        "all".to_string(),
+        vec![format!(
+            "{} containers, resident memory {:.1} MiB in all",
+            booted.len(),
+            rss as f64 / 1024.0
+        )],
+    ));
+    Ok((lines, outcomes))
+}
+
 /// The overlayd package for --instances: the given one, else the newest
 /// `target/package/overlayd_*_amd64.deb` of the target directory this executable is in.
 fn find_deb(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -698,12 +897,15 @@ fn find_deb(given: Option<PathBuf>) -> Result<PathBuf> {
     })
 }
 
-/// After the nodes are configured: querier on, VMs, start-up window.
+/// After the nodes are configured: querier on, VMs, start-up window. `lenient`
+/// (--cloud-init: the nodes configured themselves, or failed to): a host without cloudbr0
+/// gets no VM ports (named on stderr) instead of failing `up`.
 fn finish_build(
     t: &Topology,
     jobs: usize,
     ph: &mut Phases,
     applies: Vec<(String, Vec<String>)>,
+    lenient: bool,
 ) -> Result<Vec<(String, Vec<String>)>> {
     let ul = topo::UNDERLAY_BRIDGE;
 
@@ -718,11 +920,32 @@ fn finish_build(
     let querier_on = Instant::now();
 
     if !t.vms.is_empty() {
-        let vm_mtu = cloudbr0_mtu(&t.nodes[2].ns)?;
+        let all_hosts: Vec<&Node> = t.nodes.iter().filter(|n| n.role == Role::Host).collect();
+        let (hosts, without): (Vec<&Node>, Vec<&Node>) = if lenient {
+            all_hosts
+                .into_iter()
+                .partition(|h| cloudbr0_mtu(&h.ns).is_ok())
+        } else {
+            (all_hosts, Vec::new())
+        };
+        if !without.is_empty() {
+            eprintln!(
+                "overlay-lab: no cloudbr0 on {}: their VMs get no port (overlayd did not \
+                 converge there)",
+                without
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let vm_mtu = match hosts.first() {
+            Some(h) => cloudbr0_mtu(&h.ns)?,
+            None => t.underlay_mtu.saturating_sub(50),
+        };
         let vm_ns: Vec<String> = t.vms.iter().map(|v| v.ns.clone()).collect();
         sys::create_namespaces(&vm_ns)?;
         par_try(&vm_ns, jobs, |ns| nl::in_netns(ns, nl::disable_ipv6))?;
-        let hosts: Vec<&Node> = t.nodes.iter().filter(|n| n.role == Role::Host).collect();
         par_try(&hosts, jobs, |h| {
             let vms: Vec<&Vm> = t.vms.iter().filter(|v| v.host == h.name).collect();
             let files: Vec<std::fs::File> = vms
@@ -742,7 +965,12 @@ fn finish_build(
             })
             .with_context(|| format!("VM ports on {}", h.name))
         })?;
-        par_try(&t.vms, jobs, |v| {
+        let placed: Vec<&Vm> = t
+            .vms
+            .iter()
+            .filter(|v| hosts.iter().any(|h| h.name == v.host))
+            .collect();
+        par_try(&placed, jobs, |v| {
             nl::in_netns(&v.ns, || {
                 let mut nl = Nl::new()?;
                 nl.link_up("lo")?;
@@ -753,7 +981,7 @@ fn finish_build(
             })
             .with_context(|| format!("VM {}", v.name))
         })?;
-        ph.done(&format!("{} VMs on cloudbr0 (mtu {vm_mtu})", t.vms.len()));
+        ph.done(&format!("{} VMs on cloudbr0 (mtu {vm_mtu})", placed.len()));
     }
     // For one query response interval (0.1 s) after the querier starts, the bridge floods
     // nothing (it waits for other queriers); a probe in that window loses its first ARP and
@@ -871,7 +1099,14 @@ pub fn reboot(a: RebootArgs) -> Result<u8> {
     let down_s = t0.elapsed().as_secs_f64();
     crate::instances::reset_kernel_state(&n.ns)?;
     let t1 = Instant::now();
-    let c = crate::instances::boot(&p, &n.name, &n.ns, &image)?;
+    let c = crate::instances::boot(
+        &p,
+        &n.name,
+        &n.ns,
+        &image,
+        None,
+        crate::instances::Wait::Booted,
+    )?;
     let boot_s = t1.elapsed().as_secs_f64();
     // overlayd is enabled: the boot starts it; wait for its start job (Type=notify).
     let active = crate::instances::wait_active(&c, Duration::from_secs(90))?;

@@ -3,6 +3,7 @@
 //! See docs/lab.md.
 
 mod bench;
+mod cloud_init;
 mod daemons;
 mod imds;
 mod instances;
@@ -186,9 +187,26 @@ pub struct UpArgs {
     #[arg(long, conflicts_with = "daemon")]
     pub instances: bool,
     /// The overlayd package for --instances (default: the newest target/package/overlayd_*.deb
-    /// next to this executable's target directory; build it with scripts/package).
+    /// next to this executable's target directory; build it with scripts/package). Copied to
+    /// /run/overlay-lab/P/packages/ and served to the nodes over plain HTTP at
+    /// http://169.254.169.254:8775/<file name> (`up` prints the URL and its sha256).
     #[arg(long, env = "OVERLAY_LAB_DEB", requires = "instances")]
     pub deb: Option<PathBuf>,
+    /// With --instances and --aws-endpoint: real cloud-init provisions every product node
+    /// (router, mgmt, hosts; not the client) from the user data of its moto instance, as on
+    /// EC2 — the lab installs and configures nothing. Each node boots with cloud-init on
+    /// (Ec2 datasource = the lab's IMDS) and AWS_ENDPOINT_URL=http://169.254.169.254:8773 (the
+    /// lab's relay to moto) for every unit; `up` waits for every node's cloud-init (in
+    /// parallel), prints per node its status (done/error/failed/disabled/timeout, errors from
+    /// result.json), seconds from boot start to the end of cloud-init's final stage and
+    /// `systemctl is-active overlayd`, then runs the reachability check. A failed cloud-init
+    /// leaves the lab up and is printed; the exit status is 1 only when the check runs and
+    /// fails (with --no-check: 0). Boot start times: /run/overlay-lab/P/NODE/boot-started.
+    #[arg(long, requires = "instances")]
+    pub cloud_init: bool,
+    /// Seconds `up --cloud-init` waits for cloud-init to finish on all nodes.
+    #[arg(long, default_value_t = 300)]
+    pub cloud_init_timeout: u64,
     /// Region the instances are in: IMDS `placement/region` and availability zone REGIONa;
     /// with --aws-endpoint, the region whose moto instances are merged.
     #[arg(long, default_value = "eu-west-1")]

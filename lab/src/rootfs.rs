@@ -19,7 +19,8 @@ use crate::sys::run_timeout;
 pub const SUITE: &str = "bookworm";
 
 /// The image's packages (mmdebstrap `--variant=apt` adds Essential and apt). systemd as PID 1,
-/// what overlayd runs (nft) and what the lab and tests run inside a node.
+/// what overlayd runs (nft), what the lab and tests run inside a node, and cloud-init (off
+/// unless `up --cloud-init`, see [`CLOUD_INIT_DISABLED`]).
 pub const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -29,12 +30,42 @@ pub const PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "curl",
+    "cloud-init",
 ];
+
+/// In the image, relative to its root: cloud-init's own switch. Present in the image, so a
+/// node boots without cloud-init (plain `--instances` labs); `up --cloud-init` removes it in
+/// each product node's upper layer before the node boots.
+pub const CLOUD_INIT_DISABLED: &str = "etc/cloud/cloud-init.disabled";
+
+/// In the image, relative to its root: the lab's cloud-init configuration (read after
+/// `/etc/cloud/cloud.cfg`; the package ships no other `cloud.cfg.d` datasource setting).
+pub const CLOUD_INIT_CFG: &str = "etc/cloud/cloud.cfg.d/90-overlay-lab.cfg";
+
+/// [`CLOUD_INIT_CFG`]: the lab's IMDS emulator is the instances' only datasource, as on EC2.
+/// `strict_id: false`: a container has no EC2 DMI data (no Amazon vendor, no `ec2` UUID), which
+/// cloud-init would otherwise take as "not on EC2". The emulator is up before any node boots,
+/// so short waits; `network: config: disabled`: the lab configured eth0 before the boot (the
+/// instance's ENI, as the DHCP client does on EC2), cloud-init must not write a network
+/// configuration of its own.
+pub const CLOUD_INIT_CONFIG: &str = "\
+# overlay-lab: the lab's IMDSv2 emulator (169.254.169.254, `overlay-lab imds-serve`) is the
+# only datasource; the instance lab behaves as EC2 does. See docs/lab.md (--cloud-init).
+datasource_list: [ Ec2 ]
+datasource:
+  Ec2:
+    strict_id: false
+    metadata_urls: [\"http://169.254.169.254\"]
+    timeout: 5
+    max_wait: 60
+network:
+  config: disabled
+";
 
 pub const CACHE_ROOT: &str = "/var/cache/overlay-lab";
 
 /// Bumped when what [`ensure`] does to the image besides the packages changes (part of the key).
-const RECIPE: &str = "2";
+const RECIPE: &str = "3";
 
 /// Stable key of the image: FNV-1a over the suite and the package list.
 pub fn key() -> String {
@@ -119,6 +150,12 @@ pub fn ensure(quiet: bool) -> Result<PathBuf> {
         tmp.join("etc/hosts"),
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     )?;
+    // cloud-init: installed, configured for the lab, off until `up --cloud-init` enables it
+    fs::write(
+        tmp.join(CLOUD_INIT_DISABLED),
+        "overlay-lab: cloud-init is off in plain --instances labs (up --cloud-init removes this)\n",
+    )?;
+    fs::write(tmp.join(CLOUD_INIT_CFG), CLOUD_INIT_CONFIG)?;
     fs::write(tmp.join(COMPLETE), format!("{}\n", PACKAGES.join(" ")))?;
     fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
     if !quiet {

@@ -27,6 +27,9 @@ pub struct Catalog {
     /// topology's instances.
     #[serde(default)]
     pub aws_endpoint: Option<String>,
+    /// `up --instances`: the directory the package server (port 8775) serves.
+    #[serde(default)]
+    pub packages_dir: Option<std::path::PathBuf>,
     pub instances: Vec<Instance>,
 }
 
@@ -165,6 +168,7 @@ impl Catalog {
             region: region.to_string(),
             account: ACCOUNT.to_string(),
             aws_endpoint: None,
+            packages_dir: None,
             instances,
         }
     }

@@ -33,15 +33,55 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const PORT: u16 = 80;
-/// With `--aws-endpoint`: the EC2 API as the instances reach it, `http://169.254.169.254:8773`
-/// (a stand-in for an interface VPC endpoint; relayed to moto on the host's loopback). The
-/// address is one overlayd keeps on the underlay, so the API stays reachable whatever the
-/// overlay's routes are.
+/// With `--aws-endpoint`: the AWS APIs as the instances reach them, `http://169.254.169.254:8773`
+/// (a stand-in for interface VPC endpoints; a plain TCP relay to moto on the host's loopback,
+/// so every service moto serves — EC2, CloudFormation, S3, ... — goes through it, told apart
+/// by moto from the request's SigV4 scope). The address is one overlayd keeps on the underlay,
+/// so the API stays reachable whatever the overlay's routes are.
 pub const EC2_API_PORT: u16 = 8773;
 
 /// The URL the lab's instances use for the EC2 API (`AWS_ENDPOINT_URL_EC2`).
 pub fn ec2_api_url() -> String {
+    aws_api_url()
+}
+
+/// The URL the lab's instances use for any AWS API (`AWS_ENDPOINT_URL`; `up --cloud-init`
+/// sets it in every node's systemd manager environment).
+pub fn aws_api_url() -> String {
     format!("http://{ADDRESS}:{EC2_API_PORT}")
+}
+
+/// `up --instances`: the lab's package server, plain HTTP GET of the files in the lab's
+/// `packages/` directory (the overlayd .deb of `--deb`), `http://169.254.169.254:8775/<file>`.
+pub const PACKAGE_PORT: u16 = 8775;
+/// The package server's directory below the lab's run directory.
+pub const PACKAGES_DIR: &str = "packages";
+
+/// The URL a node downloads `file` (a file name in the lab's `packages/`) from.
+pub fn package_url(file: &str) -> String {
+    format!("http://{ADDRESS}:{PACKAGE_PORT}/{file}")
+}
+
+/// The file `target` (a request target) names in the package directory `dir`: a single path
+/// segment of [A-Za-z0-9._+~-], not starting with '.' (no "..", no hidden files, no
+/// subdirectories, no percent-encoding), that is a regular file (not a symlink). None = 404.
+pub fn package_file(dir: &Path, target: &str) -> Option<PathBuf> {
+    let path = target.split(['?', '#']).next()?;
+    let name = path.strip_prefix('/')?;
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+~-".contains(&b));
+    if !ok {
+        return None;
+    }
+    let p = dir.join(name);
+    std::fs::symlink_metadata(&p)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map(|_| p)
 }
 pub const CATALOG: &str = "imds.json";
 pub const LOG: &str = "imds.log";
@@ -55,6 +95,8 @@ const REFRESH: Duration = Duration::from_secs(1);
 pub struct Options {
     pub region: String,
     pub aws_endpoint: Option<String>,
+    /// Serve the files of this directory on [`PACKAGE_PORT`].
+    pub packages_dir: Option<PathBuf>,
 }
 
 pub fn catalog_path(prefix: &str) -> PathBuf {
@@ -72,6 +114,7 @@ fn now_secs() -> u64 {
 pub fn start(t: &Topology, o: &Options) -> Result<u32> {
     let mut cat = Catalog::from_topology(t, &o.region, &catalog::rfc3339(now_secs()));
     cat.aws_endpoint = o.aws_endpoint.clone();
+    cat.packages_dir = o.packages_dir.clone();
     let path = catalog_path(&t.prefix);
     std::fs::write(&path, serde_json::to_string_pretty(&cat)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -157,6 +200,10 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
         Some(ep) => Some((bind_in(&base.vpc_ns, EC2_API_PORT)?, ep.clone())),
         None => None,
     };
+    let packages = match &base.packages_dir {
+        Some(d) => Some((bind_in(&base.vpc_ns, PACKAGE_PORT)?, d.clone())),
+        None => None,
+    };
     let mut seed = [0u8; 8];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut seed)?;
     let shared = Arc::new(Shared {
@@ -175,8 +222,15 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
             .unwrap_or_default()
     );
     if let Some((l, ep)) = relay {
-        eprintln!("imds: EC2 API on {} relayed to {ep}", ec2_api_url());
+        eprintln!("imds: AWS APIs on {} relayed to {ep}", aws_api_url());
         std::thread::spawn(move || relay_loop(l, &ep));
+    }
+    if let Some((l, dir)) = packages {
+        eprintln!(
+            "imds: package server on {ADDRESS}:{PACKAGE_PORT} serving {}",
+            dir.display()
+        );
+        std::thread::spawn(move || package_loop(l, &dir));
     }
     {
         let shared = shared.clone();
@@ -199,14 +253,15 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
     Ok(0)
 }
 
-/// The EC2 API relay: every connection to 169.254.169.254:8773 in the vpc namespace is
-/// spliced to moto (connected from the lab's own namespace, where moto listens).
+/// The AWS API relay: every connection to 169.254.169.254:8773 in the vpc namespace is
+/// spliced, byte for byte, to moto (connected from the lab's own namespace, where moto
+/// listens): any service, any method, any body.
 fn relay_loop(l: TcpListener, endpoint: &str) {
     let Some(addr) = endpoint
         .strip_prefix("http://")
         .and_then(|h| h.trim_end_matches('/').parse::<SocketAddr>().ok())
     else {
-        eprintln!("imds: EC2 API relay: endpoint {endpoint:?} is not http://IP:PORT");
+        eprintln!("imds: AWS API relay: endpoint {endpoint:?} is not http://IP:PORT");
         return;
     };
     for c in l.incoming().flatten() {
@@ -214,7 +269,7 @@ fn relay_loop(l: TcpListener, endpoint: &str) {
             let up = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
                 Ok(u) => u,
                 Err(e) => {
-                    eprintln!("imds: EC2 API relay: {addr}: {e}");
+                    eprintln!("imds: AWS API relay: {addr}: {e}");
                     return;
                 }
             };
@@ -231,6 +286,78 @@ fn relay_loop(l: TcpListener, endpoint: &str) {
             let _ = t.join();
         });
     }
+}
+
+/// The package server: GET / HEAD of a file in `dir` (see [`package_file`]), 404 for
+/// anything else, 405 for other methods; keep-alive as the IMDS answers.
+fn package_loop(l: TcpListener, dir: &Path) {
+    for s in l.incoming().flatten() {
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            if let Err(e) = package_connection(s, &dir) {
+                if !is_timeout(&e) {
+                    eprintln!("imds: package server: {e:#}");
+                }
+            }
+        });
+    }
+}
+
+fn package_connection(s: TcpStream, dir: &Path) -> Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let peer = s.peer_addr()?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    while let Some((req, close)) = read_request(&mut r)? {
+        let file = match req.method.as_str() {
+            "GET" | "HEAD" => package_file(dir, &req.path),
+            _ => None,
+        };
+        let Some(file) = file else {
+            let status = if matches!(req.method.as_str(), "GET" | "HEAD") {
+                404
+            } else {
+                405
+            };
+            eprintln!(
+                "imds: package server: {} {} {} from {}",
+                req.method,
+                req.path,
+                status,
+                peer.ip()
+            );
+            let resp = Response {
+                status,
+                headers: Vec::new(),
+                body: format!("{status} - {}\n", metadata::reason(status)),
+            };
+            write_response(&mut w, &req, &resp, close)?;
+            if close {
+                return Ok(());
+            }
+            continue;
+        };
+        let mut f = std::fs::File::open(&file)?;
+        let len = f.metadata()?.len();
+        write!(
+            w,
+            "HTTP/1.1 200 OK\r\nServer: overlay-lab\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {len}\r\nConnection: {}\r\n\r\n",
+            if close { "close" } else { "keep-alive" }
+        )?;
+        if req.method == "GET" {
+            let sent = std::io::copy(&mut f, &mut w)?;
+            eprintln!(
+                "imds: package server: GET {} 200 {sent} bytes to {}",
+                req.path,
+                peer.ip()
+            );
+        }
+        if close {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Listen on ADDRESS:port in network namespace `ns`, then return this (single-threaded)
@@ -253,6 +380,7 @@ fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared) {
     let mut seen = mtime(file);
     let mut last_moto: Option<serde_json::Value> = None;
     let mut moto_down = false;
+    let mut registered: std::collections::HashSet<String> = Default::default();
     loop {
         let m = mtime(file);
         if m != seen {
@@ -291,6 +419,9 @@ fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared) {
             Some(v) => base.merged(v),
             None => base.clone(),
         };
+        if let Some(ep) = &base.aws_endpoint {
+            register_credentials(ep, &next, &mut registered);
+        }
         if let Ok(mut c) = shared.catalog.write() {
             if *c != next {
                 *c = next;
@@ -300,8 +431,47 @@ fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared) {
     }
 }
 
+/// Tells the shim the secret of every instance role's current credentials (`POST
+/// /_shim/credentials`), once per key, so the shim verifies the SigV4 signature of requests
+/// made with them (as AWS does) instead of taking any signature.
+fn register_credentials(
+    endpoint: &str,
+    cat: &Catalog,
+    done: &mut std::collections::HashSet<String>,
+) {
+    for inst in &cat.instances {
+        let Some(role) = &inst.iam_role else { continue };
+        let c = metadata::credentials(inst, role, now_secs());
+        let (Some(key), Some(secret)) = (c["AccessKeyId"].as_str(), c["SecretAccessKey"].as_str())
+        else {
+            continue;
+        };
+        if done.contains(key) {
+            continue;
+        }
+        let path = format!("/_shim/credentials?key={key}&secret={secret}");
+        match http_to_moto(endpoint, "POST", &path) {
+            Ok(_) => {
+                done.insert(key.to_string());
+            }
+            Err(e) => eprintln!("imds: registering {}'s credentials: {e:#}", inst.node),
+        }
+    }
+}
+
 /// `GET <endpoint>/_shim/instances?region=R` (plain HTTP, loopback).
 fn fetch_moto(endpoint: &str, region: &str) -> Result<serde_json::Value> {
+    let body = http_to_moto(
+        endpoint,
+        "GET",
+        &format!("/_shim/instances?region={region}"),
+    )?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// One plain-HTTP request without a body to the shim at `endpoint` (http://IP:PORT); the
+/// body of a 200 answer.
+fn http_to_moto(endpoint: &str, method: &str, path: &str) -> Result<String> {
     let hostport = endpoint
         .strip_prefix("http://")
         .context("only http:// endpoints")?
@@ -313,7 +483,7 @@ fn fetch_moto(endpoint: &str, region: &str) -> Result<serde_json::Value> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         s,
-        "GET /_shim/instances?region={region} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -322,7 +492,7 @@ fn fetch_moto(endpoint: &str, region: &str) -> Result<serde_json::Value> {
     if head.split_whitespace().nth(1) != Some("200") {
         bail!("{}", head.lines().next().unwrap_or(""));
     }
-    Ok(serde_json::from_str(body)?)
+    Ok(body.to_string())
 }
 
 /// Serve one client connection (keep-alive) until it closes or asks to.

@@ -1,0 +1,707 @@
+//! The CloudFormation templates (cfn/*.yaml) against overlayctl's model: one source of truth
+//! for the two ways of provisioning. Parses the templates (no AWS, no root) and fails on any
+//! difference in security-group rules, names, tags, the database's engine and parameter group,
+//! the secrets and their password alphabet, EFS, the multicast domain, the instance roles'
+//! policies (`overlayctl iam-policy`), the overlay routes; checks every parameter, the
+//! instance types' architecture, the user-data's shape (the same script for every role, shellcheck
+//! clean once rendered), and runs cfn-lint on every template.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+use common::cfn::{self, eval, eval_str, scalar, Stack, Template};
+use overlay_ctl::config::{self, Flood, CLUSTER_TAG, ROLE_TAG};
+use overlay_ctl::iam::PolicyRole;
+use overlay_ctl::model::{self, Perm, RuleInputs, Source};
+use serde_yaml::Value;
+
+const CLUSTER: &str = "parity";
+const REGION: &str = "eu-west-1";
+const ROUTE_TABLES: [&str; 2] = ["rtb-0123abcd", "rtb-0123456789abcdef0"];
+
+/// overlayctl's view of the same cluster (its defaults: EFS throughput, DB class and storage).
+fn ctl_cluster() -> config::Cluster {
+    config::parse(&format!(
+        r#"
+name = "{CLUSTER}"
+region = "{REGION}"
+vpc_id = "vpc-0123abcd"
+subnet_id = "subnet-0123abcd"
+second_subnet_id = "subnet-4567abcd"
+overlay_cidr = "10.101.0.0/16"
+multicast_group = "239.255.0.1"
+router_instance_id = "i-0123abcd"
+access_cidr = "203.0.113.0/24"
+"#
+    ))
+    .expect("a valid cluster file")
+}
+
+/// The values of a stack made from template `t`: every parameter's default, the site-specific
+/// ones given, pseudo parameters, and `Ref`/`GetAtt` of every resource as placeholders.
+fn stack(t: &Template) -> Stack {
+    let mut s = Stack::default();
+    for (k, p) in t.section("Parameters") {
+        let k = scalar(k);
+        if let Some(d) = p.get("Default") {
+            s.set(&k, &scalar(d));
+        }
+    }
+    s.set("ClusterName", CLUSTER)
+        .set("VpcId", "vpc-0123abcd")
+        .set("SubnetId", "subnet-0123abcd")
+        .set("SecondSubnetId", "subnet-4567abcd")
+        .set("AccessCidr", "203.0.113.0/24")
+        .set(
+            "PackageUrl",
+            "https://example.com/overlayd_0.1.0-1_amd64.deb",
+        )
+        .set("PackageSha256", &"ab".repeat(32))
+        .set("ImageId", "ami-0123456789abcdef0")
+        .set_list("RouteTableIds", &ROUTE_TABLES)
+        .set("AWS::Region", REGION)
+        .set("AWS::URLSuffix", "amazonaws.com")
+        .set("AWS::Partition", "aws")
+        .set("AWS::AccountId", "123456789012")
+        .set("AWS::StackName", "parity-stack")
+        .set(
+            "AWS::StackId",
+            "arn:aws:cloudformation:eu-west-1:123456789012:stack/parity-stack/1",
+        );
+    for (id, _) in t.resources() {
+        s.set(&id, &format!("ref:{id}"));
+        for attr in [
+            "Arn",
+            "AvailabilityZone",
+            "PrivateIp",
+            "LatestVersionNumber",
+        ] {
+            s.set(&format!("{id}.{attr}"), &format!("{attr}:{id}"));
+        }
+        s.set(&format!("{id}.Endpoint.Address"), &format!("endpoint:{id}"));
+    }
+    s.conditions = cfn::conditions(t, &s);
+    s
+}
+
+fn props(t: &Template, id: &str, s: &Stack) -> Value {
+    eval(&t.resource(id)["Properties"], s)
+}
+
+fn tags_of(v: &Value) -> BTreeMap<String, String> {
+    let list = v
+        .get("Tags")
+        .or_else(|| v.get("FileSystemTags"))
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    list.iter()
+        .map(|t| (scalar(&t["Key"]), scalar(&t["Value"])))
+        .collect()
+}
+
+fn role_of(v: &Value) -> String {
+    tags_of(v)
+        .get(ROLE_TAG)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {ROLE_TAG} tag in {v:?}"))
+}
+
+fn both() -> Vec<Template> {
+    cfn::templates().iter().map(|n| cfn::load(n)).collect()
+}
+
+#[test]
+fn every_template_is_cfn_lint_clean() {
+    let names: Vec<String> = cfn::templates();
+    assert!(
+        names.contains(&"cluster.yaml".to_string()) && names.contains(&"standalone.yaml".into()),
+        "{names:?}"
+    );
+    let o = match Command::new("cfn-lint")
+        .args(names.iter().map(|n| format!("cfn/{n}")))
+        .current_dir(common::repo_root())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "SKIP: cfn-lint not installed ({e}): pip install -r scripts/requirements-ci.txt"
+            );
+            return;
+        }
+        Err(e) => panic!("cfn-lint: {e} (scripts/install-deps installs it)"),
+    };
+    assert!(
+        o.status.success(),
+        "cfn-lint:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Ingress of a template's security group as overlayctl's model spells it.
+fn perms(sg: &Value) -> Vec<Perm> {
+    let mut v: Vec<Perm> = sg["SecurityGroupIngress"]
+        .as_sequence()
+        .expect("inline ingress")
+        .iter()
+        .map(|r| {
+            let port = |k: &str| r.get(k).map(|p| scalar(p).parse().unwrap()).unwrap_or(-1);
+            let source = match (r.get("CidrIp"), r.get("SourceSecurityGroupId")) {
+                (Some(c), None) => Source::Cidr(scalar(c)),
+                (None, Some(g)) => Source::Group(scalar(g)),
+                other => panic!("one source per rule: {other:?}"),
+            };
+            Perm::new(
+                &scalar(&r["IpProtocol"]),
+                port("FromPort"),
+                port("ToPort"),
+                source,
+                &scalar(&r["Description"]),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn security_groups_are_overlayctls() {
+    let cluster = ctl_cluster();
+    let mut compared = 0;
+    for t in both() {
+        let s = stack(&t);
+        let groups = t.resources_of_type("AWS::EC2::SecurityGroup");
+        let by_role: BTreeMap<String, String> = groups
+            .iter()
+            .map(|(id, _)| (role_of(&props(&t, id, &s)), format!("ref:{id}")))
+            .collect();
+        let inputs = RuleInputs {
+            subnet_cidr: s.values.get("SubnetCidr").map(scalar).unwrap_or_default(),
+            access_cidr: "203.0.113.0/24".into(),
+            overlay_cidr: s.values.get("OverlayCidr").map(scalar).unwrap_or_default(),
+            group_ids: by_role.clone(),
+            flood: Flood::Multicast,
+        };
+        if t.name == "cluster.yaml" {
+            let roles: BTreeSet<&str> = by_role.keys().map(String::as_str).collect();
+            assert_eq!(roles, model::SG_ROLES.into_iter().collect(), "{}", t.name);
+        }
+        for (id, _) in &groups {
+            let p = props(&t, id, &s);
+            let role = role_of(&p);
+            assert_eq!(scalar(&p["GroupName"]), cluster.res_name(&role), "{id}");
+            assert_eq!(
+                scalar(&p["GroupDescription"]),
+                format!("overlay {CLUSTER} {role}"),
+                "{id}"
+            );
+            // the standalone node is its cloud's entry point, like the cluster's router
+            let model_role = if role == "standalone" {
+                "router"
+            } else {
+                &role
+            };
+            let mut want = model::desired_rules(model_role, &inputs);
+            want.sort();
+            assert_eq!(perms(&p), want, "{}: {id} ({role})", t.name);
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 6, "five cluster groups and the standalone one");
+}
+
+#[test]
+fn tags_and_names_are_overlayctls() {
+    let cluster = ctl_cluster();
+    // overlayctl's overlay:role of what both provision (ctl/src: ec2/tgw.rs, efs.rs, rds.rs)
+    let ctl_roles: BTreeMap<&str, &str> = [
+        ("AWS::EC2::TransitGateway", "tgw"),
+        ("AWS::EC2::TransitGatewayVpcAttachment", "tgw-attachment"),
+        (
+            "AWS::EC2::TransitGatewayMulticastDomain",
+            "multicast-domain",
+        ),
+        ("AWS::EFS::FileSystem", "efs"),
+        ("AWS::RDS::DBSubnetGroup", "db-subnet-group"),
+        ("AWS::RDS::DBParameterGroup", "db-parameter-group"),
+        ("AWS::RDS::DBInstance", "db"),
+    ]
+    .into();
+    // overlayd reads its role from overlay:role (role = "auto"): the instances' tags are roles
+    let node_roles = ["router", "management", "host", "standalone"];
+    for t in both() {
+        let s = stack(&t);
+        for (id, r) in t.resources() {
+            if id.starts_with("Fn::ForEach") {
+                continue;
+            }
+            let ty = scalar(&r["Type"]);
+            let p = props(&t, &id, &s);
+            let tags = tags_of(&p);
+            let untagged = [
+                "AWS::EFS::MountTarget",
+                "AWS::EC2::TransitGatewayMulticastDomainAssociation",
+                "AWS::IAM::InstanceProfile",
+                "AWS::EC2::LaunchTemplate",
+            ];
+            if untagged.contains(&ty.as_str()) {
+                assert!(tags.is_empty(), "{id}");
+                continue;
+            }
+            let role = tags
+                .get(ROLE_TAG)
+                .unwrap_or_else(|| panic!("{}: {id} has no {ROLE_TAG} tag", t.name));
+            assert_eq!(
+                tags.get(CLUSTER_TAG).map(String::as_str),
+                Some(CLUSTER),
+                "{id}"
+            );
+            assert_eq!(tags.get("Name"), Some(&cluster.res_name(role)), "{id}");
+            assert_eq!(tags.len(), 3, "{id}: {tags:?}");
+            if let Some(want) = ctl_roles.get(ty.as_str()) {
+                assert_eq!(role, want, "{id}");
+            }
+            if ty == "AWS::EC2::Instance" || ty == "AWS::AutoScaling::AutoScalingGroup" {
+                assert!(node_roles.contains(&role.as_str()), "{id}: {role}");
+            }
+            if ty == "AWS::AutoScaling::AutoScalingGroup" {
+                for tag in p["Tags"].as_sequence().unwrap() {
+                    assert_eq!(tag["PropagateAtLaunch"], Value::Bool(true), "{id}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn database_and_secrets_are_overlayctls() {
+    let cluster = ctl_cluster();
+    let t = cfn::load("cluster.yaml");
+    let s = stack(&t);
+    let pg = props(&t, "DatabaseParameterGroup", &s);
+    assert_eq!(scalar(&pg["Family"]), model::DB_PARAMETER_GROUP_FAMILY);
+    assert_eq!(
+        scalar(&pg["DBParameterGroupName"]),
+        cluster.db_parameter_group()
+    );
+    let params: BTreeMap<String, String> = pg["Parameters"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (scalar(k), scalar(v)))
+        .collect();
+    let want: BTreeMap<String, String> = model::DB_PARAMETERS
+        .iter()
+        .map(|(k, v, _)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(params, want);
+
+    let db = props(&t, "Database", &s);
+    assert_eq!(scalar(&db["Engine"]), model::DB_ENGINE);
+    assert_eq!(scalar(&db["EngineVersion"]), model::DB_ENGINE_VERSION_CFN);
+    assert_eq!(
+        scalar(&db["DBInstanceIdentifier"]),
+        cluster.db_instance_id()
+    );
+    assert_eq!(
+        t.default("DbInstanceClass"),
+        cluster.cfg.db_instance_class,
+        "default class"
+    );
+    assert_eq!(
+        t.default("DbAllocatedStorageGib"),
+        cluster.cfg.db_allocated_storage_gib.to_string()
+    );
+    assert_eq!(
+        t.default("DbMaxStorageGib"),
+        cluster.cfg.db_max_storage_gib.to_string()
+    );
+    let sng = props(&t, "DatabaseSubnetGroup", &s);
+    assert_eq!(scalar(&sng["DBSubnetGroupName"]), cluster.db_subnet_group());
+    for (k, v) in [
+        ("StorageType", "gp3"),
+        ("StorageEncrypted", "true"),
+        ("MultiAZ", "false"),
+        ("PubliclyAccessible", "false"),
+        ("BackupRetentionPeriod", "7"),
+        ("CopyTagsToSnapshot", "true"),
+        ("AvailabilityZone", "AvailabilityZone:Router"),
+    ] {
+        assert_eq!(scalar(&db[k]), v, "Database.{k}");
+    }
+    assert_eq!(
+        scalar(&db["MasterUsername"]),
+        "{{resolve:secretsmanager:ref:AdminSecret:SecretString:username}}"
+    );
+
+    // the secrets: names, JSON, and a generated password of overlayctl's alphabet and length
+    for (id, which, user) in [
+        ("AdminSecret", "admin", overlay_ctl::rds::ADMIN_USER),
+        ("ServiceSecret", "service", overlay_ctl::rds::SERVICE_USER),
+    ] {
+        let p = props(&t, id, &s);
+        assert_eq!(scalar(&p["Name"]), cluster.secret_name(which), "{id}");
+        let g = &p["GenerateSecretString"];
+        let json: serde_json::Value =
+            serde_json::from_str(&scalar(&g["SecretStringTemplate"])).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"engine": "mysql", "port": 3306, "username": user,
+                "dbInstanceIdentifier": cluster.db_instance_id()}),
+            "{id}: the keys overlayctl writes besides the password"
+        );
+        assert_eq!(scalar(&g["GenerateStringKey"]), "password");
+        assert_eq!(
+            scalar(&g["PasswordLength"]),
+            model::PASSWORD_LEN.to_string()
+        );
+        assert_eq!(
+            generated_alphabet(g),
+            model::PASSWORD_ALPHABET.chars().collect::<BTreeSet<_>>(),
+            "{id}: the characters Secrets Manager may generate"
+        );
+        for bad in ['/', '@', '"', ':', ' '] {
+            assert!(!model::PASSWORD_ALPHABET.contains(bad));
+        }
+    }
+}
+
+/// The characters GenerateSecretString draws from (Secrets Manager's GetRandomPassword rules).
+fn generated_alphabet(g: &Value) -> BTreeSet<char> {
+    let on = |k: &str| g.get(k).map(scalar).as_deref() == Some("true");
+    let mut set: BTreeSet<char> = (33u8..=126).map(char::from).collect();
+    if on("IncludeSpace") {
+        set.insert(' ');
+    }
+    let drop = |set: &mut BTreeSet<char>, f: fn(&char) -> bool| set.retain(|c| !f(c));
+    if on("ExcludePunctuation") {
+        drop(&mut set, char::is_ascii_punctuation);
+    }
+    if on("ExcludeUppercase") {
+        drop(&mut set, char::is_ascii_uppercase);
+    }
+    if on("ExcludeLowercase") {
+        drop(&mut set, char::is_ascii_lowercase);
+    }
+    if on("ExcludeNumbers") {
+        drop(&mut set, char::is_ascii_digit);
+    }
+    if let Some(x) = g.get("ExcludeCharacters") {
+        let x = scalar(x);
+        set.retain(|c| !x.contains(*c));
+    }
+    set
+}
+
+#[test]
+fn efs_and_the_multicast_domain_are_overlayctls() {
+    let cluster = ctl_cluster();
+    let t = cfn::load("cluster.yaml");
+    let s = stack(&t);
+    let fs = props(&t, "FileSystem", &s);
+    for (k, v) in [
+        ("Encrypted", "true"),
+        ("ThroughputMode", "provisioned"),
+        ("PerformanceMode", "generalPurpose"),
+    ] {
+        assert_eq!(scalar(&fs[k]), v, "FileSystem.{k}");
+    }
+    assert_eq!(
+        t.default("EfsThroughputMibps").parse::<f64>().unwrap(),
+        cluster.cfg.efs_throughput_mibps
+    );
+    let outputs = t.section("Outputs");
+    assert_eq!(
+        eval_str(&outputs["EfsMountOptions"]["Value"], &s),
+        overlay_ctl::efs::MOUNT_OPTIONS
+    );
+    assert_eq!(
+        eval_str(&outputs["EfsDnsName"]["Value"], &s),
+        overlay_ctl::efs::dns_name("ref:FileSystem", REGION)
+    );
+    let mt = props(&t, "MountTarget", &s);
+    assert_eq!(scalar(&mt["SubnetId"]), "subnet-0123abcd");
+
+    let tgw = props(&t, "TransitGateway", &s);
+    assert_eq!(scalar(&tgw["MulticastSupport"]), "enable");
+    let d = props(&t, "MulticastDomain", &s);
+    let want = overlay_ctl::ec2::tgw::wanted_options();
+    assert_eq!(scalar(&d["Options"]["Igmpv2Support"]), want.igmpv2);
+    assert_eq!(
+        scalar(&d["Options"]["StaticSourcesSupport"]),
+        want.static_sources
+    );
+    assert_eq!(
+        scalar(&d["Options"]["AutoAcceptSharedAssociations"]),
+        want.auto_accept
+    );
+    let a = props(&t, "TransitGatewayAttachment", &s);
+    assert_eq!(
+        a["SubnetIds"],
+        Value::Sequence(vec!["subnet-0123abcd".into()])
+    );
+    let assoc = props(&t, "MulticastAssociation", &s);
+    assert_eq!(scalar(&assoc["SubnetId"]), "subnet-0123abcd");
+}
+
+#[test]
+fn overlay_routes_point_at_the_routers_interface_in_every_given_table() {
+    let t = cfn::load("cluster.yaml");
+    let s = stack(&t);
+    let routes = cfn::expand_foreach(&t, &s);
+    let tables: BTreeSet<String> = routes
+        .values()
+        .map(|r| {
+            assert_eq!(scalar(&r["Type"]), "AWS::EC2::Route");
+            let p = &r["Properties"];
+            assert_eq!(scalar(&p["DestinationCidrBlock"]), t.default("OverlayCidr"));
+            assert_eq!(scalar(&p["NetworkInterfaceId"]), "ref:RouterInterface");
+            scalar(&p["RouteTableId"])
+        })
+        .collect();
+    assert_eq!(tables, ROUTE_TABLES.iter().map(|x| x.to_string()).collect());
+    let eni = props(&t, "RouterInterface", &s);
+    assert_eq!(eni["SourceDestCheck"], Value::Bool(false));
+    let router = props(&t, "Router", &s);
+    assert_eq!(
+        scalar(&router["NetworkInterfaces"][0]["NetworkInterfaceId"]),
+        "ref:RouterInterface"
+    );
+}
+
+/// The policy documents of the template's instance roles, without the stack-signal statement
+/// (CloudFormation's alone), against `overlayctl iam-policy --for ROLE` for the cluster.
+#[test]
+fn instance_roles_are_overlayctl_iam_policy() {
+    for t in both() {
+        let s = stack(&t);
+        let roles = t.resources_of_type("AWS::IAM::Role");
+        assert!(!roles.is_empty(), "{}", t.name);
+        for (id, _) in roles {
+            let p = props(&t, &id, &s);
+            let role = role_of(&p);
+            let policies = p["Policies"].as_sequence().unwrap();
+            assert_eq!(policies.len(), 1, "{id}");
+            let doc: serde_json::Value =
+                serde_json::to_value(&policies[0]["PolicyDocument"]).unwrap();
+            let mut statements = doc["Statement"].as_array().unwrap().clone();
+            let signal = statements
+                .iter()
+                .position(|st| st["Sid"] == "OverlayStackSignal")
+                .unwrap_or_else(|| panic!("{id}: no OverlayStackSignal statement"));
+            let sig = statements.remove(signal);
+            assert_eq!(sig["Action"], "cloudformation:SignalResource", "{id}");
+            assert_eq!(sig["Resource"], s.values["AWS::StackId"].as_str().unwrap());
+            // the standalone node calls what a host calls with nothing to discover or watch
+            let (which, flood) = match role.as_str() {
+                "standalone" => (
+                    "host",
+                    Flood::Unicast(overlay_ctl::config::PeerDiscovery::Static),
+                ),
+                r => (r, Flood::Multicast),
+            };
+            let which = PolicyRole::parse(which)
+                .unwrap_or_else(|| panic!("iam-policy has no role {which}"));
+            let want = overlay_ctl::iam::role_policy(which, Some(REGION), flood, Some(CLUSTER));
+            assert_eq!(
+                serde_json::Value::Array(statements),
+                want["Statement"],
+                "{}: {id} ({role})",
+                t.name
+            );
+            assert_eq!(doc["Version"], want["Version"]);
+            let trust = serde_json::to_value(&p["AssumeRolePolicyDocument"]).unwrap();
+            assert_eq!(
+                trust["Statement"][0]["Principal"]["Service"],
+                "ec2.amazonaws.com"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_parameter_is_described_constrained_and_defaulted() {
+    // site-specific values without a sane default: the operator's network, access and package
+    let no_default = [
+        "VpcId",
+        "SubnetId",
+        "SecondSubnetId",
+        "RouteTableIds",
+        "AccessCidr",
+        "PackageUrl",
+        "PackageSha256",
+    ];
+    for t in both() {
+        for (k, p) in t.section("Parameters") {
+            let k = scalar(k);
+            let ty = scalar(&p["Type"]);
+            assert!(
+                p.get("Description").map(scalar).unwrap_or_default().len() > 20,
+                "{}: {k} needs a description",
+                t.name
+            );
+            let constrained = p.get("AllowedPattern").is_some()
+                || p.get("AllowedValues").is_some()
+                || (ty == "Number" && p.get("MinValue").is_some() && p.get("MaxValue").is_some())
+                || ty.starts_with("AWS::");
+            assert!(
+                constrained,
+                "{}: {k} needs a pattern, values or range",
+                t.name
+            );
+            assert_eq!(
+                p.get("Default").is_none(),
+                no_default.contains(&k.as_str()),
+                "{}: {k}'s default",
+                t.name
+            );
+            if let (Some(d), Some(pat)) = (p.get("Default"), p.get("AllowedPattern")) {
+                let d = scalar(d);
+                assert!(
+                    d.is_empty() || pattern_accepts(&scalar(pat), &d),
+                    "{}: {k}'s default {d:?} against its own pattern",
+                    t.name
+                );
+            }
+        }
+    }
+}
+
+/// Whether `pat` accepts `s` — python's re (cfn-lint's), since the patterns use look-ahead.
+fn pattern_accepts(pat: &str, s: &str) -> bool {
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import re,sys; sys.exit(0 if re.fullmatch(sys.argv[1], sys.argv[2]) else 1)",
+            pat,
+            s,
+        ])
+        .output()
+        .expect("python3");
+    o.status.success()
+}
+
+#[test]
+fn instance_types_are_x86_64_only_and_well_formed() {
+    let arm = |family: &str| {
+        // Graviton families carry a g after the generation digit: t4g, c6gn, m7g, r8g ...
+        let rest = family.trim_start_matches(|c: char| c.is_ascii_lowercase());
+        let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.starts_with('g')
+    };
+    let mut seen = 0;
+    for t in both() {
+        for (k, p) in t.section("Parameters") {
+            let k = scalar(k);
+            if !k.ends_with("InstanceType") {
+                continue;
+            }
+            for v in p["AllowedValues"].as_sequence().unwrap() {
+                let v = scalar(v);
+                let (family, size) = v.split_once('.').unwrap_or_else(|| panic!("{k}: {v}"));
+                let ok_family = family.len() >= 2
+                    && family.starts_with(|c: char| c.is_ascii_lowercase())
+                    && family.chars().any(|c| c.is_ascii_digit())
+                    && family.chars().all(|c| c.is_ascii_alphanumeric());
+                let sizes = ["nano", "micro", "small", "medium", "large", "metal"];
+                let ok_size = sizes.contains(&size)
+                    || size
+                        .strip_suffix("xlarge")
+                        .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()));
+                assert!(
+                    ok_family && ok_size,
+                    "{}: {k}: {v} is not an instance type",
+                    t.name
+                );
+                assert!(!arm(family), "{}: {k}: {v} is arm64 (no package)", t.name);
+                if k != "RouterInstanceType" && k != "ManagementInstanceType" {
+                    assert_eq!(size, "metal", "{k}: {v}: KVM needs bare metal");
+                }
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 20);
+    assert!(arm("t4g") && arm("c6gn") && !arm("c6i") && !arm("m5zn") && !arm("z1d"));
+}
+
+/// (template, launch template id, the instance or group that uses it, its overlay:role).
+fn user_data_users(t: &Template, s: &Stack) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for (id, r) in t.resources() {
+        let ty = r.get("Type").map(scalar).unwrap_or_default();
+        if ty != "AWS::EC2::Instance" && ty != "AWS::AutoScaling::AutoScalingGroup" {
+            continue;
+        }
+        let p = props(t, &id, s);
+        let lt = scalar(&p["LaunchTemplate"]["LaunchTemplateId"]);
+        v.push((lt.trim_start_matches("ref:").to_string(), id, role_of(&p)));
+    }
+    v
+}
+
+const COMMON: &str = "# --- common part";
+
+#[test]
+fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
+    let mut commons = BTreeMap::new();
+    for t in both() {
+        let s = stack(&t);
+        for (lt, user, role) in user_data_users(&t, &s) {
+            let p = props(&t, &lt, &s);
+            let ud = scalar(&p["LaunchTemplateData"]["UserData"]);
+            assert!(ud.starts_with("#!/bin/bash\n"), "{lt}");
+            let (head, common) = ud
+                .split_once(COMMON)
+                .unwrap_or_else(|| panic!("{lt}: no {COMMON:?} line"));
+            commons.insert(format!("{}:{lt}", t.name), common.to_string());
+            // the role's lines: who it is, which resource it signals, overlayd's configuration
+            let var = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}=")))
+                    .unwrap_or_else(|| panic!("{lt}: no {name}="))
+                    .trim_matches('\'')
+                    .to_string()
+            };
+            assert_eq!(var("role"), role, "{lt}");
+            assert_eq!(var("resource"), user, "{lt}");
+            assert_eq!(var("stack"), "parity-stack");
+            assert_eq!(var("install_cloudstack"), t.default("InstallCloudStack"));
+            let toml_text = head
+                .split_once("overlayd_toml='")
+                .and_then(|(_, r)| r.split_once("'\n"))
+                .map(|(x, _)| x)
+                .unwrap_or_else(|| panic!("{lt}: no overlayd_toml"));
+            let conf: toml::Value = toml::from_str(toml_text)
+                .unwrap_or_else(|e| panic!("{lt}: overlayd.toml: {e}\n{toml_text}"));
+            assert_eq!(conf["role"].as_str(), Some(role.as_str()), "{lt}");
+            if role != "standalone" {
+                assert_eq!(conf["cluster"].as_str(), Some(CLUSTER), "{lt}");
+                assert_eq!(conf["group"].as_str(), Some("239.255.0.1"), "{lt}");
+            }
+            if role == "host" {
+                assert_eq!(
+                    conf["address"].as_str(),
+                    Some("auto"),
+                    "{lt}: one user-data for all"
+                );
+            }
+            if let Some(report) = cfn::shellcheck(&format!("{lt}.sh"), &ud) {
+                panic!("{}: {lt}'s rendered user-data:\n{report}", t.name);
+            }
+        }
+    }
+    assert_eq!(
+        commons.len(),
+        4,
+        "router, management, hosts, standalone: {commons:?}"
+    );
+    let first = commons.values().next().unwrap().clone();
+    for (k, c) in &commons {
+        assert_eq!(c, &first, "{k}: the common part differs");
+    }
+}
