@@ -42,30 +42,62 @@ pub const CLOUD_INIT_DISABLED: &str = "etc/cloud/cloud-init.disabled";
 /// `/etc/cloud/cloud.cfg`; the package ships no other `cloud.cfg.d` datasource setting).
 pub const CLOUD_INIT_CFG: &str = "etc/cloud/cloud.cfg.d/90-overlay-lab.cfg";
 
-/// [`CLOUD_INIT_CFG`]: the lab's IMDS emulator is the instances' only datasource, as on EC2.
-/// `strict_id: false`: a container has no EC2 DMI data (no Amazon vendor, no `ec2` UUID), which
-/// cloud-init would otherwise take as "not on EC2". The emulator is up before any node boots,
-/// so short waits; `network: config: disabled`: the lab configured eth0 before the boot (the
-/// instance's ENI, as the DHCP client does on EC2), cloud-init must not write a network
-/// configuration of its own.
+/// [`CLOUD_INIT_CFG`]: the lab's IMDS emulator is the instances' only datasource, as on EC2:
+/// cloud-init's own EC2 datasource, through [`CLOUD_INIT_DATASOURCE`] (see there why).
+/// Short waits: the emulator is up before any node boots. `network: config: disabled`: the lab
+/// configured eth0 before the boot (the instance's ENI, as the DHCP client does on EC2),
+/// cloud-init must not write a network configuration of its own. `locale`: the image has no
+/// `locales` package, so the C locale every system has (cc_locale's default en_US.UTF-8 would
+/// fail in update-locale).
 pub const CLOUD_INIT_CONFIG: &str = "\
 # overlay-lab: the lab's IMDSv2 emulator (169.254.169.254, `overlay-lab imds-serve`) is the
 # only datasource; the instance lab behaves as EC2 does. See docs/lab.md (--cloud-init).
-datasource_list: [ Ec2 ]
+datasource_list: [ OverlayLabEc2 ]
 datasource:
   Ec2:
-    strict_id: false
     metadata_urls: [\"http://169.254.169.254\"]
     timeout: 5
     max_wait: 60
 network:
   config: disabled
+locale: C.UTF-8
 ";
+
+/// In the image: the datasource [`CLOUD_INIT_CONFIG`] names, found by cloud-init's datasource
+/// search (its package list starts with the top level). cloud-init identifies AWS from the
+/// instance's firmware (DMI: an `ec2` system UUID equal to the serial), and only on AWS does its
+/// EC2 datasource fetch an IMDSv2 token; elsewhere it asks IMDSv1, which an instance with
+/// HttpTokens=required refuses (so does the lab's emulator). A container has no firmware, and
+/// cloud-init reads no DMI in a container (`dmi.read_dmi_data`), so this is cloud-init's
+/// DataSourceEc2 with one change: the platform is AWS, as a Nitro instance's firmware says.
+/// Network stage only (no Ec2Local: it would ask for a DHCP lease first, and the lab has no DHCP
+/// server; the node's address is set before boot).
+pub const CLOUD_INIT_DATASOURCE: &str = "usr/lib/python3/dist-packages/DataSourceOverlayLabEc2.py";
+pub const CLOUD_INIT_DATASOURCE_PY: &str = r#"# overlay-lab: cloud-init's EC2 datasource with the platform identified as AWS, which a
+# container cannot show (no firmware; cloud-init reads no DMI in a container). Without it
+# cloud-init would read IMDS without a token (IMDSv1), refused when HttpTokens=required.
+from cloudinit import sources
+from cloudinit.sources import DataSourceEc2 as ec2
+
+
+class DataSourceOverlayLabEc2(ec2.DataSourceEc2):
+    def _get_cloud_name(self):
+        return ec2.CloudNames.AWS
+
+
+datasources = [
+    (DataSourceOverlayLabEc2, (sources.DEP_FILESYSTEM, sources.DEP_NETWORK)),
+]
+
+
+def get_datasource_list(depends):
+    return sources.list_from_depends(depends, datasources)
+"#;
 
 pub const CACHE_ROOT: &str = "/var/cache/overlay-lab";
 
 /// Bumped when what [`ensure`] does to the image besides the packages changes (part of the key).
-const RECIPE: &str = "3";
+const RECIPE: &str = "5";
 
 /// Stable key of the image: FNV-1a over the suite and the package list.
 pub fn key() -> String {
@@ -156,6 +188,7 @@ pub fn ensure(quiet: bool) -> Result<PathBuf> {
         "overlay-lab: cloud-init is off in plain --instances labs (up --cloud-init removes this)\n",
     )?;
     fs::write(tmp.join(CLOUD_INIT_CFG), CLOUD_INIT_CONFIG)?;
+    fs::write(tmp.join(CLOUD_INIT_DATASOURCE), CLOUD_INIT_DATASOURCE_PY)?;
     fs::write(tmp.join(COMPLETE), format!("{}\n", PACKAGES.join(" ")))?;
     fs::rename(&tmp, &dir).with_context(|| format!("renaming {} into place", tmp.display()))?;
     if !quiet {
