@@ -1175,10 +1175,31 @@ class Instances(Step):
               "CreateStack fails with HTTP 500 (moto's model reads ImageId from the instance's own properties, "
               "KeyError 'ImageId', and ignores LaunchTemplate and NetworkInterfaces)")
 
+    def azs(self, t, ids, ctx, params):
+        """GetAtt X.AvailabilityZone of each instance X in ids -> the zone of its subnet."""
+        env = ctx.site.env(t, params)
+        out = {}
+        for x in ids:
+            subnet = self.subnet_of(t, x, env)
+            if subnet:
+                out[(x, "AvailabilityZone")] = ctx.aws.ec2.describe_subnets(
+                    SubnetIds=[subnet])["Subnets"][0]["AvailabilityZone"]
+        return out
+
     def probe(self, t, ctx, prober):
         lines = []
         for i in self.ids(t):
-            a_t = restrict(t, [i])
+            # the other instances dropped as apply() drops them (a GetAtt of their zone, e.g. the
+            # database's, becomes their subnet's), so only i is under test
+            others = [x for x in self.ids(t) if x != i]
+            t_i = drop_resources(t, others, self.reason,
+                                 getatts=self.azs(t, others, ctx, prober.params)) if others else t
+            # and what the later steps work around (e.g. the database an instance's user-data
+            # names, with its parameter group) as they work around it, so only i is under test
+            for later in STEPS[STEPS.index(self) + 1:]:
+                if later.applies(t_i):
+                    t_i = later.apply(t_i, prober.params, ctx, [])
+            a_t = restrict(t_i, [i])
             b_t = copy.deepcopy(a_t)
             del b_t["Resources"][i]
             b_t = restrict(b_t, list(b_t["Resources"]))

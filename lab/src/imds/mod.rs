@@ -232,6 +232,21 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
         );
         std::thread::spawn(move || package_loop(l, &dir));
     }
+    // With moto: its instances are merged before the first answer (the listener queues the
+    // connections meanwhile), so no instance ever sees the lab's own ids first — a client that
+    // caches its VPC or instance id would otherwise keep the wrong one.
+    if let Some(ep) = &base.aws_endpoint {
+        match fetch_moto(ep, &base.region) {
+            Ok(v) => {
+                if let Ok(mut c) = shared.catalog.write() {
+                    *c = base.merged(&v);
+                }
+            }
+            Err(e) => eprintln!(
+                "imds: moto at {ep}: {e:#}; serving the lab's own catalog until it answers"
+            ),
+        }
+    }
     {
         let shared = shared.clone();
         let file = catalog_file.to_path_buf();
@@ -419,13 +434,13 @@ fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared) {
             Some(v) => base.merged(v),
             None => base.clone(),
         };
-        if let Some(ep) = &base.aws_endpoint {
-            register_credentials(ep, &next, &mut registered);
-        }
         if let Ok(mut c) = shared.catalog.write() {
             if *c != next {
-                *c = next;
+                *c = next.clone();
             }
+        }
+        if let Some(ep) = &base.aws_endpoint {
+            register_credentials(ep, &next, &mut registered);
         }
         std::thread::sleep(REFRESH);
     }
