@@ -70,6 +70,12 @@ pub enum Cmd {
     /// marked (exit 2). Traffic keeps flowing; run `overlayd apply` (or start the service)
     /// afterwards for what is still missing.
     Adopt(CmdArgs),
+    /// Diagnose this node, read-only: each check's id, verdict (ok/warn/fail/unknown),
+    /// evidence and fix — devices as configured, MTU against the underlay and the Transit
+    /// Gateway's 8500-byte limit, IGMPv2 forced and the group joined with it, IGMP
+    /// memberships against igmp_max_memberships, remote VTEPs known, IMDS/DNS/NTP routed on
+    /// the underlay. Exit 1 when a check fails, else 0 (warnings and unknowns alone: 0).
+    Doctor(CmdArgs),
     /// Exit 0 when the configuration names a role, 1 when nothing does yet.
     ///
     /// The unit's ExecCondition: the package ships /etc/overlayd/overlayd.toml with every key

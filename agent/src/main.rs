@@ -144,6 +144,48 @@ fn print_ops(ops: &[Op], json: bool, key: &str, empty: &str) {
     }
 }
 
+/// `overlayd doctor`: the desired state and what the kernel shows (dumps and /proc reads
+/// only), judged by `overlay_agent::doctor`.
+async fn doctor(
+    h: &rtnetlink::Handle,
+    cfg: &overlay_agent::config::Config,
+    json: bool,
+) -> ExitCode {
+    use overlay_agent::doctor;
+    // the flood list as it is: no discovery (doctor reads, it does not ask AWS)
+    let (d, o, _p) = match apply::compute_with(h, cfg, None, None).await {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    let mut facts = doctor::Facts {
+        igmp: std::fs::read_to_string("/proc/net/igmp")
+            .map(|t| doctor::parse_proc_igmp(&t))
+            .unwrap_or_default(),
+        remote_vteps: d.flood_list.as_ref().map(|_| o.flood_list.clone()),
+        observed: o,
+        last_query_age_secs: None,
+    };
+    for key in [
+        format!("net/ipv4/conf/{}/force_igmp_version", d.underlay),
+        "net/ipv4/igmp_max_memberships".to_string(),
+    ] {
+        if let std::collections::btree_map::Entry::Vacant(e) = facts.observed.sysctls.entry(key) {
+            let v = overlay_agent::sysctl::read(e.key()).ok().flatten();
+            e.insert(v);
+        }
+    }
+    let checks = doctor::diagnose(&d, &facts);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"checks": checks, "exit": doctor::exit_code(&checks)})
+        );
+    } else {
+        print!("{}", doctor::render(&checks));
+    }
+    ExitCode::from(doctor::exit_code(&checks))
+}
+
 fn main() -> ExitCode {
     let m = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&m) {
@@ -161,6 +203,7 @@ fn main() -> ExitCode {
         | Cmd::Pause(a)
         | Cmd::Resume(a)
         | Cmd::Adopt(a)
+        | Cmd::Doctor(a)
         | Cmd::Configured(a) => a.clone(),
     };
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -294,6 +337,7 @@ fn main() -> ExitCode {
                     },
                 }
             }
+            "doctor" => doctor(&h, &cfg, args.json).await,
             "adopt" => {
                 let (o, p, rest) = match apply::compute_adopt(&h, &cfg).await {
                     Ok(x) => x,
