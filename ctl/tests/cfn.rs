@@ -42,48 +42,27 @@ access_cidr = "203.0.113.0/24"
 /// The values of a stack made from template `t`: every parameter's default, the site-specific
 /// ones given, pseudo parameters, and `Ref`/`GetAtt` of every resource as placeholders.
 fn stack(t: &Template) -> Stack {
-    let mut s = Stack::default();
-    for (k, p) in t.section("Parameters") {
-        let k = scalar(k);
-        if let Some(d) = p.get("Default") {
-            s.set(&k, &scalar(d));
-        }
-    }
-    s.set("ClusterName", CLUSTER)
-        .set("VpcId", "vpc-0123abcd")
-        .set("SubnetId", "subnet-0123abcd")
-        .set("SecondSubnetId", "subnet-4567abcd")
-        .set("AccessCidr", "203.0.113.0/24")
-        .set(
-            "PackageUrl",
-            "https://example.com/overlayd_0.1.0-1_amd64.deb",
-        )
-        .set("PackageSha256", &"ab".repeat(32))
-        .set("ImageId", "ami-0123456789abcdef0")
-        .set_list("RouteTableIds", &ROUTE_TABLES)
-        .set("AWS::Region", REGION)
-        .set("AWS::URLSuffix", "amazonaws.com")
-        .set("AWS::Partition", "aws")
-        .set("AWS::AccountId", "123456789012")
-        .set("AWS::StackName", "parity-stack")
-        .set(
-            "AWS::StackId",
-            "arn:aws:cloudformation:eu-west-1:123456789012:stack/parity-stack/1",
-        );
-    for (id, _) in t.resources() {
-        s.set(&id, &format!("ref:{id}"));
-        for attr in [
-            "Arn",
-            "AvailabilityZone",
-            "PrivateIp",
-            "LatestVersionNumber",
-        ] {
-            s.set(&format!("{id}.{attr}"), &format!("{attr}:{id}"));
-        }
-        s.set(&format!("{id}.Endpoint.Address"), &format!("endpoint:{id}"));
-    }
-    s.conditions = cfn::conditions(t, &s);
-    s
+    let sha = "ab".repeat(32);
+    let mut s = Stack::of(
+        t,
+        "parity-stack",
+        REGION,
+        &[
+            ("ClusterName", CLUSTER),
+            ("VpcId", "vpc-0123abcd"),
+            ("SubnetId", "subnet-0123abcd"),
+            ("SecondSubnetId", "subnet-4567abcd"),
+            ("AccessCidr", "203.0.113.0/24"),
+            (
+                "PackageUrl",
+                "https://example.com/overlayd_0.1.0-1_amd64.deb",
+            ),
+            ("PackageSha256", &sha),
+            ("ImageId", "ami-0123456789abcdef0"),
+        ],
+    );
+    s.set_list("RouteTableIds", &ROUTE_TABLES);
+    s.finish(t)
 }
 
 fn props(t: &Template, id: &str, s: &Stack) -> Value {

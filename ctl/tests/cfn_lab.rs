@@ -52,53 +52,30 @@ fn sha256(p: &PathBuf) -> String {
 /// subnet 10.0.0.0/22), the package on the lab's package server, CloudStack skipped, then
 /// `overrides`.
 fn lab_stack(t: &Template, cluster: &str, sha: &str, overrides: &[(&str, &str)]) -> Stack {
-    let mut s = Stack::default();
-    for (k, p) in t.section("Parameters") {
-        if let Some(d) = p.get("Default") {
-            s.set(&scalar(k), &scalar(d));
-        }
-    }
-    s.set("ClusterName", cluster)
-        .set("VpcId", "vpc-lab")
-        .set("VpcCidr", "10.0.0.0/16")
-        .set("SubnetId", "subnet-lab")
-        .set("SubnetCidr", "10.0.0.0/22")
-        .set("SecondSubnetId", "subnet-lab2")
-        .set("AccessCidr", "10.0.0.0/16")
-        .set(
-            "PackageUrl",
-            &format!("http://169.254.169.254:8775/{PACKAGE}"),
-        )
-        .set("PackageSha256", sha)
-        .set("InstallCloudStack", "false")
-        .set("ImageId", "ami-12c6146b")
-        .set_list("RouteTableIds", &["rtb-lab"])
-        .set("AWS::Region", REGION)
-        .set("AWS::URLSuffix", "amazonaws.com")
-        .set("AWS::Partition", "aws")
-        .set("AWS::AccountId", "123456789012")
-        .set("AWS::StackName", STACK)
-        .set(
-            "AWS::StackId",
-            &format!("arn:aws:cloudformation:{REGION}:123456789012:stack/{STACK}/1"),
-        );
-    for (id, _) in t.resources() {
-        s.set(&id, &format!("ref:{id}"));
-        for attr in [
-            "Arn",
-            "AvailabilityZone",
-            "PrivateIp",
-            "LatestVersionNumber",
-        ] {
-            s.set(&format!("{id}.{attr}"), &format!("{attr}:{id}"));
-        }
-        s.set(&format!("{id}.Endpoint.Address"), &format!("endpoint:{id}"));
-    }
+    let url = format!("http://169.254.169.254:8775/{PACKAGE}");
+    let mut s = Stack::of(
+        t,
+        STACK,
+        REGION,
+        &[
+            ("ClusterName", cluster),
+            ("VpcId", "vpc-lab"),
+            ("VpcCidr", "10.0.0.0/16"),
+            ("SubnetId", "subnet-lab"),
+            ("SubnetCidr", "10.0.0.0/22"),
+            ("SecondSubnetId", "subnet-lab2"),
+            ("AccessCidr", "10.0.0.0/16"),
+            ("PackageUrl", &url),
+            ("PackageSha256", sha),
+            ("InstallCloudStack", "false"),
+            ("ImageId", "ami-12c6146b"),
+        ],
+    );
+    s.set_list("RouteTableIds", &["rtb-lab"]);
     for (k, v) in overrides {
         s.set(k, v);
     }
-    s.conditions = cfn::conditions(t, &s);
-    s
+    s.finish(t)
 }
 
 /// What a lab node is in the stack: (node, VPC address, the resource whose launch template it
@@ -178,28 +155,7 @@ fn launch(
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let sdk = sdk(emu).await;
-        let vpc = sdk
-            .ec2
-            .create_vpc()
-            .cidr_block("10.0.0.0/16")
-            .send()
-            .await
-            .unwrap();
-        let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-        let subnet = sdk
-            .ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block("10.0.0.0/22")
-            .availability_zone(format!("{REGION}a"))
-            .send()
-            .await
-            .unwrap()
-            .subnet()
-            .unwrap()
-            .subnet_id()
-            .unwrap()
-            .to_string();
+        let (_vpc, subnet) = lab_subnet(&sdk, &format!("{REGION}a")).await;
         let mut ids = BTreeMap::new();
         for (node, ip, resource, lt) in nodes(hosts) {
             let (ud, tags) = rendered(t, &stacks[&node], lt, resource);

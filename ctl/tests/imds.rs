@@ -104,24 +104,7 @@ async fn seed_instances(sdk: &Sdk) -> Moto {
         HttpTokensState, InstanceMetadataOptionsRequest, InstanceMetadataTagsState, ResourceType,
         Tag, TagSpecification,
     };
-    let vpc = sdk
-        .ec2
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-    let subnet = sdk
-        .ec2
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("10.0.0.0/22")
-        .availability_zone("eu-west-1b")
-        .send()
-        .await
-        .unwrap();
-    let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+    let (vpc, subnet) = lab_subnet(sdk, "eu-west-1b").await;
     let run = |ip: &'static str, role: &'static str, tags_in_imds: bool| {
         let subnet = subnet.clone();
         async move {

@@ -242,28 +242,7 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sdk = rt.block_on(sdk(&emu));
     let (subnet, ids) = rt.block_on(async {
-        let vpc = sdk
-            .ec2
-            .create_vpc()
-            .cidr_block("10.0.0.0/16")
-            .send()
-            .await
-            .unwrap();
-        let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
-        let subnet = sdk
-            .ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block("10.0.0.0/22")
-            .availability_zone("eu-west-1a")
-            .send()
-            .await
-            .unwrap()
-            .subnet()
-            .unwrap()
-            .subnet_id()
-            .unwrap()
-            .to_string();
+        let (_vpc, subnet) = lab_subnet(&sdk, "eu-west-1a").await;
         let mut ids = Vec::new();
         for (n, ip) in nodes() {
             // h2 has instance metadata tags off: its overlayd falls back to DescribeTags

@@ -85,6 +85,49 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A stack made from template `t` as `name` in `region`: every parameter's default, then
+    /// `params` (`set` more afterwards), the pseudo parameters, and `Ref`/`GetAtt` of every
+    /// resource as placeholders. Call [`Stack::finish`] after the last `set`.
+    pub fn of(t: &Template, name: &str, region: &str, params: &[(&str, &str)]) -> Stack {
+        let mut s = Stack::default();
+        for (k, p) in t.section("Parameters") {
+            if let Some(d) = p.get("Default") {
+                s.set(&scalar(k), &scalar(d));
+            }
+        }
+        for (k, v) in params {
+            s.set(k, v);
+        }
+        s.set("AWS::Region", region)
+            .set("AWS::URLSuffix", "amazonaws.com")
+            .set("AWS::Partition", "aws")
+            .set("AWS::AccountId", "123456789012")
+            .set("AWS::StackName", name)
+            .set(
+                "AWS::StackId",
+                &format!("arn:aws:cloudformation:{region}:123456789012:stack/{name}/1"),
+            );
+        for (id, _) in t.resources() {
+            s.set(&id, &format!("ref:{id}"));
+            for attr in [
+                "Arn",
+                "AvailabilityZone",
+                "PrivateIp",
+                "LatestVersionNumber",
+            ] {
+                s.set(&format!("{id}.{attr}"), &format!("{attr}:{id}"));
+            }
+            s.set(&format!("{id}.Endpoint.Address"), &format!("endpoint:{id}"));
+        }
+        s
+    }
+
+    /// Evaluates the template's conditions with the values set (after the last `set`).
+    pub fn finish(mut self, t: &Template) -> Stack {
+        self.conditions = conditions(t, &self);
+        self
+    }
+
     pub fn set(&mut self, k: &str, v: &str) -> &mut Self {
         self.values
             .insert(k.to_string(), Value::String(v.to_string()));

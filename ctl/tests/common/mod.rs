@@ -273,6 +273,30 @@ pub struct Seed {
     pub router: String,
 }
 
+/// The overlay-lab's VPC (10.0.0.0/16) and node subnet (10.0.0.0/22, zone `az`) in moto, for
+/// moto instances at the lab nodes' addresses: (VPC id, subnet id).
+pub async fn lab_subnet(sdk: &Sdk, az: &str) -> (String, String) {
+    let vpc = sdk
+        .ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = sdk
+        .ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.0.0.0/22")
+        .availability_zone(az)
+        .send()
+        .await
+        .unwrap();
+    let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+    (vpc, subnet)
+}
+
 pub async fn seed(sdk: &Sdk) -> Seed {
     let ec2 = &sdk.ec2;
     let vpc = ec2
