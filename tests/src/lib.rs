@@ -522,6 +522,13 @@ impl Drop for Lab {
     }
 }
 
+/// `overlay-lab exec --prefix P NODE -- CMD...` (a command inside an instance-lab node).
+pub fn lab_exec(prefix: &str, node: &str, cmd: &[&str]) -> Output {
+    let mut args = vec!["exec", "--prefix", prefix, node, "--"];
+    args.extend_from_slice(cmd);
+    lab_cmd(&args).unwrap()
+}
+
 pub fn lab_cmd(args: &[&str]) -> Result<Output> {
     let mut c = Command::new(overlay_lab());
     c.args(args).env("OVERLAY_LAB_OVERLAYD", overlayd());

@@ -101,9 +101,7 @@ struct Nodes<'a> {
 
 impl Nodes<'_> {
     fn exec(&self, node: &str, cmd: &[&str]) -> Output {
-        let mut args = vec!["exec", "--prefix", self.prefix, node, "--"];
-        args.extend_from_slice(cmd);
-        lab_cmd(&args).unwrap()
+        lab_exec(self.prefix, node, cmd)
     }
 
     fn ok(&self, node: &str, cmd: &[&str]) -> String {

@@ -44,9 +44,7 @@ struct Nodes<'a> {
 
 impl Nodes<'_> {
     fn exec(&self, node: &str, cmd: &[&str]) -> std::process::Output {
-        let mut args = vec!["exec", "--prefix", &self.lab.prefix, node, "--"];
-        args.extend_from_slice(cmd);
-        lab_cmd(&args).unwrap()
+        lab_exec(&self.lab.prefix, node, cmd)
     }
 
     fn ok(&self, node: &str, cmd: &[&str]) -> String {
