@@ -130,6 +130,11 @@ async fn observe_node(
             o.flood_list_owned = st.flood_list.intersection(&o.flood_list).copied().collect();
         }
     }
+    if let Some(v) = &d.vtep {
+        if o.link(&v.name).is_some() {
+            o.vtep_tx_checksum = crate::ethtool::tx_checksum(&v.name).ok();
+        }
+    }
     // Hosts and management never own a NAT table: don't spawn nft for them.
     let assume_nat = if d.nat.is_none() && !cfg.role.forwards() {
         Some(NatObserved::Absent)
@@ -224,6 +229,8 @@ pub async fn exec_one(h: &netlink::Nl, op: &Op, state_dir: &Path) -> Result<(), 
         Op::SetMtu { name, mtu, .. } => netlink::set_mtu(h, name, *mtu).await?,
         Op::SetMac { name, mac, .. } => netlink::set_mac(h, name, mac.0).await?,
         Op::SetStpOff { name } => netlink::set_stp_off(h, name).await?,
+        Op::SetTxChecksumOff { name } => crate::ethtool::set_tx_checksum(name, false)
+            .map_err(|e| io(&format!("ethtool: tx checksum offload off on {name}"), e))?,
         Op::SetMaster { name, master } => netlink::set_master(h, name, master).await?,
         Op::SetUp { name } => netlink::set_up(h, name).await?,
         Op::AddAddress { dev, addr } => netlink::add_address(h, dev, *addr).await?,

@@ -70,12 +70,9 @@ pub enum Cmd {
     /// marked (exit 2). Traffic keeps flowing; run `overlayd apply` (or start the service)
     /// afterwards for what is still missing.
     Adopt(CmdArgs),
-    /// Diagnose this node, read-only: each check's id, verdict (ok/warn/fail/unknown),
-    /// evidence and fix — devices as configured, MTU against the underlay and the Transit
-    /// Gateway's 8500-byte limit, IGMPv2 forced and the group joined with it, IGMP
-    /// memberships against igmp_max_memberships, remote VTEPs known, IMDS/DNS/NTP routed on
-    /// the underlay. Exit 1 when a check fails, else 0 (warnings and unknowns alone: 0).
-    Doctor(CmdArgs),
+    /// Diagnose this node, read-only: each check's id, verdict, evidence and fix.
+    #[command(long_about = DOCTOR_LONG_ABOUT)]
+    Doctor(DoctorArgs),
     /// Exit 0 when the configuration names a role, 1 when nothing does yet.
     ///
     /// The unit's ExecCondition: the package ships /etc/overlayd/overlayd.toml with every key
@@ -83,6 +80,58 @@ pub enum Cmd {
     /// until it is configured. A configuration that names a role but is otherwise wrong counts
     /// as configured: the service then starts and fails loudly with exit status 2.
     Configured(CmdArgs),
+}
+
+pub const DOCTOR_LONG_ABOUT: &str = "\
+Diagnose this node, read-only: every check prints a stable id, a verdict (ok, warn, fail,
+unknown), the evidence it decided from and the fix. It reads the kernel (links, addresses,
+routes, rules, the VTEP's forwarding database, sysctls, /proc/net/igmp), asks the running
+daemon (control socket) for its history, pings the gateway once over the overlay and asks
+the kernel where a reply to a VPC address would go. It changes nothing.
+
+Checks (ids): bridge, vtep, mtu (bridge ≤ underlay − 50, ≤ 8450 with multicast flooding),
+mtu.guest (nested guest networks below 1500), igmp.force-version, igmp.membership (the group
+joined with IGMPv2: a TGW ignores v3), igmp.queries (a query heard within 2 × the TGW's
+120 s; needs the daemon), igmp.max-memberships, fdb.remotes (remote VTEPs learned / in the
+flood list), gateway.reachable, gateway.return-path (replies to the VPC leave through the
+gateway, not the underlay; the router forwards), routes.link-local (IMDS, DNS, NTP on the
+underlay), vtep.tx-checksum (offload with the kernel version: < 5.7 corrupts checksums after
+NAT), managers (NetworkManager / systemd-networkd claiming overlayd's devices).
+
+A check that cannot decide without history (no daemon running) says unknown. Exit status:
+0 when nothing fails (warnings and unknowns alone: 0), 1 when a check fails, 2 bad input.
+
+Examples:
+  overlayd doctor
+  overlayd doctor -o json | jq '.checks[] | select(.verdict != \"ok\")'
+  overlayd doctor --config /etc/overlayd/overlayd.toml --igmp-query-interval 60";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone)]
+pub struct DoctorArgs {
+    /// Output format (`-o json` is the same as --json).
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    pub output: Option<Output>,
+    /// The IGMP querier's interval in seconds (a Transit Gateway's: 120); no query for
+    /// twice as long fails igmp.queries.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400), value_name = "SECS")]
+    pub igmp_query_interval: u64,
+    #[command(flatten)]
+    pub common: CmdArgs,
+}
+
+impl DoctorArgs {
+    /// The shared arguments, with `-o json` folded into `json`.
+    pub fn common_args(&self) -> CmdArgs {
+        let mut c = self.common.clone();
+        c.json |= self.output == Some(Output::Json);
+        c
+    }
 }
 
 #[derive(Args, Clone)]

@@ -54,6 +54,8 @@ pub struct Status {
     pub pending: Vec<String>,
     /// Unicast flooding's peers (None with multicast flooding).
     pub peers: Option<crate::peers::PeerStatus>,
+    /// IGMP queries heard on the underlay (multicast flooding only; see `igmp_queries`).
+    pub igmp_queries: Option<crate::igmp_queries::QueryLog>,
 }
 
 pub struct Shared {
@@ -211,11 +213,35 @@ impl Loop {
     }
 }
 
+/// With multicast flooding: the IGMP query listener on the underlay (its log is copied into
+/// `status` on every request).
+/// Started once the underlay is known (the first reconcile that computed the desired state).
+fn listen_for_queries(shared: &Shared) -> Option<Arc<Mutex<crate::igmp_queries::QueryLog>>> {
+    let underlay = {
+        let st = shared.status.lock().unwrap();
+        let d = st.desired.as_ref()?;
+        d.vtep.as_ref()?.group?;
+        d.underlay.clone()
+    };
+    let log = Arc::new(Mutex::new(crate::igmp_queries::QueryLog {
+        device: underlay.clone(),
+        ..Default::default()
+    }));
+    match crate::igmp_queries::spawn(underlay, log.clone(), || {}) {
+        Ok(()) => Some(log),
+        Err(e) => {
+            tracing::warn!(error = %e, "IGMP query listener not started");
+            None
+        }
+    }
+}
+
 /// Control socket requests: one line in, one JSON line out.
 async fn serve_control(
     stream: UnixStream,
     shared: Arc<Shared>,
     tx: tokio::sync::mpsc::UnboundedSender<Control>,
+    queries: Option<Arc<Mutex<crate::igmp_queries::QueryLog>>>,
 ) {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
@@ -224,7 +250,11 @@ async fn serve_control(
         return;
     }
     let reply = match line.trim() {
-        "status" => serde_json::to_string(&*shared.status.lock().unwrap()).unwrap(),
+        "status" => {
+            let mut st = shared.status.lock().unwrap();
+            st.igmp_queries = queries.map(|q| q.lock().unwrap().clone());
+            serde_json::to_string(&*st).unwrap()
+        }
         "pause" => {
             let _ = tx.send(Control::Pause);
             r#"{"ok":true,"paused":true}"#.to_string()
@@ -331,9 +361,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             desired: None,
             pending: vec![],
             peers: peer_status(&cfg),
+            igmp_queries: None,
         }),
         metrics: crate::metrics::Metrics::new(cfg.role.as_str()),
     });
+    let mut queries = None;
 
     let ctl_path: PathBuf = cfg.control_socket.clone();
     let listener = bind_control(&ctl_path)
@@ -400,9 +432,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let mut reloading = false;
     tracing::info!(role = %lp.cfg.role, bridge = %lp.cfg.bridge, "overlayd run: starting");
     lp.reconcile(true, "start").await;
+    let mut queries_tried = false;
 
     let mut paused = false;
     loop {
+        if !queries_tried && lp.shared.status.lock().unwrap().desired.is_some() {
+            queries_tried = true;
+            queries = listen_for_queries(&lp.shared);
+        }
         let backoff_at = lp.backoff.map(|(t, _)| tokio::time::Instant::from_std(t));
         let mut dirty: Option<(bool, &'static str)> = None;
         tokio::select! {
@@ -433,7 +470,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             _ = wd_tick.tick(), if wd.is_some() => { sd_notify("WATCHDOG=1"); }
             c = listener.accept() => {
                 if let Ok((s, _)) = c {
-                    tokio::spawn(serve_control(s, shared.clone(), ctl_tx.clone()));
+                    tokio::spawn(serve_control(s, shared.clone(), ctl_tx.clone(), queries.clone()));
                 }
             }
             Some(c) = ctl_rx.recv() => match c {

@@ -173,6 +173,7 @@ pub fn desired_with(
             },
             underlay: underlay.clone(),
             mtu,
+            tx_checksum_off: cfg.vtep_tx_checksum_off,
         })
     } else {
         None

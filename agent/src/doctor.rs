@@ -6,12 +6,16 @@
 //! fix. Reading the facts is the caller's (read-only: dumps and /proc reads, never a change).
 //! A check that cannot decide from what is read now (no history) says `unknown`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::model::{Desired, Observed};
+use crate::config::{GatewayMode, Role};
+use crate::igmp_queries::QueryLog;
+use crate::model::{Desired, Observed, Route};
+use crate::network_managers::Claim;
 
 /// The verdict of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
@@ -85,17 +89,44 @@ pub fn parse_proc_igmp(text: &str) -> Vec<IgmpDevice> {
     out
 }
 
-/// What `diagnose` decides from, read from the kernel by the caller.
+/// The running daemon as doctor found it on its control socket.
+#[derive(Debug, Clone, Default)]
+pub enum Daemon {
+    /// Nothing answers (why); no history.
+    #[default]
+    NotRunning,
+    Running {
+        /// Its IGMP query listener's log (None: not listening: unicast, or it failed).
+        queries: Option<QueryLog>,
+    },
+}
+
+/// What `diagnose` decides from, read by the caller (dumps, /proc and /run reads, one
+/// route lookup, one ping; never a change).
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub observed: Observed,
     /// `/proc/net/igmp`, parsed.
     pub igmp: Vec<IgmpDevice>,
-    /// The VTEP's FDB: remote VTEP addresses it has learned or was given (None: not read).
-    pub remote_vteps: Option<BTreeSet<Ipv4Addr>>,
-    /// Seconds since this node last saw an IGMP query on the underlay (None: no daemon
-    /// remembers; the check is then unknown).
-    pub last_query_age_secs: Option<u64>,
+    /// The VTEP's learned FDB entries: remote VTEP → MACs behind it (None: not read).
+    pub learned: Option<BTreeMap<Ipv4Addr, usize>>,
+    pub daemon: Daemon,
+    pub now_unix_ms: u128,
+    /// The querier's interval (the TGW's: 120 s); two missed = nobody asks.
+    pub query_interval_secs: u64,
+    /// The configured gateway (host/management).
+    pub gateway: Option<Ipv4Addr>,
+    /// One echo to the gateway from the overlay address (None: not tried).
+    pub gateway_ping: Option<Result<Duration, String>>,
+    /// A VPC address (the underlay subnet's router, base + 1) and where the kernel sends a
+    /// packet from the overlay address to it (None: not looked up).
+    pub return_path: Option<(Ipv4Addr, Result<Option<Route>, String>)>,
+    /// `uname -r`.
+    pub kernel: Option<String>,
+    /// NetworkManager / systemd-networkd running in this namespace, and their claims on
+    /// overlayd's devices.
+    pub managers_running: Vec<&'static str>,
+    pub claims: Vec<Claim>,
 }
 
 /// The TGW's multicast frames carry at most 8500 bytes: the VTEP's inner MTU + 50.
@@ -147,7 +178,7 @@ fn check(
 
 /// Every check, in a fixed order.
 pub fn diagnose(d: &Desired, f: &Facts) -> Vec<Check> {
-    let mut v = vec![bridge(d, f), vtep(d, f), mtu(d, f)];
+    let mut v = vec![bridge(d, f), vtep(d, f), mtu(d, f), guest_mtu(d, f)];
     let multicast = d.vtep.as_ref().and_then(|t| t.group);
     if let Some(group) = multicast {
         v.push(force_igmp_version(d, f));
@@ -156,8 +187,312 @@ pub fn diagnose(d: &Desired, f: &Facts) -> Vec<Check> {
     }
     v.push(igmp_max_memberships(f));
     v.push(remote_vteps(d, f));
+    v.push(gateway_reachable(d, f));
+    v.push(return_path(d, f));
     v.push(link_local_routes(d, f));
+    v.push(tx_checksum(d, f));
+    v.push(managers(f));
     v
+}
+
+/// Nested guests: CloudStack's guest VXLANs run inside cloudbr0, so a guest NIC carries
+/// the bridge's MTU − 50.
+fn guest_mtu(d: &Desired, f: &Facts) -> Check {
+    if !d.role.runs_guests() {
+        return check(
+            "mtu.guest",
+            Verdict::Ok,
+            format!("no guests on a {} node", d.role),
+            vec![],
+            None,
+        );
+    }
+    let Some(b) = f.observed.link(&d.bridge.name) else {
+        return check(
+            "mtu.guest",
+            Verdict::Unknown,
+            format!("{} missing: guest MTU not known", d.bridge.name),
+            vec![],
+            None,
+        );
+    };
+    let guest = b.mtu.saturating_sub(VXLAN_OVERHEAD);
+    let evidence = vec![format!(
+        "{} mtu {} − {VXLAN_OVERHEAD} (a guest VXLAN inside it) = {guest}",
+        b.name, b.mtu
+    )];
+    if guest < 1500 {
+        check(
+            "mtu.guest",
+            Verdict::Warn,
+            format!(
+                "guest networks carry at most {guest}-byte packets: guests with the usual 1500 \
+                 lose full-size packets (TCP stalls after the handshake)"
+            ),
+            evidence,
+            Some("give the guest networks an MTU of at most the figure above (CloudStack's network MTU), or an underlay with jumbo frames (EC2: 9001)"),
+        )
+    } else {
+        check(
+            "mtu.guest",
+            Verdict::Ok,
+            format!("guest networks can carry {guest}-byte packets (≥ 1500)"),
+            evidence,
+            None,
+        )
+    }
+}
+
+fn gateway_reachable(d: &Desired, f: &Facts) -> Check {
+    let id = "gateway.reachable";
+    let Some(gw) = f
+        .gateway
+        .filter(|_| matches!(d.role, Role::Host | Role::Management))
+    else {
+        return check(
+            id,
+            Verdict::Ok,
+            format!("no gateway on a {} node (it is the way out itself)", d.role),
+            vec![],
+            None,
+        );
+    };
+    let src = d.bridge.address.addr();
+    match &f.gateway_ping {
+        None => check(
+            id,
+            Verdict::Unknown,
+            format!("gateway {gw} not pinged"),
+            vec![],
+            None,
+        ),
+        Some(Ok(rtt)) => check(
+            id,
+            Verdict::Ok,
+            format!(
+                "gateway {gw} answers over the overlay ({:.1} ms)",
+                rtt.as_secs_f64() * 1000.0
+            ),
+            vec![format!("ICMP echo {src} → {gw}")],
+            None,
+        ),
+        Some(Err(e)) => check(
+            id,
+            Verdict::Fail,
+            format!("gateway {gw} does not answer over the overlay: no VPC access from here"),
+            vec![e.clone()],
+            Some("run doctor on the router; then the fdb.remotes and igmp.* checks here (is the router's VTEP reachable?)"),
+        ),
+    }
+}
+
+/// Whether replies to VPC clients leave through the gateway (the VPC drops a packet from an
+/// overlay address on the underlay: source/destination check).
+fn return_path(d: &Desired, f: &Facts) -> Check {
+    let id = "gateway.return-path";
+    if d.role.forwards() {
+        let key = "net/ipv4/ip_forward";
+        let on = sysctl(f, key) == Some("1");
+        return check(
+            id,
+            if on { Verdict::Ok } else { Verdict::Fail },
+            if on {
+                format!("{} forwards between overlay and VPC", d.role)
+            } else {
+                format!(
+                    "{} does not forward: overlay traffic to the VPC stops here",
+                    d.role
+                )
+            },
+            vec![format!("{key} = {}", sysctl(f, key).unwrap_or("(missing)"))],
+            Some("overlayd sets ip_forward while it runs: check `systemctl status overlayd`"),
+        );
+    }
+    let Some(mode) = d.gateway_mode else {
+        return check(
+            id,
+            Verdict::Ok,
+            "no gateway configured: overlay-only node".into(),
+            vec![],
+            None,
+        );
+    };
+    let src = d.bridge.address.addr();
+    let Some((dst, lookup)) = &f.return_path else {
+        return check(
+            id,
+            Verdict::Unknown,
+            format!("no VPC address known on {} to look up", d.underlay),
+            vec![],
+            None,
+        );
+    };
+    let name = |i: Option<u32>| {
+        i.and_then(|i| f.observed.link_by_index(i))
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| "?".into())
+    };
+    match lookup {
+        Err(e) => check(
+            id,
+            Verdict::Fail,
+            format!("no route from {src} to VPC address {dst}"),
+            vec![e.clone()],
+            Some("overlayd installs the overlay-sourced rule and table while it runs"),
+        ),
+        Ok(r) => {
+            let r = r.clone().unwrap_or(Route {
+                dst: Default::default(),
+                gateway: None,
+                oif: None,
+                metric: 0,
+                protocol: 0,
+                table: 0,
+                scope: 0,
+                kind: 0,
+                prefsrc: None,
+            });
+            let dev = name(r.oif);
+            let evidence = vec![format!(
+                "gateway_mode {}; route get {dst} from {src}: dev {dev}{}",
+                mode.as_str(),
+                r.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+            )];
+            if dev == d.bridge.name {
+                check(
+                    id,
+                    Verdict::Ok,
+                    format!(
+                        "replies from {src} to the VPC go through the gateway ({} mode)",
+                        mode.as_str()
+                    ),
+                    evidence,
+                    None,
+                )
+            } else {
+                check(
+                    id,
+                    Verdict::Fail,
+                    format!(
+                        "replies from {src} to the VPC leave via {dev}: the VPC drops them \
+                         (source/destination check){}",
+                        if mode == GatewayMode::OverlaySourced {
+                            "; the overlay-sourced rule is missing"
+                        } else {
+                            ""
+                        }
+                    ),
+                    evidence,
+                    Some("overlayd installs `from <overlay address> lookup <route_table>` while it runs; check `ip rule` for a rule of higher priority that sends it elsewhere"),
+                )
+            }
+        }
+    }
+}
+
+fn tx_checksum(d: &Desired, f: &Facts) -> Check {
+    let id = "vtep.tx-checksum";
+    let Some(t) = &d.vtep else {
+        return check(id, Verdict::Ok, "no VTEP on this role".into(), vec![], None);
+    };
+    let kernel = f.kernel.clone().unwrap_or_else(|| "?".into());
+    let buggy = f
+        .kernel
+        .as_deref()
+        .and_then(crate::ethtool::kernel_has_nat_checksum_bug);
+    let evidence = vec![format!(
+        "{} tx checksum offload {}; kernel {kernel}; vtep_tx_checksum = {}",
+        t.name,
+        match f.observed.vtep_tx_checksum {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "unknown",
+        },
+        if t.tx_checksum_off { "off" } else { "keep" }
+    )];
+    match f.observed.vtep_tx_checksum {
+        None => check(
+            id,
+            Verdict::Unknown,
+            format!("{}'s offload settings not readable", t.name),
+            evidence,
+            None,
+        ),
+        Some(true) if t.tx_checksum_off => check(
+            id,
+            Verdict::Fail,
+            format!(
+                "{} offloads tx checksums although vtep_tx_checksum = off",
+                t.name
+            ),
+            evidence,
+            Some("overlayd switches it off while it runs (re-created VTEPs start with it on)"),
+        ),
+        Some(true) if buggy == Some(true) => check(
+            id,
+            Verdict::Warn,
+            format!(
+                "{} offloads tx checksums on kernel {kernel} (< 5.7): after NAT such VXLAN \
+                 packets carry bad checksums and TCP stalls for about 63 s",
+                t.name
+            ),
+            evidence,
+            Some(
+                "set vtep_tx_checksum = \"off\" (costs some CPU per packet), or run a kernel ≥ 5.7",
+            ),
+        ),
+        Some(on) => check(
+            id,
+            Verdict::Ok,
+            if on {
+                format!("{} offloads tx checksums; kernel {kernel} is not affected by the NAT checksum bug", t.name)
+            } else {
+                format!("{} computes tx checksums in software", t.name)
+            },
+            evidence,
+            None,
+        ),
+    }
+}
+
+fn managers(f: &Facts) -> Check {
+    let id = "managers";
+    if !f.claims.is_empty() {
+        let who: Vec<String> = f
+            .claims
+            .iter()
+            .map(|c| format!("{} manages {} ({})", c.manager, c.device, c.state))
+            .collect();
+        let nd = f
+            .claims
+            .iter()
+            .any(|c| c.manager == crate::network_managers::NETWORKD);
+        return check(
+            id,
+            Verdict::Fail,
+            format!("{}: two owners fight over one device", who.join(", ")),
+            who.clone(),
+            Some(if nd {
+                "the package's /usr/lib/systemd/network/05-overlayd-unmanaged.network must be the first .network file matching overlayd's devices: remove or rename the one named above (or copy the package's to /etc/systemd/network/ with your device names), then `networkctl reload`"
+            } else {
+                "the package's /usr/lib/NetworkManager/conf.d/90-overlayd-unmanaged.conf lists overlayd's devices as unmanaged: check that no conf.d file overrides unmanaged-devices (and that the names match yours), then `nmcli general reload conf`"
+            }),
+        );
+    }
+    check(
+        id,
+        Verdict::Ok,
+        if f.managers_running.is_empty() {
+            "neither NetworkManager nor systemd-networkd runs here".into()
+        } else {
+            format!(
+                "{} runs and leaves overlayd's devices alone",
+                f.managers_running.join(" and ")
+            )
+        },
+        vec![],
+        None,
+    )
 }
 
 fn bridge(d: &Desired, f: &Facts) -> Check {
@@ -437,31 +772,85 @@ fn igmp_membership(d: &Desired, f: &Facts, group: Ipv4Addr) -> Check {
 }
 
 fn igmp_queries(f: &Facts) -> Check {
-    match f.last_query_age_secs {
+    let id = "igmp.queries";
+    let interval = f.query_interval_secs.max(1);
+    let log = match &f.daemon {
+        Daemon::NotRunning => {
+            return check(
+                id,
+                Verdict::Unknown,
+                "no daemon answers on the control socket: no history of IGMP queries".into(),
+                vec![],
+                None,
+            )
+        }
+        Daemon::Running { queries: None } => {
+            return check(
+                id,
+                Verdict::Unknown,
+                "the daemon does not listen for IGMP queries".into(),
+                vec![],
+                None,
+            )
+        }
+        Daemon::Running { queries: Some(l) } => l,
+    };
+    let mut evidence = vec![format!(
+        "{} queries heard on {}{}",
+        log.count,
+        log.device,
+        match (log.last_from, log.last_version) {
+            (Some(a), Some(v)) => format!(", the last from {a} (IGMPv{v})"),
+            _ => String::new(),
+        }
+    )];
+    if let Some(e) = &log.error {
+        evidence.push(e.clone());
+    }
+    let fix = "overlayctl doctor checks the multicast domain's association with this subnet and the security group's IGMP rule (from 0.0.0.0/32)";
+    match crate::igmp_queries::age_secs(log, f.now_unix_ms) {
         None => check(
-            "igmp.queries",
+            id,
             Verdict::Unknown,
-            "no history: whether the Transit Gateway asks is known to a running daemon only".into(),
-            vec![],
+            "the daemon's IGMP listener is not running".into(),
+            evidence,
             None,
         ),
-        Some(age) if age <= 2 * QUERY_INTERVAL_SECS => check(
-            "igmp.queries",
+        Some((age, true)) if age <= 2 * interval => check(
+            id,
             Verdict::Ok,
             format!("last IGMP query {age} s ago"),
-            vec![],
+            evidence,
             None,
         ),
-        Some(age) => check(
-            "igmp.queries",
+        Some((age, true)) => check(
+            id,
             Verdict::Fail,
             format!(
-                "no IGMP query for {age} s (a Transit Gateway asks every {QUERY_INTERVAL_SECS} s): \
-                 the subnet is not associated with the multicast domain, or IGMP from 0.0.0.0/32 is \
-                 blocked"
+                "no IGMP query for {age} s (expected every {interval} s): the \
+                 subnet is no longer associated with the multicast domain, or IGMP from \
+                 0.0.0.0/32 is blocked"
             ),
-            vec![],
-            Some("overlayctl doctor checks the domain association and the security group"),
+            evidence,
+            Some(fix),
+        ),
+        Some((age, false)) if age > 2 * interval => check(
+            id,
+            Verdict::Fail,
+            format!(
+                "no IGMP query in the {age} s the daemon has listened (expected every \
+                 {interval} s): the subnet is not associated with the multicast domain, \
+                 or IGMP from 0.0.0.0/32 is blocked"
+            ),
+            evidence,
+            Some(fix),
+        ),
+        Some((age, false)) => check(
+            id,
+            Verdict::Unknown,
+            format!("no IGMP query yet in the {age} s the daemon has listened (asked every {interval} s)"),
+            evidence,
+            None,
         ),
     }
 }
@@ -518,25 +907,50 @@ fn igmp_max_memberships(f: &Facts) -> Check {
 }
 
 fn remote_vteps(d: &Desired, f: &Facts) -> Check {
+    let id = "fdb.remotes";
     let Some(t) = &d.vtep else {
-        return check(
-            "fdb.remotes",
-            Verdict::Ok,
-            "no VTEP on this role".into(),
-            vec![],
-            None,
-        );
+        return check(id, Verdict::Ok, "no VTEP on this role".into(), vec![], None);
     };
-    match &f.remote_vteps {
-        None => check(
-            "fdb.remotes",
+    let Some(learned) = &f.learned else {
+        return check(
+            id,
             Verdict::Unknown,
             format!("{}'s forwarding database not read", t.name),
             vec![],
             None,
-        ),
-        Some(r) if r.is_empty() => check(
-            "fdb.remotes",
+        );
+    };
+    let list = |it: &mut dyn Iterator<Item = String>| {
+        let v: Vec<String> = it.collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(" ")
+        }
+    };
+    let mut evidence = vec![format!(
+        "learned: {}",
+        list(
+            &mut learned
+                .iter()
+                .map(|(a, n)| format!("{a} ({n} MAC{})", if *n == 1 { "" } else { "s" }))
+        )
+    )];
+    let flood = d.flood_list.as_ref().map(|_| &f.observed.flood_list);
+    if let Some(fl) = flood {
+        evidence.push(format!(
+            "flood list: {}",
+            list(&mut fl.iter().map(|a| a.to_string()))
+        ));
+    }
+    let known: BTreeSet<Ipv4Addr> = learned
+        .keys()
+        .copied()
+        .chain(flood.into_iter().flatten().copied())
+        .collect();
+    if known.is_empty() {
+        return check(
+            id,
             Verdict::Warn,
             format!(
                 "{} knows no remote VTEP: no frame from another node has arrived{}",
@@ -547,21 +961,21 @@ fn remote_vteps(d: &Desired, f: &Facts) -> Check {
                     " (empty flood list)"
                 }
             ),
-            vec![],
-            Some("on a new cluster this is normal until traffic flows; else see the igmp.* checks"),
-        ),
-        Some(r) => check(
-            "fdb.remotes",
-            Verdict::Ok,
-            format!("{} remote VTEP(s) known", r.len()),
-            vec![r
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")],
-            None,
-        ),
+            evidence,
+            Some("on a new cluster this is normal until traffic flows; else see the igmp.* checks (multicast) or the peers in `overlayd status` (unicast)"),
+        );
     }
+    check(
+        id,
+        Verdict::Ok,
+        format!(
+            "{} remote VTEP(s) known ({} learned from traffic)",
+            known.len(),
+            learned.len()
+        ),
+        evidence,
+        None,
+    )
 }
 
 fn link_local_routes(d: &Desired, f: &Facts) -> Check {
@@ -694,5 +1108,185 @@ mod tests {
         assert_eq!(exit_code(&[c(Verdict::Ok), c(Verdict::Fail)]), 1);
         assert_eq!(c(Verdict::Ok).fix, None, "an ok check has no fix");
         assert!(Verdict::Fail > Verdict::Warn && Verdict::Warn > Verdict::Ok);
+    }
+
+    use crate::config::Role;
+    use crate::plan_tests::{bare, cfg_with, converged, role_cfg};
+
+    /// A converged host with every fact a healthy node shows.
+    fn healthy(role: Role, extra: &[(&'static str, &str)]) -> (Desired, Facts) {
+        let c = if extra.is_empty() {
+            role_cfg(role)
+        } else {
+            cfg_with(role, extra)
+        };
+        let d = crate::desired::desired(&c, &bare()).unwrap();
+        let mut o = converged(&d);
+        o.vtep_tx_checksum = d.vtep.as_ref().map(|t| !t.tx_checksum_off);
+        o.sysctls
+            .insert("net/ipv4/ip_forward".into(), Some("1".into()));
+        o.sysctls
+            .entry("net/ipv4/igmp_max_memberships".into())
+            .or_insert(Some("20".into()));
+        let mut groups = BTreeSet::new();
+        groups.insert("239.255.0.1".parse().unwrap());
+        let f = Facts {
+            igmp: vec![IgmpDevice {
+                name: "eth0".into(),
+                version: 2,
+                groups,
+            }],
+            learned: Some([("10.0.1.6".parse().unwrap(), 2)].into_iter().collect()),
+            daemon: Daemon::Running {
+                queries: Some(QueryLog {
+                    device: "eth0".into(),
+                    listening_since_unix_ms: 1_000,
+                    count: 3,
+                    last_unix_ms: Some(100_000),
+                    last_from: Some(Ipv4Addr::UNSPECIFIED),
+                    last_version: Some(2),
+                    error: None,
+                }),
+            },
+            now_unix_ms: 130_000,
+            query_interval_secs: 120,
+            gateway: c.gateway,
+            gateway_ping: c.gateway.map(|_| Ok(Duration::from_micros(300))),
+            return_path: Some((
+                "10.0.1.1".parse().unwrap(),
+                Ok(Some(Route {
+                    dst: "10.0.1.1/32".parse().unwrap(),
+                    gateway: c.gateway,
+                    oif: o.link("cloudbr0").map(|l| l.index),
+                    metric: 0,
+                    protocol: 0,
+                    table: 79,
+                    scope: 0,
+                    kind: 1,
+                    prefsrc: None,
+                })),
+            )),
+            kernel: Some("6.1.0-27-cloud-amd64".into()),
+            managers_running: vec![],
+            claims: vec![],
+            observed: o,
+        };
+        (d, f)
+    }
+
+    fn verdict_of(d: &Desired, f: &Facts, id: &str) -> (Verdict, String) {
+        let c = diagnose(d, f);
+        let c = c
+            .iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("no {id}"));
+        (c.verdict, c.summary.clone())
+    }
+
+    #[test]
+    fn a_healthy_node_of_every_role_passes_every_check() {
+        for r in [Role::Host, Role::Management, Role::Router, Role::Standalone] {
+            // standalone's bridge defaults to 1500 (guests then get 1450: a warning)
+            let extra: &[(&'static str, &str)] = if r == Role::Standalone {
+                &[("mtu", "8950")]
+            } else {
+                &[]
+            };
+            let (d, f) = healthy(r, extra);
+            for c in diagnose(&d, &f) {
+                assert_eq!(c.verdict, Verdict::Ok, "{r}: {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn query_history_decides_igmp_queries() {
+        let (d, mut f) = healthy(Role::Host, &[]);
+        f.now_unix_ms = 100_000 + 241_000;
+        let (v, s) = verdict_of(&d, &f, "igmp.queries");
+        assert_eq!(v, Verdict::Fail, "{s}");
+        assert!(s.contains("241 s"), "{s}");
+        // none heard: unknown while listening shorter than two intervals, then fail
+        f.daemon = Daemon::Running {
+            queries: Some(QueryLog {
+                device: "eth0".into(),
+                listening_since_unix_ms: 100_000,
+                ..Default::default()
+            }),
+        };
+        f.now_unix_ms = 200_000;
+        assert_eq!(verdict_of(&d, &f, "igmp.queries").0, Verdict::Unknown);
+        f.now_unix_ms = 400_000;
+        assert_eq!(verdict_of(&d, &f, "igmp.queries").0, Verdict::Fail);
+        f.daemon = Daemon::NotRunning;
+        assert_eq!(verdict_of(&d, &f, "igmp.queries").0, Verdict::Unknown);
+    }
+
+    #[test]
+    fn old_kernels_with_offload_are_warned_and_the_key_is_checked() {
+        let (d, mut f) = healthy(Role::Host, &[]);
+        f.kernel = Some("5.4.0-1103-aws".into());
+        let (v, s) = verdict_of(&d, &f, "vtep.tx-checksum");
+        assert_eq!(v, Verdict::Warn, "{s}");
+        assert!(s.contains("63 s"), "{s}");
+        let (d, mut f) = healthy(Role::Host, &[("vtep_tx_checksum", "off")]);
+        f.kernel = Some("5.4.0-1103-aws".into());
+        assert_eq!(verdict_of(&d, &f, "vtep.tx-checksum").0, Verdict::Ok);
+        f.observed.vtep_tx_checksum = Some(true);
+        assert_eq!(verdict_of(&d, &f, "vtep.tx-checksum").0, Verdict::Fail);
+    }
+
+    #[test]
+    fn return_path_via_the_underlay_and_a_router_that_does_not_forward_fail() {
+        let (d, mut f) = healthy(Role::Host, &[]);
+        if let Some((_, Ok(Some(r)))) = &mut f.return_path {
+            r.oif = f.observed.link("eth0").map(|l| l.index);
+            r.gateway = Some("10.0.1.1".parse().unwrap());
+        }
+        let (v, s) = verdict_of(&d, &f, "gateway.return-path");
+        assert_eq!(v, Verdict::Fail, "{s}");
+        assert!(s.contains("leave via eth0"), "{s}");
+        let (d, mut f) = healthy(Role::Router, &[]);
+        f.observed
+            .sysctls
+            .insert("net/ipv4/ip_forward".into(), Some("0".into()));
+        assert_eq!(verdict_of(&d, &f, "gateway.return-path").0, Verdict::Fail);
+    }
+
+    #[test]
+    fn mtu_limits_guest_mtu_managers_and_an_unanswered_gateway() {
+        let (d, mut f) = healthy(Role::Host, &[]);
+        // bridge above the TGW's multicast limit
+        let b = f
+            .observed
+            .links
+            .iter_mut()
+            .find(|l| l.name == "cloudbr0")
+            .unwrap();
+        b.mtu = 8900;
+        let (v, s) = verdict_of(&d, &f, "mtu");
+        assert_eq!(v, Verdict::Fail);
+        assert!(s.contains("8500"), "{s}");
+        // a 1500 underlay: guests get 1400
+        let b = f
+            .observed
+            .links
+            .iter_mut()
+            .find(|l| l.name == "cloudbr0")
+            .unwrap();
+        b.mtu = 1450;
+        assert_eq!(verdict_of(&d, &f, "mtu.guest").0, Verdict::Warn);
+        f.claims.push(Claim {
+            manager: crate::network_managers::NETWORKD,
+            device: "cloudbr0".into(),
+            state: "configured by /etc/systemd/network/50-br.network".into(),
+        });
+        let (v, s) = verdict_of(&d, &f, "managers");
+        assert_eq!(v, Verdict::Fail);
+        assert!(s.contains("systemd-networkd manages cloudbr0"), "{s}");
+        f.gateway_ping = Some(Err("no answer".into()));
+        assert_eq!(verdict_of(&d, &f, "gateway.reachable").0, Verdict::Fail);
+        f.learned = Some(BTreeMap::new());
+        assert_eq!(verdict_of(&d, &f, "fdb.remotes").0, Verdict::Warn);
     }
 }

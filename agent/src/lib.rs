@@ -16,11 +16,15 @@ pub mod daemon;
 pub mod desired;
 pub mod doctor;
 pub mod error;
+pub mod ethtool;
 pub mod files;
+pub mod icmp;
+pub mod igmp_queries;
 pub mod instance;
 pub mod metrics;
 pub mod model;
 pub mod netlink;
+pub mod network_managers;
 pub mod peers;
 pub mod plan;
 #[cfg(test)]

@@ -144,30 +144,106 @@ fn print_ops(ops: &[Op], json: bool, key: &str, empty: &str) {
     }
 }
 
-/// `overlayd doctor`: the desired state and what the kernel shows (dumps and /proc reads
-/// only), judged by `overlay_agent::doctor`.
+/// `overlayd doctor`: the desired state and what the kernel shows (dumps, /proc and /run
+/// reads, one route lookup, one ping to the gateway, the daemon's status), judged by
+/// `overlay_agent::doctor`.
 async fn doctor(
     h: &rtnetlink::Handle,
     cfg: &overlay_agent::config::Config,
     json: bool,
+    query_interval_secs: u64,
 ) -> ExitCode {
-    use overlay_agent::doctor;
+    use overlay_agent::{doctor, ethtool, icmp, netlink, network_managers};
     // the flood list as it is: no discovery (doctor reads, it does not ask AWS)
     let (d, o, _p) = match apply::compute_with(h, cfg, None, None).await {
         Ok(x) => x,
         Err(e) => return fail(&e),
     };
+    let vtep = d
+        .vtep
+        .as_ref()
+        .and_then(|t| o.link(&t.name))
+        .map(|l| l.index);
+    let learned = match vtep {
+        Some(i) => netlink::dump_remote_vteps(h, i).await.ok(),
+        None => d.vtep.as_ref().map(|_| Default::default()),
+    };
+    let daemon = match overlay_agent::daemon::control_request(&cfg.control_socket, "status").await {
+        Ok(v) => doctor::Daemon::Running {
+            queries: serde_json::from_value(v["igmp_queries"].clone()).ok(),
+        },
+        Err(_) => doctor::Daemon::NotRunning,
+    };
+    let src = d.bridge.address.addr();
+    let has_src = o
+        .link(&d.bridge.name)
+        .is_some_and(|b| o.addrs_of(b.index).any(|a| a.addr == d.bridge.address));
+    let gateway = cfg.gateway.filter(|_| d.gateway_mode.is_some());
+    let gateway_ping = match gateway {
+        // blocking, bounded (3 × 700 ms): nothing else runs on this one-shot runtime
+        Some(gw) if has_src => Some(icmp::ping(
+            src,
+            gw,
+            3,
+            std::time::Duration::from_millis(700),
+        )),
+        Some(_) => Some(Err(format!("{src} is not on {}", d.bridge.name))),
+        None => None,
+    };
+    // a VPC address: the underlay subnet's router (base + 1)
+    let vpc = o.link(&d.underlay).and_then(|u| {
+        o.addrs_of(u.index).find_map(|a| {
+            let n = ipnet::Ipv4Net::new(a.addr.addr(), a.addr.prefix_len()).ok()?;
+            Some(std::net::Ipv4Addr::from(u32::from(n.network()) + 1))
+        })
+    });
+    let return_path = match (vpc, d.gateway_mode, has_src) {
+        (Some(dst), Some(_), true) => Some((
+            dst,
+            netlink::route_get(h, dst, src)
+                .await
+                .map_err(|e| e.to_string()),
+        )),
+        _ => None,
+    };
+    let mut devices: Vec<(String, u32)> = Vec::new();
+    for name in [
+        Some(&d.bridge.name),
+        d.vtep.as_ref().map(|t| &t.name),
+        d.dummy.as_ref().map(|x| &x.name),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Some(l) = o.link(name) {
+            devices.push((l.name.clone(), l.index));
+        }
+    }
+    let running = network_managers::running_here(std::path::Path::new("/proc"));
+    let claims = network_managers::claims(std::path::Path::new("/run"), &running, &devices);
     let mut facts = doctor::Facts {
         igmp: std::fs::read_to_string("/proc/net/igmp")
             .map(|t| doctor::parse_proc_igmp(&t))
             .unwrap_or_default(),
-        remote_vteps: d.flood_list.as_ref().map(|_| o.flood_list.clone()),
+        learned,
         observed: o,
-        last_query_age_secs: None,
+        daemon,
+        now_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_millis())
+            .unwrap_or(0),
+        query_interval_secs,
+        gateway,
+        gateway_ping,
+        return_path,
+        kernel: ethtool::kernel_release(),
+        managers_running: running,
+        claims,
     };
     for key in [
         format!("net/ipv4/conf/{}/force_igmp_version", d.underlay),
         "net/ipv4/igmp_max_memberships".to_string(),
+        "net/ipv4/ip_forward".to_string(),
     ] {
         if let std::collections::btree_map::Entry::Vacant(e) = facts.observed.sysctls.entry(key) {
             let v = overlay_agent::sysctl::read(e.key()).ok().flatten();
@@ -203,8 +279,8 @@ fn main() -> ExitCode {
         | Cmd::Pause(a)
         | Cmd::Resume(a)
         | Cmd::Adopt(a)
-        | Cmd::Doctor(a)
         | Cmd::Configured(a) => a.clone(),
+        Cmd::Doctor(a) => a.common_args(),
     };
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr);
@@ -337,7 +413,12 @@ fn main() -> ExitCode {
                     },
                 }
             }
-            "doctor" => doctor(&h, &cfg, args.json).await,
+            "doctor" => {
+                let Cmd::Doctor(a) = &cli.cmd else {
+                    unreachable!("doctor subcommand")
+                };
+                doctor(&h, &cfg, args.json, a.igmp_query_interval).await
+            }
             "adopt" => {
                 let (o, p, rest) = match apply::compute_adopt(&h, &cfg).await {
                     Ok(x) => x,
@@ -565,6 +646,25 @@ fn print_daemon_status(v: &serde_json::Value) {
                 .as_str()
                 .map(|e| format!("; FAILING (last good peers kept): {e}"))
                 .unwrap_or_default()
+        );
+    }
+    if let Some(q) = v.get("igmp_queries").filter(|q| !q.is_null()) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_millis() as u64)
+            .unwrap_or(0);
+        println!(
+            "igmp:      {} queries heard on {}{}",
+            q["count"],
+            q["device"].as_str().unwrap_or("?"),
+            q["last_unix_ms"]
+                .as_u64()
+                .map(|t| format!(
+                    ", the last {} s ago from {}",
+                    now.saturating_sub(t) / 1000,
+                    q["last_from"].as_str().unwrap_or("?")
+                ))
+                .unwrap_or_else(|| " (none yet)".into())
         );
     }
     for (label, key) in [("last:", "last"), ("changed:", "last_change")] {

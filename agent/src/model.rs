@@ -52,6 +52,9 @@ pub struct VtepSpec {
     pub group: Option<Ipv4Addr>,
     pub underlay: String,
     pub mtu: u32,
+    /// `vtep_tx_checksum = "off"`: transmit-checksum offload switched off (ethtool).
+    #[serde(default)]
+    pub tx_checksum_off: bool,
 }
 
 /// Unicast flooding: the peers the VTEP replicates broadcast/unknown frames to, one
@@ -377,6 +380,9 @@ pub struct Observed {
     /// Those of them overlayd added (from the state file): the only ones it removes.
     #[serde(default)]
     pub flood_list_owned: std::collections::BTreeSet<Ipv4Addr>,
+    /// The VTEP's transmit-checksum offload (ethtool; None: no VTEP or not readable).
+    #[serde(default)]
+    pub vtep_tx_checksum: Option<bool>,
 }
 
 impl Observed {

@@ -16,7 +16,7 @@ fn cfg(pairs: &[(&'static str, &str)]) -> Config {
     config::build(&FileConfig::default(), &o).unwrap()
 }
 
-fn role_cfg(role: Role) -> Config {
+pub(crate) fn role_cfg(role: Role) -> Config {
     let mut p: Vec<(&'static str, &str)> = vec![("role", role.as_str()), ("underlay", "eth0")];
     match role {
         Role::Host => p.extend([
@@ -43,7 +43,7 @@ fn role_cfg(role: Role) -> Config {
 }
 
 /// Just the underlay: eth0, MTU 9001 (EC2), 10.0.1.5/24, default route.
-fn bare() -> Observed {
+pub(crate) fn bare() -> Observed {
     Observed {
         links: vec![
             Link {
@@ -102,7 +102,7 @@ fn bare() -> Observed {
 }
 
 /// The observed state a correct apply leaves behind.
-fn converged(d: &Desired) -> Observed {
+pub(crate) fn converged(d: &Desired) -> Observed {
     let mut o = bare();
     for s in &d.sysctls {
         o.sysctls.insert(s.key.clone(), Some(s.value.clone()));
@@ -785,7 +785,7 @@ fn route(dst: &str, gw: Option<&str>, oif: u32, metric: u32, proto: u8, table: u
     }
 }
 
-fn cfg_with(role: Role, extra: &[(&'static str, &str)]) -> Config {
+pub(crate) fn cfg_with(role: Role, extra: &[(&'static str, &str)]) -> Config {
     let base = role_cfg(role);
     let mut o = Overrides::default();
     o.set("role", vec![role.as_str().into()], Source::Flag);
@@ -1114,4 +1114,35 @@ fn unknown_ec2_peers_leave_the_flood_list_alone_and_multicast_to_unicast_recreat
         .ops
         .iter()
         .any(|o| matches!(o, Op::SetFloodList { add, .. } if add.len() == 1)));
+}
+
+#[test]
+fn vtep_tx_checksum_off_is_planned_until_observed_off_and_after_every_re_creation() {
+    let c = cfg_with(Role::Host, &[("vtep_tx_checksum", "off")]);
+    let d = desired(&c, &bare()).unwrap();
+    assert!(d.vtep.as_ref().unwrap().tx_checksum_off);
+    let want = Op::SetTxChecksumOff {
+        name: "ethvxlan0".into(),
+    };
+    // a fresh node: created, then switched off
+    let p = plan_apply(&d, &bare()).unwrap();
+    let at = |op: &Op| p.ops.iter().position(|x| x == op);
+    assert!(at(&want).is_some(), "{:?}", p.ops);
+    assert!(
+        p.ops
+            .iter()
+            .position(|x| matches!(x, Op::CreateVtep { .. }))
+            < at(&want)
+    );
+    // converged but on (a re-created VTEP, someone's ethtool): switched off; off: nothing
+    let mut o = converged(&d);
+    o.vtep_tx_checksum = Some(true);
+    assert_eq!(plan_apply(&d, &o).unwrap().ops, vec![want.clone()]);
+    o.vtep_tx_checksum = Some(false);
+    assert!(plan_apply(&d, &o).unwrap().is_empty());
+    // keep (the default): never touched
+    let d = desired(&role_cfg(Role::Host), &bare()).unwrap();
+    let mut o = converged(&d);
+    o.vtep_tx_checksum = Some(true);
+    assert!(plan_apply(&d, &o).unwrap().is_empty());
 }

@@ -124,7 +124,7 @@ fn unit_keeps_what_overlayd_needs() {
     assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(one("WatchdogSec"), "30s");
     assert_eq!(one("Restart"), "on-failure");
-    assert_eq!(one("CapabilityBoundingSet"), "CAP_NET_ADMIN");
+    assert_eq!(one("CapabilityBoundingSet"), "CAP_NET_ADMIN CAP_NET_RAW");
     assert_eq!(one("StateDirectory"), "overlayd");
     assert_eq!(one("RuntimeDirectory"), "overlayd");
     assert_eq!(one("UMask"), "0077");

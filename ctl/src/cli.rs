@@ -12,6 +12,7 @@ use crate::aws::{self, AwsOpts};
 use crate::bootstrap;
 use crate::config;
 use crate::ctx::{Ctx, Mode};
+use crate::doctor;
 use crate::error::{exit_code, UsageError};
 use crate::iam;
 use crate::teardown;
@@ -36,6 +37,7 @@ Typical use:
   overlayctl plan      --config cluster.toml     # what would be created/kept/changed
   overlayctl bootstrap --config cluster.toml     # create or adopt everything, then print next steps
   overlayctl status    --config cluster.toml -o json
+  overlayctl doctor    --config cluster.toml     # name what is wrong (read-only)
   overlayctl teardown  --config cluster.toml --yes
   overlayctl iam-policy --for bootstrap          # least-privilege policy for the above
   overlayctl iam-policy --for host -c cluster.toml    # a KVM host's instance role (also
@@ -62,7 +64,7 @@ Print a least-privilege IAM policy (JSON) for overlayctl itself or for the insta
 the cloud's nodes. Every statement has a stable Sid.
 
 --for bootstrap (Sids OverlayBootstrap, OverlayTeardownOnlyTagged): every call of plan,
-bootstrap, status and teardown, in every flood mode (teardown deletes a transit gateway left
+bootstrap, status, doctor and teardown, in every flood mode (teardown deletes a transit gateway left
 from flood = multicast).
 
 --for host (alias: agent), a KVM host: overlayd's statement OverlayAgent, which depends on the
@@ -89,6 +91,50 @@ overlay/*/*, any route table tagged overlay:cluster), without a region any regio
 Instances created by CloudFormation also need cloudformation:SignalResource (cfn-signal) on
 their stack: the template adds that as its own statement, Sid OverlayStackSignal; it is not
 part of this output.";
+
+const DOCTOR_LONG_ABOUT: &str = "\
+Check the AWS side of a running cluster and name what is wrong, with the evidence (values as
+read) and the fix. Read-only: Describe/Get/Search calls only, never a change. The node side
+is `overlayd doctor` on each node; both print the same shape.
+
+Checks (stable ids; every id is always reported, in this order):
+  router.source-dest-check  the router is running with source/destination check off
+  routes.overlay            every selected route table (route_table_ids, default all of the
+                            VPC) and the overlay subnet's own routes overlay_cidr to the
+                            router's interface; names each table and subnet that lacks it
+  sg.vtep.igmp              the vtep group lets IGMP in from 0.0.0.0/32 (the transit gateway's
+                            queries); a security group as source fails (AWS does not honour it
+                            for multicast), 0.0.0.0/0 warns (too wide)
+  sg.vtep.vxlan             the vtep group lets UDP 4789 in from the subnet CIDR; a security
+                            group as source fails with multicast (warns with unicast),
+                            0.0.0.0/0 warns (too wide)
+  nacl                      the subnet's network ACL allows IGMP from 0.0.0.0, UDP 4789 from
+                            and to the subnet (and IGMP / UDP 4789 to the group), both ways
+  tgw.domain                transit gateway (multicast on), attachment on the subnet, domain
+                            with IGMPv2 on, the subnet associated
+  tgw.members               every running cluster instance (tagged overlay:cluster=<name>, and
+                            the router) is a member of multicast_group; names those that are
+                            not; warns from 80 of the 100-member cap
+  subnet.strangers          no instance outside the cluster in the overlay subnet (the
+                            asymmetric-path fault)
+  instances.nitro           every cluster instance is a Nitro instance (others cannot send
+                            multicast)
+  rds.parameters            the DB instance uses overlay-<name>-mysql84 with CloudStack's values
+                            (and has applied it)
+  efs.mount-target          the file system has an available mount target in the overlay
+                            subnet with the efs group
+
+With flood = \"unicast\" sg.vtep.igmp, tgw.domain, tgw.members and instances.nitro are ok with
+\"not used (flood = unicast)\". A check that cannot read what it needs (access denied, a call
+failing) says unknown and why; the others still decide.
+
+Verdicts: ok, warn, fail, unknown. Exit status: 0 when no check fails (warnings and unknowns
+alone: 0), 1 when one does (or the environment could not be read), 2 bad input (the cluster
+file or the VPC, subnets, router it names; the error names the field and value).
+
+Examples:
+  overlayctl doctor --config cluster.toml
+  overlayctl doctor --config cluster.toml -o json | jq '.checks[] | select(.verdict != \"ok\")'";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -150,6 +196,12 @@ pub enum Command {
     },
     /// List each resource of the cluster and its state.
     Status {
+        #[arg(long, short = 'c', value_name = "FILE", help = CONFIG_HELP)]
+        config: PathBuf,
+    },
+    /// Check the AWS side of the cluster and name what is wrong (read-only; exit 1 on a failing check).
+    #[command(long_about = DOCTOR_LONG_ABOUT)]
+    Doctor {
         #[arg(long, short = 'c', value_name = "FILE", help = CONFIG_HELP)]
         config: PathBuf,
     },
@@ -388,6 +440,18 @@ async fn run(cli: Cli) -> Result<i32> {
                 eprintln!("overlayctl: error: {e}");
             }
             Ok(if report.errors.is_empty() { 0 } else { 1 })
+        }
+        Command::Doctor { config } => {
+            // Plan mode: nothing is ever carried out.
+            let ctx = make_ctx(&cli, config, Mode::Plan).await?;
+            let checks = doctor::run(&ctx).await?;
+            let code = doctor::exit_code(&checks);
+            if cli.output == Output::Json {
+                print_json(&serde_json::json!({"checks": checks, "exit": code}));
+            } else {
+                print!("{}", doctor::render(&checks));
+            }
+            Ok(code)
         }
         Command::Teardown { config, yes } => {
             let ctx = make_ctx(&cli, config, Mode::Apply).await?;

@@ -207,7 +207,7 @@ pub fn plan_mount_target(w: &Want, mt: Option<&ObservedMountTarget>) -> Op {
 }
 
 /// The mount target of `fs` in `subnet` that is not going away, with its security groups.
-async fn observe_mount_target(
+pub async fn observe_mount_target(
     ctx: &Ctx,
     fs: &str,
     subnet: &str,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::config::{self, Flood, PeerDiscovery, CLUSTER_TAG};
 
-/// Every API action bootstrap, plan, status and teardown call.
+/// Every API action bootstrap, plan, status, doctor and teardown call.
 pub const BOOTSTRAP_ACTIONS: &[&str] = &[
     // read
     "ec2:DescribeVpcs",
@@ -20,6 +20,10 @@ pub const BOOTSTRAP_ACTIONS: &[&str] = &[
     "ec2:DescribeTransitGatewayVpcAttachments",
     "ec2:DescribeTransitGatewayMulticastDomains",
     "ec2:GetTransitGatewayMulticastDomainAssociations",
+    // doctor only
+    "ec2:DescribeNetworkAcls",
+    "ec2:DescribeInstanceTypes",
+    "ec2:SearchTransitGatewayMulticastGroups",
     "elasticfilesystem:DescribeFileSystems",
     "elasticfilesystem:DescribeMountTargets",
     "elasticfilesystem:DescribeMountTargetSecurityGroups",
@@ -152,7 +156,7 @@ pub const STACK_SIGNAL_ACTIONS: &[&str] = &["cloudformation:SignalResource"];
 /// Who a policy is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyRole {
-    /// overlayctl itself: plan, bootstrap, status, teardown.
+    /// overlayctl itself: plan, bootstrap, status, doctor, teardown.
     Bootstrap,
     /// overlayd on a KVM host (`agent` is an alias).
     Host,

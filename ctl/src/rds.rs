@@ -247,7 +247,8 @@ pub async fn find_parameter_group(ctx: &Ctx, name: &str) -> Result<Option<String
     }
 }
 
-async fn user_parameters(ctx: &Ctx, name: &str) -> Result<BTreeMap<String, String>> {
+/// The parameters of group `name` set by the user (source "user"), by name.
+pub async fn user_parameters(ctx: &Ctx, name: &str) -> Result<BTreeMap<String, String>> {
     let mut out_map = BTreeMap::new();
     let mut marker: Option<String> = None;
     loop {
@@ -283,6 +284,8 @@ pub struct Db {
     pub endpoint: Option<(String, i32)>,
     pub settings: DbSettings,
     pub ours: bool,
+    /// `ParameterApplyStatus` of its parameter group (in-sync, pending-reboot, applying, ...).
+    pub parameter_apply_status: String,
 }
 
 pub async fn find_instance(ctx: &Ctx) -> Result<Option<Db>> {
@@ -320,6 +323,12 @@ pub async fn find_instance(ctx: &Ctx) -> Result<Option<Db>> {
                     .collect(),
             },
             ours: has_tag(d.tag_list(), ctx),
+            parameter_apply_status: d
+                .db_parameter_groups()
+                .first()
+                .and_then(|g| g.parameter_apply_status())
+                .unwrap_or_default()
+                .to_string(),
         })),
         Err(e)
             if code(&e).as_deref() == Some("DBInstanceNotFound")
@@ -753,6 +762,7 @@ mod tests {
             endpoint: None,
             settings: s,
             ours,
+            parameter_apply_status: "in-sync".into(),
         }
     }
 

@@ -37,6 +37,13 @@ Control endpoints (never forwarded to moto):
   POST /_shim/stack?name=S&resources=A,B -> declares stack S with resources A, B: signals for
                                         another stack or resource of it are then refused
                                         (ValidationError); with no stack declared all pass.
+  POST /_shim/igmp?domain=D&group=G&eni=E[&leave=1] -> what the transit gateway learns from an
+                                        IGMPv2 report (or leave) of interface E for group G: E
+                                        becomes (or stops being) a member of G in domain D with
+                                        memberType "igmp", as SearchTransitGatewayMulticastGroups
+                                        then lists it (nodes join by IGMP, which no AWS API
+                                        does). Refused (409) when D has IGMPv2 off or E's subnet
+                                        is not associated with D, as a real TGW ignores reports.
   POST /_shim/credentials?key=K&secret=S -> registers a secret key (the lab's IMDS emulator
                                         does for what it hands out): SignalResource calls
                                         signed with K must then carry a correct SigV4
@@ -651,7 +658,42 @@ class MulticastState:
                 {"member": False, "source": False, "subnet": subnet, "attachment": a["attachment"], "vpc": a["vpc"]},
             )
             g[kind] = True
+            if kind == "member":
+                g["member_type"] = "static"
         return d, group, enis
+
+    def igmp(self, account, region, domain_id, group, eni, leave):
+        """An IGMPv2 report (or leave) of `eni` for `group` reaching domain `domain_id`."""
+        with self.lock:
+            for d in self.domains.values():
+                d.advance()
+            d = self.domain(account, region, domain_id)
+            if d.options.get("Igmpv2Support") != "enable":
+                raise AwsError("IncorrectState", "IGMPv2 support is off on %s: reports are ignored." % d.id)
+            if not group or not is_multicast_ip(group):
+                raise AwsError("InvalidParameterValue", "%s is not a valid multicast group address." % group)
+            g = d.groups.get((group, eni))
+            if leave:
+                if g and g.get("member_type") == "igmp":
+                    g["member"] = False
+                    if not g["source"]:
+                        del d.groups[(group, eni)]
+                return
+            subnet = self.eni_subnet(region, eni)
+            if subnet is None:
+                raise AwsError("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID '%s' does not exist" % eni)
+            a = d.associations.get(subnet)
+            if a is None or a["state"] != "associated":
+                raise AwsError(
+                    "IncorrectState",
+                    "Subnet %s of %s is not associated with %s: the report is ignored." % (subnet, eni, d.id),
+                )
+            g = d.groups.setdefault(
+                (group, eni),
+                {"member": False, "source": False, "subnet": subnet, "attachment": a["attachment"], "vpc": a["vpc"]},
+            )
+            g["member"] = True
+            g["member_type"] = "igmp"
 
     def _deregister(self, account, region, p, kind):
         d = self.domain(account, region, p.get("TransitGatewayMulticastDomainId"), need_available=False)
@@ -660,7 +702,8 @@ class MulticastState:
         done = []
         for eni in enis:
             g = d.groups.get((group, eni))
-            if g and g[kind]:
+            # members learned by IGMP are not static registrations: deregistering leaves them
+            if g and g[kind] and not (kind == "member" and g.get("member_type") == "igmp"):
                 g[kind] = False
                 done.append(eni)
                 if not g["member"] and not g["source"]:
@@ -705,7 +748,7 @@ class MulticastState:
                 "group-ip-address": group,
                 "is-group-member": "true" if g["member"] else "false",
                 "is-group-source": "true" if g["source"] else "false",
-                "member-type": "static" if g["member"] else None,
+                "member-type": g.get("member_type", "static") if g["member"] else None,
                 "source-type": "static" if g["source"] else None,
                 "resource-id": g["vpc"],
                 "resource-type": "vpc",
@@ -725,7 +768,7 @@ class MulticastState:
                 + el("networkInterfaceId", eni)
                 + el("groupMember", g["member"])
                 + el("groupSource", g["source"])
-                + (el("memberType", "static") if g["member"] else "")
+                + (el("memberType", g.get("member_type", "static")) if g["member"] else "")
                 + (el("sourceType", "static") if g["source"] else "")
                 + "</item>"
             )
@@ -1043,6 +1086,19 @@ class Shim:
             with self.signals.lock:
                 self.signals.stacks[q["name"]] = set(filter(None, q.get("resources", "").split(",")))
             return 200, {"ok": True}
+        if path == "/_shim/igmp" and method == "POST":
+            try:
+                self.mcast.igmp(
+                    DEFAULT_ACCOUNT,
+                    q.get("region", "eu-west-1"),
+                    q.get("domain"),
+                    q.get("group"),
+                    q.get("eni"),
+                    q.get("leave") in ("1", "true"),
+                )
+            except AwsError as e:
+                return 409, {"error": e.code, "message": e.message}
+            return 200, {"ok": True}
         if path == "/_shim/credentials" and method == "POST":
             if not q.get("key") or not q.get("secret"):
                 return 400, {"error": "key= and secret= are required"}
@@ -1191,7 +1247,14 @@ class _BytesInput:
         return iter(self._b)
 
 
-STATUS_TEXT = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 500: "Internal Server Error"}
+STATUS_TEXT = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    500: "Internal Server Error",
+}
 
 
 def respond(start_response, status, headers, payload):

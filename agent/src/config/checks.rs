@@ -585,6 +585,18 @@ pub(super) fn check_route_metric(m: &Layers) -> Result<u32, ConfigError> {
     })
 }
 
+/// `vtep_tx_checksum`: keep (the kernel's setting) or off; true when it is to be off.
+pub(super) fn check_vtep_tx_checksum(m: &Layers) -> Result<bool, ConfigError> {
+    match get(m, "vtep_tx_checksum") {
+        None => Ok(false),
+        Some((v, s)) => match v {
+            "keep" => Ok(false),
+            "off" => Ok(true),
+            _ => Err(err("vtep_tx_checksum", v, Some(s), "expected keep or off")),
+        },
+    }
+}
+
 /// `igmp_max_memberships`: 0 (leave alone) or at least the kernel default 20.
 pub(super) fn check_igmp_max_memberships(m: &Layers) -> Result<u32, ConfigError> {
     Ok(match get(m, "igmp_max_memberships") {
@@ -857,6 +869,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     let route_table = check_route_table(m)?;
     let link_local_routes = check_link_local_routes(m)?;
     let igmp_max_memberships = check_igmp_max_memberships(m)?;
+    let vtep_tx_checksum_off = check_vtep_tx_checksum(m)?;
     let (state_dir, hosts_file, resolv_conf, control_socket) = check_paths(m)?;
     let resync_interval_secs = check_resync_interval(m)?;
     let metrics_address = check_metrics_address(m)?;
@@ -888,6 +901,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
         route_table,
         link_local_routes,
         igmp_max_memberships,
+        vtep_tx_checksum_off,
         state_dir,
         hosts_file,
         resolv_conf,

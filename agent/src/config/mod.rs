@@ -266,6 +266,8 @@ pub struct Config {
     pub link_local_routes: Vec<Ipv4Addr>,
     /// 0 = leave the kernel's value alone.
     pub igmp_max_memberships: u32,
+    /// `vtep_tx_checksum = "off"`: overlayd switches the VTEP's tx checksum offload off.
+    pub vtep_tx_checksum_off: bool,
     pub state_dir: PathBuf,
     pub hosts_file: PathBuf,
     pub resolv_conf: PathBuf,

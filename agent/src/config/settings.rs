@@ -113,6 +113,11 @@ pub struct Settings {
     /// CloudStack's guest VXLAN networks; 0 leaves it alone [default: 1024]
     #[arg(long, env = "OVERLAYD_IGMP_MAX_MEMBERSHIPS", value_name = "N")]
     pub igmp_max_memberships: Option<String>,
+    /// The VTEP's transmit-checksum offload: "off" switches it off (kernels before 5.7
+    /// corrupt offloaded VXLAN checksums after NAT: 63-second TCP stalls; `overlayd doctor`
+    /// reports it), "keep" leaves the kernel's setting [default: keep]
+    #[arg(long, env = "OVERLAYD_VTEP_TX_CHECKSUM", value_name = "keep|off")]
+    pub vtep_tx_checksum: Option<String>,
     /// Where overlayd records what it changed [default: /var/lib/overlayd]
     #[arg(long, env = "OVERLAYD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<String>,

@@ -40,7 +40,7 @@ fn bad(pairs: Vec<(&'static str, &'static str)>, key: &str) {
 fn every_key_is_a_flag_an_env_var_and_a_file_key() {
     use clap::Args;
     let cmd = Settings::augment_args(clap::Command::new("t"));
-    assert_eq!(keys().len(), 32);
+    assert_eq!(keys().len(), 33);
     for k in keys() {
         let a = cmd.get_arguments().find(|a| a.get_id() == *k).unwrap();
         let env = a.get_env().unwrap().to_string_lossy().into_owned();
@@ -154,6 +154,22 @@ fn mtu_range() {
     );
     let c = cfg(&with(host(), "mtu", "8900")).unwrap();
     assert_eq!(c.warnings.len(), 1);
+}
+
+#[test]
+fn vtep_tx_checksum_is_keep_or_off() {
+    assert!(!cfg(&host()).unwrap().vtep_tx_checksum_off, "default: keep");
+    assert!(
+        cfg(&with(host(), "vtep_tx_checksum", "off"))
+            .unwrap()
+            .vtep_tx_checksum_off
+    );
+    assert!(
+        !cfg(&with(host(), "vtep_tx_checksum", "keep"))
+            .unwrap()
+            .vtep_tx_checksum_off
+    );
+    bad(with(host(), "vtep_tx_checksum", "on"), "vtep_tx_checksum");
 }
 
 #[test]

@@ -55,6 +55,47 @@ pub async fn dump_flood_list(h: &Handle, index: u32) -> R<BTreeSet<Ipv4Addr>> {
     Ok(out)
 }
 
+/// The remote VTEPs of the device `index`'s learned (or otherwise installed) entries: remote
+/// address → number of MACs behind it. All-zeros entries (flood list, multicast default)
+/// and multicast destinations are not remotes.
+pub async fn dump_remote_vteps(
+    h: &Handle,
+    index: u32,
+) -> R<std::collections::BTreeMap<Ipv4Addr, usize>> {
+    let mut req = h.neighbours().get();
+    req.message_mut().header.family = AddressFamily::Bridge;
+    let mut s = req.execute();
+    let mut out = std::collections::BTreeMap::new();
+    while let Some(m) = s
+        .try_next()
+        .await
+        .map_err(|e| nl_err("dump bridge fdb", e))?
+    {
+        if m.header.ifindex != index {
+            continue;
+        }
+        let mut zero = true;
+        let mut dst = None;
+        for a in &m.attributes {
+            match a {
+                NeighbourAttribute::LinkLayerAddress(l) => zero = l.as_slice() == ZERO_MAC,
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                    dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                }
+                _ => {}
+            }
+        }
+        match dst {
+            Some(ip) if !zero && !ip.is_multicast() && !ip.is_unspecified() => {
+                *out.entry(ip).or_insert(0) += 1
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 fn entry(index: u32, dst: Ipv4Addr) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;

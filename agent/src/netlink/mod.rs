@@ -1,5 +1,5 @@
 //! rtnetlink I/O, one file per kernel concept: `link` (dump, generic link changes),
-//! `bridge` (cloudbr0), `vxlan` (the VTEP), `fdb` (its unicast flood list), `dummy`
+//! `bridge` (cloudbr0), `vxlan` (the VTEP), `fdb` (its unicast flood list, the remote VTEPs it learned), `dummy`
 //! (standalone's port), `address`,
 //! `route`, `rule`. Dumps fill [`crate::model::Observed`]; the changes are what the executor runs.
 //! No `ip`/`brctl` subprocesses.
@@ -16,9 +16,9 @@ mod vxlan;
 pub use address::{add_address, dump_addrs};
 pub use bridge::{create_bridge, set_mcast_snooping, set_stp_off};
 pub use dummy::create_dummy;
-pub use fdb::{dump_flood_list, set_flood_list};
+pub use fdb::{dump_flood_list, dump_remote_vteps, set_flood_list};
 pub use link::{delete_link, dump_links, set_mac, set_master, set_mtu, set_owner, set_up};
-pub use route::{add_route, del_route, dump_routes, restore_route};
+pub use route::{add_route, del_route, dump_routes, restore_route, route_get};
 pub use rule::{add_rule, del_rule, dump_rules};
 pub use vxlan::create_vtep;
 

@@ -53,6 +53,21 @@ pub async fn dump_routes(h: &Handle) -> R<Vec<Route>> {
     Ok(out)
 }
 
+/// The kernel's route lookup (`ip route get DST from SRC`): where a packet from `src` to
+/// `dst` would leave (read-only; policy rules included).
+pub async fn route_get(h: &Handle, dst: Ipv4Addr, src: Ipv4Addr) -> R<Option<Route>> {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst, 32)
+        .source_prefix(src, 32)
+        .build();
+    let mut s = h.route().get(msg).execute();
+    let m = s
+        .try_next()
+        .await
+        .map_err(|e| nl_err(format!("route get {dst} from {src}"), e))?;
+    Ok(m.as_ref().and_then(parse_route))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn route_msg(
     table: u32,

@@ -66,6 +66,10 @@ pub enum Op {
     SetStpOff {
         name: String,
     },
+    /// `vtep_tx_checksum = "off"` (ethtool -K NAME tx off).
+    SetTxChecksumOff {
+        name: String,
+    },
     SetMaster {
         name: String,
         master: String,
@@ -168,6 +172,9 @@ impl fmt::Display for Op {
             Op::SetMtu { name, mtu, from } => write!(f, "set {name} mtu {mtu} (was {from})"),
             Op::SetMac { name, mac, from } => write!(f, "set {name} address {mac} (was {from})"),
             Op::SetStpOff { name } => write!(f, "turn STP off on {name}"),
+            Op::SetTxChecksumOff { name } => {
+                write!(f, "turn transmit checksum offload off on {name}")
+            }
             Op::SetMaster { name, master } => write!(f, "enslave {name} to {master}"),
             Op::SetUp { name } => write!(f, "set {name} up"),
             Op::AddAddress { dev, addr } => write!(f, "add address {addr} to {dev}"),
@@ -229,6 +236,7 @@ impl Op {
             Op::SetMtu { .. } => "mtu",
             Op::SetMac { .. } => "mac",
             Op::SetStpOff { .. } => "stp",
+            Op::SetTxChecksumOff { .. } => "tx_checksum",
             Op::SetMaster { .. } => "master",
             Op::SetUp { .. } => "up",
             Op::AddAddress { .. } => "address",

@@ -131,6 +131,12 @@ pub(super) fn plan_vtep(
         // Created enslaved and up in one netlink request.
         sysctl_op(p, o, &disable_ipv6_key(&v.name), "1", false, true);
     }
+    // a new VTEP starts with the kernel's default (on)
+    if v.tx_checksum_off && (create || o.vtep_tx_checksum != Some(false)) {
+        p.ops.push(Op::SetTxChecksumOff {
+            name: v.name.clone(),
+        });
+    }
     Ok(())
 }
 

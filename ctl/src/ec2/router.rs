@@ -114,6 +114,21 @@ impl Op {
     }
 }
 
+/// Where a route points: the interface, else the gateway / instance / transit gateway / NAT
+/// gateway / peering it names.
+pub fn route_target(r: &aws_sdk_ec2::types::Route) -> RouteTarget {
+    RouteTarget {
+        eni: r.network_interface_id().map(str::to_string),
+        other: r
+            .gateway_id()
+            .or(r.instance_id())
+            .or(r.transit_gateway_id())
+            .or(r.nat_gateway_id())
+            .or(r.vpc_peering_connection_id())
+            .map(str::to_string),
+    }
+}
+
 /// The overlay CIDR's route in every route table of the VPC (None: the table has none).
 pub async fn observe_routes(
     ctx: &Ctx,
@@ -135,16 +150,7 @@ pub async fn observe_routes(
                 .routes()
                 .iter()
                 .find(|r| r.destination_cidr_block() == Some(overlay_cidr))
-                .map(|r| RouteTarget {
-                    eni: r.network_interface_id().map(str::to_string),
-                    other: r
-                        .gateway_id()
-                        .or(r.instance_id())
-                        .or(r.transit_gateway_id())
-                        .or(r.nat_gateway_id())
-                        .or(r.vpc_peering_connection_id())
-                        .map(str::to_string),
-                });
+                .map(route_target);
             Some((rt.route_table_id()?.to_string(), existing))
         })
         .collect())

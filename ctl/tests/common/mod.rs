@@ -165,6 +165,21 @@ impl Emulator {
         assert_eq!(s, 200, "{body}");
     }
 
+    /// What the transit gateway learns from an IGMPv2 report (`leave`: a leave) of interface
+    /// `eni` for `group` in multicast domain `domain` (the shim's `/_shim/igmp`): (HTTP status,
+    /// body); 409 when the domain ignores it (IGMPv2 off, subnet not associated).
+    pub fn igmp(&self, domain: &str, group: &str, eni: &str, leave: bool) -> (u16, String) {
+        http(
+            self.port,
+            "POST",
+            &format!(
+                "/_shim/igmp?region={REGION}&domain={domain}&group={group}&eni={eni}&leave={}",
+                u8::from(leave)
+            ),
+        )
+        .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default()
     }

@@ -1,0 +1,2626 @@
+//! `overlayctl doctor`: name the AWS-side fault of a cluster before the operator reaches for
+//! tcpdump. The node-side twin is `overlayd doctor` (agent/src/doctor.rs); both print the same
+//! shape (`{"checks": [...], "exit": N}`, each check `{id, verdict, summary, evidence, fix}`).
+//!
+//! Two halves, kept apart:
+//!
+//! * [`read`]: the facts ([`AwsFacts`]) from AWS, with Describe / Get / Search calls only (never
+//!   a change). Each part is a [`Read`]: a call that fails (access denied, throttled, an
+//!   injected fault) leaves that part `Err(reason)` and the checks that need it say `unknown`;
+//!   the other checks still decide.
+//! * [`diagnose`]: pure judgement of the cluster file against the facts, one [`Check`] per
+//!   stable id ([`CHECK_IDS`]), unit-tested with hand-built facts.
+//!
+//! Every id is always reported, in the same order. With flood = "unicast" the checks that only
+//! concern multicast flooding (`sg.vtep.igmp`, `tgw.domain`, `tgw.members`, `instances.nitro`)
+//! are `ok` with a summary starting "not used (flood = unicast)".
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+use crate::config::{Cluster, CLUSTER_TAG, ROLE_TAG};
+use crate::ctx::Ctx;
+use crate::ec2::{
+    self, filter, Association, Env, FoundAttachment, FoundDomain, FoundGroup, FoundTgw,
+};
+use crate::efs::{self, Fs, ObservedMountTarget};
+use crate::model::{self, RouteAction, RouteTarget, Source, VXLAN_PORT};
+use crate::rds::{self, Db};
+
+/// The verdict of one check (ordered by severity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Unknown,
+    Warn,
+    Fail,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Unknown => "unknown",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "fail",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Stable id (documented in docs/overlayctl.md; scripts match on it).
+    pub id: &'static str,
+    pub verdict: Verdict,
+    /// One line: what was found.
+    pub summary: String,
+    /// What it was decided from (values as read).
+    pub evidence: Vec<String>,
+    /// What to do about it (None when ok).
+    pub fix: Option<String>,
+}
+
+pub const ROUTER_SDC: &str = "router.source-dest-check";
+pub const ROUTES: &str = "routes.overlay";
+pub const SG_IGMP: &str = "sg.vtep.igmp";
+pub const SG_VXLAN: &str = "sg.vtep.vxlan";
+pub const NACL: &str = "nacl";
+pub const TGW_DOMAIN: &str = "tgw.domain";
+pub const TGW_MEMBERS: &str = "tgw.members";
+pub const STRANGERS: &str = "subnet.strangers";
+pub const NITRO: &str = "instances.nitro";
+pub const RDS_PARAMS: &str = "rds.parameters";
+pub const EFS_MOUNT: &str = "efs.mount-target";
+
+/// Every check id, in the order they are reported.
+pub const CHECK_IDS: [&str; 11] = [
+    ROUTER_SDC,
+    ROUTES,
+    SG_IGMP,
+    SG_VXLAN,
+    NACL,
+    TGW_DOMAIN,
+    TGW_MEMBERS,
+    STRANGERS,
+    NITRO,
+    RDS_PARAMS,
+    EFS_MOUNT,
+];
+
+/// Members per multicast group a transit gateway allows (not adjustable).
+pub const GROUP_MEMBER_CAP: usize = 100;
+/// From this many members (or cluster instances) on, `tgw.members` warns.
+pub const GROUP_MEMBER_WARN: usize = 80;
+
+/// A part of the facts, or why it could not be read (the call and AWS's error).
+pub type Read<T> = std::result::Result<T, String>;
+
+/// An EC2 instance of the VPC (not terminated).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Instance {
+    pub id: String,
+    /// pending, running, stopping, stopped, shutting-down.
+    pub state: String,
+    pub instance_type: String,
+    /// Its `Name` tag.
+    pub name: Option<String>,
+    /// Its `overlay:cluster` tag.
+    pub cluster_tag: Option<String>,
+    /// (interface id, subnet id) of each of its network interfaces.
+    pub enis: Vec<(String, String)>,
+}
+
+impl Instance {
+    fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{} ({n})", self.id),
+            None => self.id.clone(),
+        }
+    }
+    fn in_subnet(&self, subnet: &str) -> bool {
+        self.enis.iter().any(|(_, s)| s == subnet)
+    }
+    fn live(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "running")
+    }
+}
+
+/// A route table of the VPC, its subnets and the overlay CIDR's route in it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteTable {
+    pub id: String,
+    /// The VPC's main table (subnets without an explicit association use it).
+    pub main: bool,
+    /// Subnets explicitly associated with it.
+    pub subnets: Vec<String>,
+    /// The route for `overlay_cidr` (None: no such route).
+    pub overlay_route: Option<RouteTarget>,
+}
+
+/// One entry of a network ACL (IPv4 only; IPv6 entries are not read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NaclEntry {
+    pub rule: i32,
+    pub egress: bool,
+    /// Protocol number as a string, "-1" for all.
+    pub proto: String,
+    /// Port range (None: every port).
+    pub ports: Option<(i32, i32)>,
+    pub cidr: Ipv4Net,
+    pub allow: bool,
+}
+
+/// The network ACL of the overlay subnet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nacl {
+    pub id: String,
+    pub entries: Vec<NaclEntry>,
+}
+
+/// One member of the multicast group, as `SearchTransitGatewayMulticastGroups` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub eni: String,
+    pub subnet: String,
+    /// igmp or static.
+    pub member_type: String,
+}
+
+/// The transit gateway chain as found by its tags (each link None when absent).
+#[derive(Debug, Clone, Default)]
+pub struct TgwFacts {
+    pub tgw: Option<FoundTgw>,
+    pub attachment: Option<FoundAttachment>,
+    pub domain: Option<FoundDomain>,
+    pub associations: Vec<Association>,
+    /// Members of the cluster's group (None: no domain to search).
+    pub members: Option<Read<Vec<Member>>>,
+}
+
+/// An instance type's hypervisor as `DescribeInstanceTypes` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeInfo {
+    /// nitro, xen, or empty (bare metal).
+    pub hypervisor: String,
+    pub bare_metal: bool,
+}
+
+/// The file system and the overlay subnet's mount target.
+#[derive(Debug, Clone, Default)]
+pub struct EfsFacts {
+    pub fs: Option<Fs>,
+    pub mount_target: Option<ObservedMountTarget>,
+    /// Subnets of its other mount targets.
+    pub other_subnets: Vec<String>,
+}
+
+/// The database, its parameter group and the group's user parameters.
+#[derive(Debug, Clone, Default)]
+pub struct RdsFacts {
+    pub db: Option<Db>,
+    /// The group the instance should use (from its MySQL major).
+    pub want_group: String,
+    pub group_exists: bool,
+    pub params: BTreeMap<String, String>,
+}
+
+/// Everything doctor decides from, read by [`read`].
+#[derive(Debug, Clone)]
+pub struct AwsFacts {
+    pub subnet_cidr: String,
+    pub router_eni: String,
+    pub router_sdc: bool,
+    /// Route tables doctor judges: `route_table_ids`, else every table of the VPC.
+    pub selected_tables: Vec<String>,
+    pub route_tables: Read<Vec<RouteTable>>,
+    /// Every subnet of the VPC (the main table's implicit members are those not listed in a
+    /// table's associations).
+    pub vpc_subnets: Read<Vec<String>>,
+    /// The cluster's security groups by role.
+    pub groups: Read<BTreeMap<String, FoundGroup>>,
+    /// The overlay subnet's network ACL (None: none associated).
+    pub nacl: Read<Option<Nacl>>,
+    /// Instances of the VPC that are not terminated.
+    pub instances: Read<Vec<Instance>>,
+    /// Instance type -> its hypervisor (the cluster instances' types).
+    pub types: Read<BTreeMap<String, TypeInfo>>,
+    pub tgw: Read<TgwFacts>,
+    pub efs: Read<EfsFacts>,
+    pub rds: Read<RdsFacts>,
+}
+
+// ------------------------------------------------------------------------------------------------
+// judgement
+
+fn check(
+    id: &'static str,
+    verdict: Verdict,
+    summary: impl Into<String>,
+    evidence: Vec<String>,
+    fix: Option<String>,
+) -> Check {
+    Check {
+        id,
+        verdict,
+        summary: summary.into(),
+        evidence,
+        fix: if verdict == Verdict::Ok { None } else { fix },
+    }
+}
+
+fn ok(id: &'static str, summary: impl Into<String>, evidence: Vec<String>) -> Check {
+    check(id, Verdict::Ok, summary, evidence, None)
+}
+
+/// The check that could not read what it decides from.
+fn unreadable(id: &'static str, why: &str) -> Check {
+    let denied = ["UnauthorizedOperation", "AccessDenied", "not authorized"]
+        .iter()
+        .any(|s| why.contains(s));
+    let fix = if denied {
+        "give overlayctl's role the call (overlayctl iam-policy --for bootstrap covers every call \
+         of doctor), then run doctor again"
+    } else {
+        "run doctor again; if the call keeps failing, check the endpoint, region and credentials"
+    };
+    check(
+        id,
+        Verdict::Unknown,
+        format!("cannot decide: {}", first_line(why)),
+        vec![why.to_string()],
+        Some(fix.to_string()),
+    )
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn not_used(id: &'static str, why: &str, evidence: Vec<String>) -> Check {
+    ok(id, format!("not used (flood = unicast): {why}"), evidence)
+}
+
+/// Every check, in [`CHECK_IDS`] order.
+pub fn diagnose(c: &Cluster, f: &AwsFacts) -> Vec<Check> {
+    vec![
+        router_sdc(c, f),
+        routes(c, f),
+        sg_igmp(c, f),
+        sg_vxlan(c, f),
+        nacl(c, f),
+        tgw_domain(c, f),
+        tgw_members(c, f),
+        strangers(c, f),
+        nitro(c, f),
+        rds_parameters(c, f),
+        efs_mount_target(c, f),
+    ]
+}
+
+/// The cluster's instances: tagged `overlay:cluster=<name>`, and the router.
+fn is_member(c: &Cluster, i: &Instance) -> bool {
+    i.cluster_tag.as_deref() == Some(c.name()) || i.id == c.cfg.router_instance_id
+}
+
+fn router_sdc(c: &Cluster, f: &AwsFacts) -> Check {
+    let id = &c.cfg.router_instance_id;
+    let state = match &f.instances {
+        Ok(v) => v
+            .iter()
+            .find(|i| &i.id == id)
+            .map(|i| i.state.clone())
+            .unwrap_or_else(|| "not found".into()),
+        Err(_) => "not read".into(),
+    };
+    let evidence = vec![format!(
+        "{id}: state {state}, source/dest check {}, primary interface {}",
+        if f.router_sdc { "on" } else { "off" },
+        f.router_eni
+    )];
+    if f.router_sdc {
+        return check(
+            ROUTER_SDC,
+            Verdict::Fail,
+            format!("source/destination check is on for router {id}: it drops the overlay traffic it forwards"),
+            evidence,
+            Some(format!(
+                "overlayctl bootstrap (turns it off), or aws ec2 modify-instance-attribute \
+                 --instance-id {id} --no-source-dest-check"
+            )),
+        );
+    }
+    if state != "running" && state != "not read" {
+        return check(
+            ROUTER_SDC,
+            Verdict::Fail,
+            format!("router {id} is {state}: nothing forwards the overlay"),
+            evidence,
+            Some(format!(
+                "start the router: aws ec2 start-instances --instance-ids {id}"
+            )),
+        );
+    }
+    ok(
+        ROUTER_SDC,
+        format!("source/destination check off on router {id}"),
+        evidence,
+    )
+}
+
+fn describe_target(t: &Option<RouteTarget>) -> String {
+    match t {
+        None => "no route".into(),
+        Some(t) => {
+            let to = t
+                .eni
+                .clone()
+                .or(t.other.clone())
+                .unwrap_or_else(|| "blackhole".into());
+            format!("-> {to}")
+        }
+    }
+}
+
+fn routes(c: &Cluster, f: &AwsFacts) -> Check {
+    let tables = match &f.route_tables {
+        Ok(t) => t,
+        Err(e) => return unreadable(ROUTES, e),
+    };
+    let cidr = &c.cfg.overlay_cidr;
+    let eni = &f.router_eni;
+    // subnets of each table: explicit associations; the main table also has the VPC's
+    // subnets that no table names
+    let explicit: BTreeSet<&String> = tables.iter().flat_map(|t| &t.subnets).collect();
+    let implicit: Vec<String> = match &f.vpc_subnets {
+        Ok(s) => s
+            .iter()
+            .filter(|s| !explicit.contains(s))
+            .cloned()
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let subnets_of = |t: &RouteTable| -> Vec<String> {
+        let mut v = t.subnets.clone();
+        if t.main {
+            v.extend(implicit.iter().cloned());
+        }
+        v
+    };
+    let overlay_table = tables
+        .iter()
+        .find(|t| t.subnets.contains(&c.cfg.subnet_id))
+        .or_else(|| tables.iter().find(|t| t.main));
+    let mut evidence = Vec::new();
+    let mut bad = Vec::new();
+    let mut bad_subnets = Vec::new();
+    let mut unselected_overlay_table = None;
+    for t in tables {
+        let selected = f.selected_tables.contains(&t.id);
+        let is_overlay = overlay_table.map(|o| o.id == t.id).unwrap_or(false);
+        if !selected && !is_overlay {
+            continue;
+        }
+        let subnets = subnets_of(t);
+        let good = model::route_action(t.overlay_route.as_ref(), eni) == RouteAction::Keep;
+        evidence.push(format!(
+            "{}{}{}: subnets [{}]: {cidr} {}",
+            t.id,
+            if t.main { " (main)" } else { "" },
+            if selected {
+                ""
+            } else {
+                " (not in route_table_ids)"
+            },
+            subnets.join(", "),
+            describe_target(&t.overlay_route)
+        ));
+        if !good {
+            bad.push(format!("{} ({})", t.id, describe_target(&t.overlay_route)));
+            bad_subnets.extend(subnets);
+            if !selected {
+                unselected_overlay_table = Some(t.id.clone());
+            }
+        }
+    }
+    for s in &f.selected_tables {
+        if !tables.iter().any(|t| &t.id == s) {
+            evidence.push(format!("{s}: not a route table of the VPC (any more)"));
+            bad.push(format!("{s} (gone)"));
+        }
+    }
+    if bad.is_empty() {
+        return ok(
+            ROUTES,
+            format!(
+                "{} route table(s) route {cidr} to the router's interface {eni}",
+                evidence.len()
+            ),
+            evidence,
+        );
+    }
+    let mut fix =
+        "overlayctl bootstrap (creates or replaces the route in every selected route table)"
+            .to_string();
+    if let Some(t) = unselected_overlay_table {
+        fix = format!("add {t} (the overlay subnet's route table) to route_table_ids, then {fix}");
+    }
+    let subnets = if bad_subnets.is_empty() {
+        String::new()
+    } else {
+        format!("; subnets without the route: {}", bad_subnets.join(", "))
+    };
+    check(
+        ROUTES,
+        Verdict::Fail,
+        format!(
+            "{cidr} does not go to the router's interface {eni} in {}{subnets}",
+            bad.join(", ")
+        ),
+        evidence,
+        Some(fix),
+    )
+}
+
+/// The rules of the vtep group that let protocol `proto` (and `port`) in, as "source" lines.
+fn rules_for<'a>(g: &'a FoundGroup, proto: &str, port: Option<i32>) -> Vec<&'a model::Perm> {
+    g.ingress
+        .iter()
+        .filter(|p| {
+            (p.proto == proto || p.proto == "-1")
+                && match port {
+                    Some(port) if p.proto != "-1" => p.from <= port && port <= p.to,
+                    _ => true,
+                }
+        })
+        .collect()
+}
+
+fn net(s: &str) -> Option<Ipv4Net> {
+    s.parse().ok()
+}
+
+/// The vtep group, or the check saying why there is none to judge.
+fn group_check<'a>(
+    id: &'static str,
+    f: &'a AwsFacts,
+) -> std::result::Result<&'a FoundGroup, Check> {
+    match &f.groups {
+        Err(e) => Err(unreadable(id, e)),
+        Ok(g) => g.get("vtep").ok_or_else(|| {
+            check(
+                id,
+                Verdict::Fail,
+                format!("no security group tagged {ROLE_TAG}=vtep in the VPC"),
+                vec![],
+                Some("overlayctl bootstrap (creates it), then give it to every node".to_string()),
+            )
+        }),
+    }
+}
+
+fn sg_igmp(c: &Cluster, f: &AwsFacts) -> Check {
+    if !c.flood.multicast() {
+        return not_used(SG_IGMP, "no transit gateway sends IGMP queries", vec![]);
+    }
+    let g = match group_check(SG_IGMP, f) {
+        Ok(g) => g,
+        Err(c) => return c,
+    };
+    let rules = rules_for(g, "2", None);
+    let evidence: Vec<String> = std::iter::once(format!("security group {} (vtep)", g.id))
+        .chain(rules.iter().map(|p| format!("rule: {}", p.describe())))
+        .collect();
+    let zero = Ipv4Addr::UNSPECIFIED;
+    let exact = rules
+        .iter()
+        .any(|p| matches!(&p.source, Source::Cidr(s) if s == "0.0.0.0/32"));
+    let wide: Vec<&&model::Perm> = rules
+        .iter()
+        .filter(|p| matches!(&p.source, Source::Cidr(s) if s != "0.0.0.0/32" && net(s).is_some_and(|n| n.contains(&zero))))
+        .collect();
+    let refs: Vec<&&model::Perm> = rules
+        .iter()
+        .filter(|p| matches!(p.source, Source::Group(_)))
+        .collect();
+    let fix_rule = format!(
+        "overlayctl bootstrap (converges the vtep group), or aws ec2 authorize-security-group-ingress \
+         --group-id {} --ip-permissions IpProtocol=2,IpRanges=[{{CidrIp=0.0.0.0/32}}]",
+        g.id
+    );
+    if exact {
+        return ok(
+            SG_IGMP,
+            format!(
+                "{} lets IGMP in from 0.0.0.0/32 (the transit gateway's queries)",
+                g.id
+            ),
+            evidence,
+        );
+    }
+    if let Some(w) = wide.first() {
+        return check(
+            SG_IGMP,
+            Verdict::Warn,
+            format!(
+                "{} lets IGMP in from {}: it works, but is wider than the transit gateway's 0.0.0.0/32",
+                g.id,
+                w.describe()
+            ),
+            evidence,
+            Some(format!("allow IGMP from 0.0.0.0/32 only: {fix_rule}")),
+        );
+    }
+    let summary = if refs.is_empty() {
+        format!(
+            "{} does not let IGMP in from 0.0.0.0/32: the transit gateway's queries are dropped and the nodes fall out of the group",
+            g.id
+        )
+    } else {
+        format!(
+            "{} lets IGMP in only from a security group ({}): AWS does not honour security group references for multicast; the queries come from 0.0.0.0",
+            g.id,
+            refs.iter().map(|p| p.describe()).collect::<Vec<_>>().join(", ")
+        )
+    };
+    check(SG_IGMP, Verdict::Fail, summary, evidence, Some(fix_rule))
+}
+
+fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
+    let g = match group_check(SG_VXLAN, f) {
+        Ok(g) => g,
+        Err(c) => return c,
+    };
+    let subnet = match net(&f.subnet_cidr) {
+        Some(n) => n,
+        None => {
+            return check(
+                SG_VXLAN,
+                Verdict::Unknown,
+                format!(
+                    "cannot decide: the overlay subnet's CIDR {:?} is not readable",
+                    f.subnet_cidr
+                ),
+                vec![],
+                None,
+            )
+        }
+    };
+    let rules = rules_for(g, "17", Some(VXLAN_PORT));
+    let evidence: Vec<String> = std::iter::once(format!(
+        "security group {} (vtep); overlay subnet {}",
+        g.id, f.subnet_cidr
+    ))
+    .chain(rules.iter().map(|p| format!("rule: {}", p.describe())))
+    .collect();
+    let cidrs: Vec<(Ipv4Net, &model::Perm)> = rules
+        .iter()
+        .filter_map(|p| match &p.source {
+            Source::Cidr(s) => net(s).map(|n| (n, *p)),
+            Source::Group(_) => None,
+        })
+        .collect();
+    let refs: Vec<&&model::Perm> = rules
+        .iter()
+        .filter(|p| matches!(p.source, Source::Group(_)))
+        .collect();
+    let fix_rule = format!(
+        "overlayctl bootstrap (converges the vtep group), or aws ec2 authorize-security-group-ingress \
+         --group-id {} --protocol udp --port {VXLAN_PORT} --cidr {}",
+        g.id, f.subnet_cidr
+    );
+    let covering: Vec<&(Ipv4Net, &model::Perm)> =
+        cidrs.iter().filter(|(n, _)| n.contains(&subnet)).collect();
+    if let Some((n, _)) = covering.iter().find(|(n, _)| n.prefix_len() > 0) {
+        return ok(
+            SG_VXLAN,
+            format!(
+                "{} lets UDP {VXLAN_PORT} in from {n} (covers the overlay subnet {subnet})",
+                g.id
+            ),
+            evidence,
+        );
+    }
+    if !covering.is_empty() {
+        return check(
+            SG_VXLAN,
+            Verdict::Warn,
+            format!(
+                "{} lets UDP {VXLAN_PORT} in from 0.0.0.0/0: too wide, anyone who reaches the nodes can inject frames into the overlay",
+                g.id
+            ),
+            evidence,
+            Some(format!("allow it from the subnet CIDR {} only: {fix_rule}; then revoke the 0.0.0.0/0 rule", f.subnet_cidr)),
+        );
+    }
+    if !refs.is_empty() {
+        let names = refs
+            .iter()
+            .map(|p| p.describe())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if c.flood.multicast() {
+            return check(
+                SG_VXLAN,
+                Verdict::Fail,
+                format!(
+                    "{} lets UDP {VXLAN_PORT} in only from a security group ({names}): AWS does not honour security group references for multicast traffic, so flooded frames are dropped",
+                    g.id
+                ),
+                evidence,
+                Some(fix_rule),
+            );
+        }
+        return check(
+            SG_VXLAN,
+            Verdict::Warn,
+            format!(
+                "{} lets UDP {VXLAN_PORT} in from a security group ({names}), not from the subnet CIDR: unicast flooding works, multicast flooding would not",
+                g.id
+            ),
+            evidence,
+            Some(fix_rule),
+        );
+    }
+    let partial: Vec<String> = cidrs
+        .iter()
+        .filter(|(n, _)| subnet.contains(n) || n.contains(&subnet.network()))
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let summary = if partial.is_empty() {
+        format!(
+            "{} does not let UDP {VXLAN_PORT} in from the overlay subnet {subnet}: VXLAN between the nodes is dropped",
+            g.id
+        )
+    } else {
+        format!(
+            "{} lets UDP {VXLAN_PORT} in from {} only: part of the overlay subnet {subnet}",
+            g.id,
+            partial.join(", ")
+        )
+    };
+    check(SG_VXLAN, Verdict::Fail, summary, evidence, Some(fix_rule))
+}
+
+/// The first entry of `entries` (one direction) that matches a packet: (allowed, rule number;
+/// None: no entry matches, denied by the implicit final rule).
+pub fn nacl_decides(
+    entries: &[NaclEntry],
+    egress: bool,
+    proto: &str,
+    port: Option<i32>,
+    addr: Ipv4Addr,
+) -> (bool, Option<i32>) {
+    let mut v: Vec<&NaclEntry> = entries.iter().filter(|e| e.egress == egress).collect();
+    v.sort_by_key(|e| e.rule);
+    for e in v {
+        let proto_ok = e.proto == "-1" || e.proto == proto;
+        let port_ok = match (port, e.ports) {
+            (Some(p), Some((a, b))) if e.proto != "-1" => a <= p && p <= b,
+            _ => true,
+        };
+        if proto_ok && port_ok && e.cidr.contains(&addr) {
+            return (e.allow, Some(e.rule));
+        }
+    }
+    (false, None)
+}
+
+/// Traffic the overlay needs through the network ACL: one direction, one protocol (and port),
+/// to or from `addrs`.
+struct Flow {
+    egress: bool,
+    what: String,
+    proto: &'static str,
+    port: Option<i32>,
+    addrs: Vec<Ipv4Addr>,
+}
+
+/// Addresses standing for a range: its first, middle and last.
+fn samples(n: &Ipv4Net) -> Vec<Ipv4Addr> {
+    let a = u32::from(n.network());
+    let b = u32::from(n.broadcast());
+    let mut v = vec![
+        Ipv4Addr::from(a),
+        Ipv4Addr::from(a + (b - a) / 2),
+        Ipv4Addr::from(b),
+    ];
+    v.dedup();
+    v
+}
+
+fn nacl(c: &Cluster, f: &AwsFacts) -> Check {
+    let acl = match &f.nacl {
+        Err(e) => return unreadable(NACL, e),
+        Ok(None) => {
+            return check(
+                NACL,
+                Verdict::Unknown,
+                format!(
+                    "cannot decide: no network ACL is associated with {}",
+                    c.cfg.subnet_id
+                ),
+                vec![],
+                Some("every subnet has one in AWS; check subnet_id and the region".into()),
+            )
+        }
+        Ok(Some(a)) => a,
+    };
+    let Some(subnet) = net(&f.subnet_cidr) else {
+        return check(
+            NACL,
+            Verdict::Unknown,
+            format!(
+                "cannot decide: the overlay subnet's CIDR {:?} is not readable",
+                f.subnet_cidr
+            ),
+            vec![],
+            None,
+        );
+    };
+    let flow = |egress: bool, what: String, proto: &'static str, addrs: Vec<Ipv4Addr>| Flow {
+        egress,
+        what,
+        proto,
+        port: (proto == "17").then_some(VXLAN_PORT),
+        addrs,
+    };
+    let mut needs = Vec::new();
+    if let (true, Some(group)) = (c.flood.multicast(), c.group) {
+        needs.push(flow(
+            false,
+            "inbound IGMP from 0.0.0.0".into(),
+            "2",
+            vec![Ipv4Addr::UNSPECIFIED],
+        ));
+        needs.push(flow(
+            true,
+            format!("outbound IGMP to {group}"),
+            "2",
+            vec![group],
+        ));
+        needs.push(flow(
+            true,
+            format!("outbound UDP {VXLAN_PORT} to {group}"),
+            "17",
+            vec![group],
+        ));
+    }
+    needs.push(flow(
+        false,
+        format!("inbound UDP {VXLAN_PORT} from {subnet}"),
+        "17",
+        samples(&subnet),
+    ));
+    needs.push(flow(
+        true,
+        format!("outbound UDP {VXLAN_PORT} to {subnet}"),
+        "17",
+        samples(&subnet),
+    ));
+    let mut evidence = vec![format!("network ACL {} of {}", acl.id, c.cfg.subnet_id)];
+    let mut denied = Vec::new();
+    for Flow {
+        egress,
+        what,
+        proto,
+        port,
+        addrs,
+    } in &needs
+    {
+        let mut verdicts = Vec::new();
+        let mut all = true;
+        for a in addrs {
+            let (allow, rule) = nacl_decides(&acl.entries, *egress, proto, *port, *a);
+            all &= allow;
+            let rule = rule
+                .map(|r| format!("rule {r}"))
+                .unwrap_or_else(|| "no rule (implicit deny)".into());
+            verdicts.push(format!(
+                "{a}: {} by {rule}",
+                if allow { "allowed" } else { "denied" }
+            ));
+        }
+        evidence.push(format!("{what}: {}", verdicts.join(", ")));
+        if !all {
+            denied.push(what.clone());
+        }
+    }
+    if denied.is_empty() {
+        return ok(
+            NACL,
+            format!("network ACL {} allows the overlay's traffic", acl.id),
+            evidence,
+        );
+    }
+    check(
+        NACL,
+        Verdict::Fail,
+        format!("network ACL {} denies {}", acl.id, denied.join(", ")),
+        evidence,
+        Some(format!(
+            "add allow entries to {} numbered below the denying rule (network ACLs are stateless: \
+             both directions), e.g. aws ec2 create-network-acl-entry --network-acl-id {} --ingress \
+             --rule-number <n> --protocol udp --port-range From={VXLAN_PORT},To={VXLAN_PORT} \
+             --cidr-block {subnet} --rule-action allow",
+            acl.id, acl.id
+        )),
+    )
+}
+
+fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
+    let t = match &f.tgw {
+        Err(e) => return unreadable(TGW_DOMAIN, e),
+        Ok(t) => t,
+    };
+    if !c.flood.multicast() {
+        let evidence = t
+            .tgw
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} tagged {CLUSTER_TAG}={} is left from flood = multicast: overlayctl teardown deletes it",
+                    g.id,
+                    c.name()
+                )
+            })
+            .collect();
+        return not_used(TGW_DOMAIN, "flooding needs no transit gateway", evidence);
+    }
+    let bootstrap =
+        || Some("overlayctl bootstrap (creates or resumes the transit gateway chain)".to_string());
+    let mut ev = Vec::new();
+    let Some(tgw) = &t.tgw else {
+        return check(
+            TGW_DOMAIN,
+            Verdict::Fail,
+            format!("no transit gateway tagged {CLUSTER_TAG}={}", c.name()),
+            ev,
+            bootstrap(),
+        );
+    };
+    ev.push(format!(
+        "transit gateway {}: {}, multicast {}",
+        tgw.id,
+        tgw.state,
+        if tgw.multicast { "enable" } else { "disable" }
+    ));
+    if !tgw.multicast {
+        return check(
+            TGW_DOMAIN,
+            Verdict::Fail,
+            format!("transit gateway {} has multicast support off", tgw.id),
+            ev,
+            Some(
+                "it can only be set at creation: overlayctl teardown, then overlayctl bootstrap"
+                    .into(),
+            ),
+        );
+    }
+    let subnet = &c.cfg.subnet_id;
+    match &t.attachment {
+        None => {
+            return check(
+                TGW_DOMAIN,
+                Verdict::Fail,
+                format!(
+                    "transit gateway {} is not attached to {}",
+                    tgw.id, c.cfg.vpc_id
+                ),
+                ev,
+                bootstrap(),
+            )
+        }
+        Some(a) => {
+            ev.push(format!(
+                "attachment {}: {}, subnets [{}]",
+                a.id,
+                a.state,
+                a.subnets.join(", ")
+            ));
+            if !a.subnets.contains(subnet) {
+                return check(
+                    TGW_DOMAIN,
+                    Verdict::Fail,
+                    format!(
+                        "attachment {} does not include the overlay subnet {subnet}",
+                        a.id
+                    ),
+                    ev,
+                    bootstrap(),
+                );
+            }
+        }
+    }
+    let Some(d) = &t.domain else {
+        return check(
+            TGW_DOMAIN,
+            Verdict::Fail,
+            format!(
+                "no multicast domain tagged {CLUSTER_TAG}={} on {}",
+                c.name(),
+                tgw.id
+            ),
+            ev,
+            bootstrap(),
+        );
+    };
+    ev.push(format!(
+        "multicast domain {}: {}, igmpv2 {}, static sources {}, auto-accept {}",
+        d.id, d.state, d.options.igmpv2, d.options.static_sources, d.options.auto_accept
+    ));
+    for a in &t.associations {
+        ev.push(format!(
+            "association {} via {}: {}",
+            a.subnet, a.attachment, a.state
+        ));
+    }
+    if d.options.igmpv2 != "enable" {
+        return check(
+            TGW_DOMAIN,
+            Verdict::Fail,
+            format!(
+                "multicast domain {} has IGMPv2 {}: the transit gateway ignores the nodes' joins",
+                d.id, d.options.igmpv2
+            ),
+            ev,
+            Some("domain options cannot change in place: overlayctl teardown, then overlayctl bootstrap".into()),
+        );
+    }
+    let att = t.attachment.as_ref().map(|a| a.id.as_str()).unwrap_or("");
+    let assoc = t
+        .associations
+        .iter()
+        .find(|a| &a.subnet == subnet && a.attachment == att);
+    match assoc.map(|a| a.state.as_str()) {
+        Some("associated") => {}
+        Some(s @ ("associating" | "pendingAcceptance")) => {
+            return check(
+                TGW_DOMAIN,
+                Verdict::Warn,
+                format!("the overlay subnet {subnet} is still {s} with {}", d.id),
+                ev,
+                Some("wait a minute and run doctor again".into()),
+            )
+        }
+        other => {
+            return check(
+                TGW_DOMAIN,
+                Verdict::Fail,
+                format!(
+                    "the overlay subnet {subnet} is not associated with multicast domain {} ({})",
+                    d.id,
+                    other.unwrap_or("no association")
+                ),
+                ev,
+                bootstrap(),
+            )
+        }
+    }
+    if tgw.state != "available" || d.state != "available" {
+        return check(
+            TGW_DOMAIN,
+            Verdict::Warn,
+            format!(
+                "transit gateway {} is {}, domain {} is {}",
+                tgw.id, tgw.state, d.id, d.state
+            ),
+            ev,
+            Some("wait for both to be available and run doctor again".into()),
+        );
+    }
+    ok(
+        TGW_DOMAIN,
+        format!(
+            "multicast domain {} has IGMPv2 on and {subnet} associated",
+            d.id
+        ),
+        ev,
+    )
+}
+
+fn tgw_members(c: &Cluster, f: &AwsFacts) -> Check {
+    if !c.flood.multicast() {
+        return not_used(TGW_MEMBERS, "no multicast group to be a member of", vec![]);
+    }
+    let Some(group) = c.group else {
+        return not_used(TGW_MEMBERS, "no multicast group", vec![]);
+    };
+    let t = match &f.tgw {
+        Err(e) => return unreadable(TGW_MEMBERS, e),
+        Ok(t) => t,
+    };
+    let instances = match &f.instances {
+        Err(e) => return unreadable(TGW_MEMBERS, e),
+        Ok(v) => v,
+    };
+    let members = match &t.members {
+        None => {
+            return check(
+                TGW_MEMBERS,
+                Verdict::Unknown,
+                "cannot decide: no multicast domain to search (see tgw.domain)",
+                vec![],
+                None,
+            )
+        }
+        Some(Err(e)) => return unreadable(TGW_MEMBERS, e),
+        Some(Ok(m)) => m,
+    };
+    let ours: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| is_member(c, i) && i.live())
+        .collect();
+    let member_enis: BTreeSet<&str> = members.iter().map(|m| m.eni.as_str()).collect();
+    let mut ev = vec![format!(
+        "group {group}: {} member(s) ({}); {} running cluster instance(s)",
+        members.len(),
+        members
+            .iter()
+            .map(|m| format!("{} {} in {}", m.eni, m.member_type, m.subnet))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ours.len()
+    )];
+    let mut missing = Vec::new();
+    let mut our_enis = BTreeSet::new();
+    for i in &ours {
+        our_enis.extend(i.enis.iter().map(|(e, _)| e.as_str()));
+        let joined: Vec<&str> = i
+            .enis
+            .iter()
+            .map(|(e, _)| e.as_str())
+            .filter(|e| member_enis.contains(e))
+            .collect();
+        ev.push(format!(
+            "{}: {} [{}]: {}",
+            i.label(),
+            i.state,
+            i.enis
+                .iter()
+                .map(|(e, s)| format!("{e} in {s}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if joined.is_empty() {
+                "not a member".to_string()
+            } else {
+                format!("member via {}", joined.join(", "))
+            }
+        ));
+        if joined.is_empty() {
+            missing.push(i.label());
+        }
+    }
+    let foreign: Vec<&str> = members
+        .iter()
+        .map(|m| m.eni.as_str())
+        .filter(|e| !our_enis.contains(e))
+        .collect();
+    let count = members.len().max(ours.len());
+    if ours.len() > GROUP_MEMBER_CAP {
+        return check(
+            TGW_MEMBERS,
+            Verdict::Fail,
+            format!(
+                "{} cluster instances, but a multicast group holds at most {GROUP_MEMBER_CAP} members (not adjustable)",
+                ours.len()
+            ),
+            ev,
+            Some("split the cloud into clusters of at most 100 nodes, or use flood = \"unicast\"".into()),
+        );
+    }
+    if !missing.is_empty() {
+        return check(
+            TGW_MEMBERS,
+            Verdict::Fail,
+            format!(
+                "not a member of {group}: {} (they receive no flooded frames: ARP, DHCP and unknown unicast)",
+                missing.join(", ")
+            ),
+            ev,
+            Some(format!(
+                "on each: is overlayd running (overlayd doctor: force_igmp_version 2, group joined)? \
+                 is the instance in {} with the vtep security group (sg.vtep.igmp)? The transit \
+                 gateway asks every 2 minutes: a node that answered becomes a member",
+                c.cfg.subnet_id
+            )),
+        );
+    }
+    if count >= GROUP_MEMBER_WARN {
+        return check(
+            TGW_MEMBERS,
+            Verdict::Warn,
+            format!(
+                "{count} members of {group}: close to the transit gateway's cap of {GROUP_MEMBER_CAP} per group (not adjustable)"
+            ),
+            ev,
+            Some("plan the next nodes for another cluster, or use flood = \"unicast\"".into()),
+        );
+    }
+    if !foreign.is_empty() {
+        return check(
+            TGW_MEMBERS,
+            Verdict::Warn,
+            format!(
+                "{} member(s) of {group} belong to no cluster instance: {} (they receive every flooded frame)",
+                foreign.len(),
+                foreign.join(", ")
+            ),
+            ev,
+            Some(format!(
+                "find what owns them (aws ec2 describe-network-interfaces --network-interface-ids {}): \
+                 tag a node {CLUSTER_TAG}={}, or stop whatever joined the group",
+                foreign.join(" "),
+                c.name()
+            )),
+        );
+    }
+    ok(
+        TGW_MEMBERS,
+        format!(
+            "all {} running cluster instance(s) are members of {group}",
+            ours.len()
+        ),
+        ev,
+    )
+}
+
+fn strangers(c: &Cluster, f: &AwsFacts) -> Check {
+    let instances = match &f.instances {
+        Err(e) => return unreadable(STRANGERS, e),
+        Ok(v) => v,
+    };
+    let subnet = &c.cfg.subnet_id;
+    let in_subnet: Vec<&Instance> = instances.iter().filter(|i| i.in_subnet(subnet)).collect();
+    let strangers: Vec<&&Instance> = in_subnet.iter().filter(|i| !is_member(c, i)).collect();
+    let mut ev = vec![format!(
+        "{subnet}: {} instance(s), {} of the cluster (tagged {CLUSTER_TAG}={} or the router)",
+        in_subnet.len(),
+        in_subnet.len() - strangers.len(),
+        c.name()
+    )];
+    for s in &strangers {
+        ev.push(format!(
+            "{}: {}, {CLUSTER_TAG} {}",
+            s.label(),
+            s.state,
+            s.cluster_tag.as_deref().unwrap_or("none")
+        ));
+    }
+    if strangers.is_empty() {
+        return ok(
+            STRANGERS,
+            format!("only cluster instances in the overlay subnet {subnet}"),
+            ev,
+        );
+    }
+    let live: Vec<String> = strangers
+        .iter()
+        .filter(|i| i.live())
+        .map(|i| i.label())
+        .collect();
+    let fix = Some(format!(
+        "the overlay nodes need a dedicated subnet: move these instances to another subnet (a node \
+         answers them directly, not through the router, and AWS drops the replies); if one is an \
+         overlay node, tag it {CLUSTER_TAG}={}",
+        c.name()
+    ));
+    if live.is_empty() {
+        let names: Vec<String> = strangers
+            .iter()
+            .map(|i| format!("{} ({})", i.label(), i.state))
+            .collect();
+        return check(
+            STRANGERS,
+            Verdict::Warn,
+            format!("stopped instances outside the cluster in {subnet}: {} (the asymmetric path fault once they run)", names.join(", ")),
+            ev,
+            fix,
+        );
+    }
+    check(
+        STRANGERS,
+        Verdict::Fail,
+        format!(
+            "instances outside the cluster in the overlay subnet {subnet}: {} (asymmetric path: their traffic with overlay addresses is dropped)",
+            live.join(", ")
+        ),
+        ev,
+        fix,
+    )
+}
+
+fn nitro(c: &Cluster, f: &AwsFacts) -> Check {
+    if !c.flood.multicast() {
+        return not_used(NITRO, "unicast UDP works from every instance type", vec![]);
+    }
+    let instances = match &f.instances {
+        Err(e) => return unreadable(NITRO, e),
+        Ok(v) => v,
+    };
+    let types = match &f.types {
+        Err(e) => return unreadable(NITRO, e),
+        Ok(t) => t,
+    };
+    let ours: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| is_member(c, i) && i.state != "shutting-down")
+        .collect();
+    let mut ev = Vec::new();
+    let mut xen = Vec::new();
+    let mut unknown = Vec::new();
+    for i in &ours {
+        let what = match types.get(&i.instance_type) {
+            Some(t) if t.hypervisor == "nitro" => "nitro".to_string(),
+            Some(t) if t.bare_metal => "bare metal (Nitro System)".to_string(),
+            Some(t) => {
+                xen.push(format!("{} {}", i.label(), i.instance_type));
+                if t.hypervisor.is_empty() {
+                    "not Nitro".into()
+                } else {
+                    t.hypervisor.clone()
+                }
+            }
+            None => {
+                unknown.push(format!("{} {}", i.label(), i.instance_type));
+                "unknown type".to_string()
+            }
+        };
+        ev.push(format!("{}: {} ({what})", i.label(), i.instance_type));
+    }
+    if !xen.is_empty() {
+        return check(
+            NITRO,
+            Verdict::Fail,
+            format!(
+                "not built on the Nitro System, so they cannot send multicast (every VTEP floods): {}",
+                xen.join(", ")
+            ),
+            ev,
+            Some("change their instance type to a Nitro one (e.g. m5, c5, m6i, m7g): stop, aws ec2 modify-instance-attribute --instance-type, start".into()),
+        );
+    }
+    if !unknown.is_empty() {
+        return check(
+            NITRO,
+            Verdict::Unknown,
+            format!(
+                "cannot decide for: {} (DescribeInstanceTypes does not know the type)",
+                unknown.join(", ")
+            ),
+            ev,
+            None,
+        );
+    }
+    ok(
+        NITRO,
+        format!("all {} cluster instance(s) are Nitro instances", ours.len()),
+        ev,
+    )
+}
+
+fn rds_parameters(c: &Cluster, f: &AwsFacts) -> Check {
+    let r = match &f.rds {
+        Err(e) => return unreadable(RDS_PARAMS, e),
+        Ok(r) => r,
+    };
+    let bootstrap = || {
+        Some("overlayctl bootstrap (creates the group, sets CloudStack's values and points the instance at it)".to_string())
+    };
+    let id = c.db_instance_id();
+    let Some(db) = &r.db else {
+        return check(
+            RDS_PARAMS,
+            Verdict::Fail,
+            format!("no DB instance {id}"),
+            vec![],
+            Some("overlayctl bootstrap (creates it)".into()),
+        );
+    };
+    let mut ev = vec![format!(
+        "{id}: {}, MySQL {}, parameter group {} ({})",
+        db.status, db.engine_version, db.settings.parameter_group, db.parameter_apply_status
+    )];
+    if !r.group_exists {
+        return check(
+            RDS_PARAMS,
+            Verdict::Fail,
+            format!("parameter group {} does not exist", r.want_group),
+            ev,
+            bootstrap(),
+        );
+    }
+    for (n, want, _) in model::DB_PARAMETERS {
+        ev.push(format!(
+            "{}: {n} = {} (CloudStack needs {want})",
+            r.want_group,
+            r.params.get(n).map(String::as_str).unwrap_or("default")
+        ));
+    }
+    let changes = model::param_changes(&r.params);
+    if !changes.is_empty() {
+        let what: Vec<String> = changes
+            .iter()
+            .map(|(n, v, _)| {
+                format!(
+                    "{n} = {} (want {v})",
+                    r.params.get(*n).map(String::as_str).unwrap_or("default")
+                )
+            })
+            .collect();
+        return check(
+            RDS_PARAMS,
+            Verdict::Fail,
+            format!(
+                "parameter group {} differs from CloudStack's settings: {}",
+                r.want_group,
+                what.join(", ")
+            ),
+            ev,
+            bootstrap(),
+        );
+    }
+    if db.settings.parameter_group != r.want_group {
+        return check(
+            RDS_PARAMS,
+            Verdict::Fail,
+            format!(
+                "{id} uses parameter group {}, not {}",
+                db.settings.parameter_group, r.want_group
+            ),
+            ev,
+            bootstrap(),
+        );
+    }
+    if db.parameter_apply_status == "pending-reboot" {
+        return check(
+            RDS_PARAMS,
+            Verdict::Warn,
+            format!("{id} has not applied {} yet (pending-reboot): innodb_rollback_on_timeout is static", r.want_group),
+            ev,
+            Some(format!("reboot it in a quiet moment: aws rds reboot-db-instance --db-instance-identifier {id}")),
+        );
+    }
+    ok(
+        RDS_PARAMS,
+        format!("{id} uses {} with CloudStack's settings", r.want_group),
+        ev,
+    )
+}
+
+fn efs_mount_target(c: &Cluster, f: &AwsFacts) -> Check {
+    let e = match &f.efs {
+        Err(e) => return unreadable(EFS_MOUNT, e),
+        Ok(e) => e,
+    };
+    let subnet = &c.cfg.subnet_id;
+    let bootstrap =
+        || Some("overlayctl bootstrap (creates the file system and its mount target)".to_string());
+    let Some(fs) = &e.fs else {
+        return check(
+            EFS_MOUNT,
+            Verdict::Fail,
+            format!("no EFS file system tagged {CLUSTER_TAG}={}", c.name()),
+            vec![],
+            bootstrap(),
+        );
+    };
+    let mut ev = vec![format!("file system {}: {}", fs.id, fs.state)];
+    if !e.other_subnets.is_empty() {
+        ev.push(format!(
+            "mount targets in other subnets: {}",
+            e.other_subnets.join(", ")
+        ));
+    }
+    let Some(mt) = &e.mount_target else {
+        return check(
+            EFS_MOUNT,
+            Verdict::Fail,
+            format!("{} has no mount target in the overlay subnet {subnet}: the nodes cannot mount primary/secondary storage", fs.id),
+            ev,
+            bootstrap(),
+        );
+    };
+    ev.push(format!(
+        "mount target {} in {}: {}, security groups [{}]",
+        mt.target.id,
+        mt.target.subnet,
+        mt.target.state,
+        mt.security_groups.join(", ")
+    ));
+    let efs_sg = f
+        .groups
+        .as_ref()
+        .ok()
+        .and_then(|g| g.get("efs"))
+        .map(|g| g.id.clone());
+    if mt.target.state != "available" {
+        return check(
+            EFS_MOUNT,
+            Verdict::Warn,
+            format!("mount target {} is {}", mt.target.id, mt.target.state),
+            ev,
+            Some("wait for it to be available and run doctor again".into()),
+        );
+    }
+    if let Some(sg) = efs_sg {
+        if !mt.security_groups.contains(&sg) {
+            return check(
+                EFS_MOUNT,
+                Verdict::Fail,
+                format!("mount target {} lacks the efs security group {sg}: NFS from the nodes is refused", mt.target.id),
+                ev,
+                bootstrap(),
+            );
+        }
+    }
+    ok(
+        EFS_MOUNT,
+        format!(
+            "{} has an available mount target {} in {subnet}",
+            fs.id, mt.target.id
+        ),
+        ev,
+    )
+}
+
+/// 0 when nothing fails, 1 when something does (warnings and unknowns alone: 0).
+pub fn exit_code(checks: &[Check]) -> i32 {
+    i32::from(checks.iter().any(|c| c.verdict == Verdict::Fail))
+}
+
+/// The text report: one line per check, evidence and fix indented below it.
+pub fn render(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        s.push_str(&format!(
+            "{:<7} {:<24} {}\n",
+            c.verdict.as_str(),
+            c.id,
+            c.summary
+        ));
+        for e in &c.evidence {
+            s.push_str(&format!("        evidence: {e}\n"));
+        }
+        if let Some(fix) = &c.fix {
+            s.push_str(&format!("        fix: {fix}\n"));
+        }
+    }
+    let n = |v: Verdict| checks.iter().filter(|c| c.verdict == v).count();
+    s.push_str(&format!(
+        "{} checks: {} ok, {} warn, {} fail, {} unknown\n",
+        checks.len(),
+        n(Verdict::Ok),
+        n(Verdict::Warn),
+        n(Verdict::Fail),
+        n(Verdict::Unknown)
+    ));
+    s
+}
+
+// ------------------------------------------------------------------------------------------------
+// reading (Describe / Get / Search calls only)
+
+fn reason(e: anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+/// Reads the environment (the same checks of the cluster file against AWS as plan: bad input is
+/// an error), then judges it.
+pub async fn run(ctx: &Ctx) -> Result<Vec<Check>> {
+    let env = crate::bootstrap::preflight(ctx).await?;
+    let facts = read(ctx, &env).await;
+    Ok(diagnose(&ctx.cluster, &facts))
+}
+
+/// Reads every fact doctor decides from; a call that fails leaves its part `Err`.
+pub async fn read(ctx: &Ctx, env: &Env) -> AwsFacts {
+    let groups = ec2::find_groups(ctx).await.map_err(reason);
+    let (route_tables, vpc_subnets, nacl, instances, tgw, efs, rds) = futures::join!(
+        read_route_tables(ctx),
+        read_vpc_subnets(ctx),
+        read_nacl(ctx),
+        read_instances(ctx),
+        read_tgw(ctx),
+        read_efs(ctx),
+        read_rds(ctx),
+    );
+    let types = match &instances {
+        Ok(v) => {
+            let wanted: BTreeSet<String> = v
+                .iter()
+                .filter(|i| {
+                    i.cluster_tag.as_deref() == Some(ctx.name())
+                        || i.id == ctx.cluster.cfg.router_instance_id
+                })
+                .map(|i| i.instance_type.clone())
+                .collect();
+            read_types(ctx, wanted).await
+        }
+        Err(e) => Err(e.clone()),
+    };
+    AwsFacts {
+        subnet_cidr: env.subnet_cidr.clone(),
+        router_eni: env.router_eni.clone(),
+        router_sdc: env.router_sdc,
+        selected_tables: ec2::route_tables(ctx, env).await,
+        route_tables,
+        vpc_subnets,
+        groups,
+        nacl,
+        instances,
+        types,
+        tgw,
+        efs,
+        rds,
+    }
+}
+
+async fn read_route_tables(ctx: &Ctx) -> Read<Vec<RouteTable>> {
+    let cidr = &ctx.cluster.cfg.overlay_cidr;
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ctx
+            .clients
+            .ec2
+            .describe_route_tables()
+            .filters(filter("vpc-id", &ctx.cluster.cfg.vpc_id))
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| reason(crate::aws::err("DescribeRouteTables", e)))?;
+        for rt in page.route_tables() {
+            let Some(id) = rt.route_table_id() else {
+                continue;
+            };
+            out.push(RouteTable {
+                id: id.to_string(),
+                main: rt.associations().iter().any(|a| a.main() == Some(true)),
+                subnets: rt
+                    .associations()
+                    .iter()
+                    .filter_map(|a| a.subnet_id().map(str::to_string))
+                    .collect(),
+                overlay_route: rt
+                    .routes()
+                    .iter()
+                    .find(|r| r.destination_cidr_block() == Some(cidr.as_str()))
+                    .map(ec2::router::route_target),
+            });
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+async fn read_vpc_subnets(ctx: &Ctx) -> Read<Vec<String>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ctx
+            .clients
+            .ec2
+            .describe_subnets()
+            .filters(filter("vpc-id", &ctx.cluster.cfg.vpc_id))
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| reason(crate::aws::err("DescribeSubnets", e)))?;
+        out.extend(
+            page.subnets()
+                .iter()
+                .filter_map(|s| s.subnet_id().map(str::to_string)),
+        );
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+async fn read_nacl(ctx: &Ctx) -> Read<Option<Nacl>> {
+    let out = ctx
+        .clients
+        .ec2
+        .describe_network_acls()
+        .filters(filter("association.subnet-id", &ctx.cluster.cfg.subnet_id))
+        .send()
+        .await
+        .map_err(|e| reason(crate::aws::err("DescribeNetworkAcls", e)))?;
+    Ok(out.network_acls().first().map(|a| Nacl {
+        id: a.network_acl_id().unwrap_or_default().to_string(),
+        entries: a
+            .entries()
+            .iter()
+            .filter_map(|e| {
+                Some(NaclEntry {
+                    rule: e.rule_number()?,
+                    egress: e.egress().unwrap_or(false),
+                    proto: model::norm_proto(e.protocol().unwrap_or("-1")),
+                    ports: e.port_range().and_then(|p| Some((p.from()?, p.to()?))),
+                    cidr: e.cidr_block()?.parse().ok()?,
+                    allow: e.rule_action().map(|a| a.as_str()) == Some("allow"),
+                })
+            })
+            .collect(),
+    }))
+}
+
+async fn read_instances(ctx: &Ctx) -> Read<Vec<Instance>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ctx
+            .clients
+            .ec2
+            .describe_instances()
+            .filters(filter("vpc-id", &ctx.cluster.cfg.vpc_id))
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(
+                        ["pending", "running", "stopping", "stopped", "shutting-down"]
+                            .map(String::from)
+                            .to_vec(),
+                    ))
+                    .build(),
+            )
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| reason(crate::aws::err("DescribeInstances", e)))?;
+        for i in page.reservations().iter().flat_map(|r| r.instances()) {
+            let tag = |k: &str| {
+                i.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+                    .map(str::to_string)
+            };
+            let mut enis: Vec<(String, String)> = i
+                .network_interfaces()
+                .iter()
+                .filter_map(|n| {
+                    Some((
+                        n.network_interface_id()?.to_string(),
+                        n.subnet_id().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect();
+            if enis.is_empty() {
+                if let Some(s) = i.subnet_id() {
+                    enis.push((String::new(), s.to_string()));
+                }
+            }
+            out.push(Instance {
+                id: i.instance_id().unwrap_or_default().to_string(),
+                state: i
+                    .state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default(),
+                instance_type: i
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                name: tag("Name"),
+                cluster_tag: tag(CLUSTER_TAG),
+                enis,
+            });
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+async fn read_types(ctx: &Ctx, wanted: BTreeSet<String>) -> Read<BTreeMap<String, TypeInfo>> {
+    let mut out = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let types: Vec<aws_sdk_ec2::types::InstanceType> =
+        wanted.iter().map(|t| t.as_str().into()).collect();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ctx
+            .clients
+            .ec2
+            .describe_instance_types()
+            .set_instance_types(Some(types.clone()))
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| reason(crate::aws::err("DescribeInstanceTypes", e)))?;
+        for t in page.instance_types() {
+            if let Some(name) = t.instance_type() {
+                out.insert(
+                    name.as_str().to_string(),
+                    TypeInfo {
+                        hypervisor: t
+                            .hypervisor()
+                            .map(|h| h.as_str().to_string())
+                            .unwrap_or_default(),
+                        bare_metal: t.bare_metal().unwrap_or(false),
+                    },
+                );
+            }
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+async fn read_tgw(ctx: &Ctx) -> Read<TgwFacts> {
+    let mut t = TgwFacts {
+        tgw: ec2::find_tgw(ctx).await.map_err(reason)?,
+        ..Default::default()
+    };
+    if !ctx.cluster.flood.multicast() {
+        return Ok(t);
+    }
+    let Some(tgw) = t.tgw.clone() else {
+        return Ok(t);
+    };
+    t.attachment = ec2::find_attachment(ctx, &tgw.id).await.map_err(reason)?;
+    t.domain = ec2::find_domain(ctx, &tgw.id).await.map_err(reason)?;
+    if let Some(d) = t.domain.clone() {
+        t.associations = ec2::associations(ctx, &d.id).await.map_err(reason)?;
+        if let Some(g) = ctx.cluster.group {
+            t.members = Some(read_members(ctx, &d.id, &g.to_string()).await);
+        }
+    }
+    Ok(t)
+}
+
+async fn read_members(ctx: &Ctx, domain: &str, group: &str) -> Read<Vec<Member>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ctx
+            .clients
+            .ec2
+            .search_transit_gateway_multicast_groups()
+            .transit_gateway_multicast_domain_id(domain)
+            .filters(filter("group-ip-address", group))
+            .filters(filter("is-group-member", "true"))
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| reason(crate::aws::err("SearchTransitGatewayMulticastGroups", e)))?;
+        for g in page.multicast_groups() {
+            if g.group_member() == Some(false) {
+                continue;
+            }
+            if let Some(eni) = g.network_interface_id() {
+                out.push(Member {
+                    eni: eni.to_string(),
+                    subnet: g.subnet_id().unwrap_or_default().to_string(),
+                    member_type: g
+                        .member_type()
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+async fn read_efs(ctx: &Ctx) -> Read<EfsFacts> {
+    let mut e = EfsFacts {
+        fs: efs::find(ctx).await.map_err(reason)?,
+        ..Default::default()
+    };
+    if let Some(fs) = e.fs.clone() {
+        let subnet = &ctx.cluster.cfg.subnet_id;
+        e.mount_target = efs::observe_mount_target(ctx, &fs.id, subnet)
+            .await
+            .map_err(reason)?;
+        e.other_subnets = efs::mount_targets(ctx, &fs.id)
+            .await
+            .map_err(reason)?
+            .into_iter()
+            .filter(|m| &m.subnet != subnet)
+            .map(|m| m.subnet)
+            .collect();
+    }
+    Ok(e)
+}
+
+async fn read_rds(ctx: &Ctx) -> Read<RdsFacts> {
+    let db = rds::find_instance(ctx).await.map_err(reason)?;
+    let mysql = model::db_mysql_for(db.as_ref().map(|d| d.engine_version.as_str()));
+    let want_group = ctx.cluster.db_parameter_group_for(&mysql);
+    let group_exists = rds::find_parameter_group(ctx, &want_group)
+        .await
+        .map_err(reason)?
+        .is_some();
+    let params = if group_exists {
+        rds::user_parameters(ctx, &want_group)
+            .await
+            .map_err(reason)?
+    } else {
+        BTreeMap::new()
+    };
+    Ok(RdsFacts {
+        db,
+        want_group,
+        group_exists,
+        params,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ec2::tgw::DomainOptions;
+    use crate::efs::MountTarget;
+    use crate::model::{DbSettings, Perm};
+
+    const CONFIG: &str = r#"
+name = "lab1"
+region = "eu-west-1"
+vpc_id = "vpc-0123456789abcdef0"
+subnet_id = "subnet-0123456789abcdef0"
+second_subnet_id = "subnet-0123456789abcdef1"
+overlay_cidr = "100.64.0.0/16"
+multicast_group = "239.1.1.1"
+router_instance_id = "i-0123456789abcdef0"
+access_cidr = "203.0.113.0/24"
+"#;
+    const SUBNET: &str = "subnet-0123456789abcdef0";
+    const SUBNET2: &str = "subnet-0123456789abcdef1";
+    const ROUTER: &str = "i-0123456789abcdef0";
+
+    fn cluster() -> Cluster {
+        crate::config::parse(CONFIG).unwrap()
+    }
+
+    fn unicast() -> Cluster {
+        crate::config::parse(&format!("{CONFIG}flood = \"unicast\"\n")).unwrap()
+    }
+
+    fn inst(id: &str, eni: &str, tagged: bool) -> Instance {
+        Instance {
+            id: id.into(),
+            state: "running".into(),
+            instance_type: "c5.large".into(),
+            name: None,
+            cluster_tag: tagged.then(|| "lab1".to_string()),
+            enis: vec![(eni.into(), SUBNET.into())],
+        }
+    }
+
+    fn member(eni: &str) -> Member {
+        Member {
+            eni: eni.into(),
+            subnet: SUBNET.into(),
+            member_type: "igmp".into(),
+        }
+    }
+
+    fn perm(proto: &str, port: i32, src: Source) -> Perm {
+        Perm::new(proto, port, port, src, "")
+    }
+
+    fn cidr(s: &str) -> Source {
+        Source::Cidr(s.into())
+    }
+
+    fn vtep(rules: Vec<Perm>) -> BTreeMap<String, FoundGroup> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "vtep".to_string(),
+            FoundGroup {
+                id: "sg-v".into(),
+                ingress: rules,
+            },
+        );
+        m.insert(
+            "efs".to_string(),
+            FoundGroup {
+                id: "sg-e".into(),
+                ingress: vec![],
+            },
+        );
+        m
+    }
+
+    fn allow_all(rule: i32, egress: bool) -> NaclEntry {
+        NaclEntry {
+            rule,
+            egress,
+            proto: "-1".into(),
+            ports: None,
+            cidr: "0.0.0.0/0".parse().unwrap(),
+            allow: true,
+        }
+    }
+
+    /// A healthy multicast cluster: router and one host, both members.
+    fn good() -> AwsFacts {
+        let params = model::DB_PARAMETERS
+            .iter()
+            .map(|(n, v, _)| (n.to_string(), v.to_string()))
+            .collect();
+        AwsFacts {
+            subnet_cidr: "10.0.1.0/24".into(),
+            router_eni: "eni-r".into(),
+            router_sdc: false,
+            selected_tables: vec!["rtb-main".into()],
+            route_tables: Ok(vec![RouteTable {
+                id: "rtb-main".into(),
+                main: true,
+                subnets: vec![],
+                overlay_route: Some(RouteTarget {
+                    eni: Some("eni-r".into()),
+                    other: None,
+                }),
+            }]),
+            vpc_subnets: Ok(vec![SUBNET.into(), SUBNET2.into()]),
+            groups: Ok(vtep(vec![
+                perm("2", -1, cidr("0.0.0.0/32")),
+                perm("udp", 4789, cidr("10.0.1.0/24")),
+            ])),
+            nacl: Ok(Some(Nacl {
+                id: "acl-1".into(),
+                entries: vec![allow_all(100, false), allow_all(100, true)],
+            })),
+            instances: Ok(vec![
+                inst(ROUTER, "eni-r", false),
+                inst("i-h", "eni-h", true),
+            ]),
+            types: Ok([(
+                "c5.large".to_string(),
+                TypeInfo {
+                    hypervisor: "nitro".into(),
+                    bare_metal: false,
+                },
+            )]
+            .into()),
+            tgw: Ok(TgwFacts {
+                tgw: Some(FoundTgw {
+                    id: "tgw-1".into(),
+                    state: "available".into(),
+                    multicast: true,
+                }),
+                attachment: Some(FoundAttachment {
+                    id: "tgw-attach-1".into(),
+                    state: "available".into(),
+                    subnets: vec![SUBNET.into()],
+                }),
+                domain: Some(FoundDomain {
+                    id: "tgw-mcast-domain-1".into(),
+                    state: "available".into(),
+                    options: crate::ec2::tgw::wanted_options(),
+                }),
+                associations: vec![Association {
+                    attachment: "tgw-attach-1".into(),
+                    subnet: SUBNET.into(),
+                    state: "associated".into(),
+                }],
+                members: Some(Ok(vec![member("eni-r"), member("eni-h")])),
+            }),
+            efs: Ok(EfsFacts {
+                fs: Some(Fs {
+                    id: "fs-1".into(),
+                    state: "available".into(),
+                    encrypted: true,
+                    mode: "provisioned".into(),
+                    mibps: Some(25.0),
+                }),
+                mount_target: Some(ObservedMountTarget {
+                    target: MountTarget {
+                        id: "fsmt-1".into(),
+                        subnet: SUBNET.into(),
+                        state: "available".into(),
+                    },
+                    security_groups: vec!["sg-e".into()],
+                }),
+                other_subnets: vec![],
+            }),
+            rds: Ok(RdsFacts {
+                db: Some(Db {
+                    id: "overlay-lab1-db".into(),
+                    arn: "arn:db".into(),
+                    status: "available".into(),
+                    engine_version: "8.4.8".into(),
+                    endpoint: None,
+                    settings: DbSettings {
+                        parameter_group: "overlay-lab1-mysql84".into(),
+                        ..Default::default()
+                    },
+                    ours: true,
+                    parameter_apply_status: "in-sync".into(),
+                }),
+                want_group: "overlay-lab1-mysql84".into(),
+                group_exists: true,
+                params,
+            }),
+        }
+    }
+
+    fn get<'a>(checks: &'a [Check], id: &str) -> &'a Check {
+        checks.iter().find(|c| c.id == id).unwrap()
+    }
+
+    /// `id` has `verdict` and every other check is ok; returns `id`'s check.
+    fn only(c: &Cluster, f: &AwsFacts, id: &str, verdict: Verdict) -> Check {
+        let checks = diagnose(c, f);
+        for k in &checks {
+            if k.id == id {
+                assert_eq!(k.verdict, verdict, "{k:#?}");
+            } else {
+                assert_eq!(k.verdict, Verdict::Ok, "{k:#?}");
+            }
+        }
+        get(&checks, id).clone()
+    }
+
+    #[test]
+    fn a_healthy_cluster_is_all_ok_in_id_order_without_fixes() {
+        for (c, f) in [(cluster(), good()), (unicast(), good())] {
+            let checks = diagnose(&c, &f);
+            let ids: Vec<&str> = checks.iter().map(|k| k.id).collect();
+            assert_eq!(ids, CHECK_IDS);
+            for k in &checks {
+                assert_eq!(k.verdict, Verdict::Ok, "{k:#?}");
+                assert_eq!(k.fix, None);
+                assert!(!k.summary.is_empty());
+            }
+            assert_eq!(exit_code(&checks), 0);
+        }
+    }
+
+    #[test]
+    fn every_verdict_but_ok_carries_a_fix_or_a_reason() {
+        let mut f = good();
+        f.router_sdc = true;
+        f.nacl = Err("DescribeNetworkAcls: UnauthorizedOperation".into());
+        let checks = diagnose(&cluster(), &f);
+        let sdc = get(&checks, ROUTER_SDC);
+        assert!(sdc
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("--no-source-dest-check"));
+        let n = get(&checks, NACL);
+        assert_eq!(n.verdict, Verdict::Unknown);
+        assert!(n.summary.contains("DescribeNetworkAcls"), "{n:?}");
+        assert!(n
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("iam-policy --for bootstrap"));
+    }
+
+    #[test]
+    fn router_check_on_or_router_stopped_fail() {
+        let mut f = good();
+        f.router_sdc = true;
+        let k = only(&cluster(), &f, ROUTER_SDC, Verdict::Fail);
+        assert!(k.summary.contains(ROUTER));
+        let mut f = good();
+        if let Ok(v) = &mut f.instances {
+            v[0].state = "stopped".into();
+        }
+        let checks = diagnose(&cluster(), &f);
+        let k = get(&checks, ROUTER_SDC);
+        assert_eq!(k.verdict, Verdict::Fail);
+        assert!(k.summary.contains("stopped"), "{k:?}");
+    }
+
+    #[test]
+    fn routes_name_each_table_and_subnet_that_lacks_the_route() {
+        let mut f = good();
+        f.selected_tables = vec!["rtb-main".into(), "rtb-2".into()];
+        if let Ok(t) = &mut f.route_tables {
+            t[0].overlay_route = Some(RouteTarget {
+                eni: None,
+                other: Some("igw-1".into()),
+            });
+            t.push(RouteTable {
+                id: "rtb-2".into(),
+                main: false,
+                subnets: vec![SUBNET2.into()],
+                overlay_route: None,
+            });
+        }
+        let k = only(&cluster(), &f, ROUTES, Verdict::Fail);
+        // the main table's subnets are those no table names explicitly
+        assert!(k.summary.contains("rtb-main (-> igw-1)"), "{}", k.summary);
+        assert!(k.summary.contains("rtb-2 (no route)"), "{}", k.summary);
+        assert!(
+            k.summary
+                .contains(&format!("subnets without the route: {SUBNET}, {SUBNET2}")),
+            "{}",
+            k.summary
+        );
+        assert!(
+            k.evidence
+                .iter()
+                .any(|e| e.starts_with("rtb-main (main): subnets [subnet-0123456789abcdef0]")),
+            "{:?}",
+            k.evidence
+        );
+    }
+
+    #[test]
+    fn the_overlay_subnets_own_table_counts_even_when_not_selected() {
+        let mut f = good();
+        f.selected_tables = vec!["rtb-2".into()];
+        if let Ok(t) = &mut f.route_tables {
+            t[0].overlay_route = None;
+            t.push(RouteTable {
+                id: "rtb-2".into(),
+                main: false,
+                subnets: vec![SUBNET2.into()],
+                overlay_route: Some(RouteTarget {
+                    eni: Some("eni-r".into()),
+                    other: None,
+                }),
+            });
+        }
+        let k = only(&cluster(), &f, ROUTES, Verdict::Fail);
+        assert!(k.summary.contains("rtb-main"), "{}", k.summary);
+        assert!(
+            k.fix.as_deref().unwrap().contains("add rtb-main"),
+            "{:?}",
+            k.fix
+        );
+        // a selected table that is gone
+        let mut f = good();
+        f.selected_tables.push("rtb-gone".into());
+        let k = only(&cluster(), &f, ROUTES, Verdict::Fail);
+        assert!(k.summary.contains("rtb-gone (gone)"), "{}", k.summary);
+    }
+
+    fn with_vtep(rules: Vec<Perm>) -> AwsFacts {
+        AwsFacts {
+            groups: Ok(vtep(rules)),
+            ..good()
+        }
+    }
+
+    const VX: fn() -> Perm = || perm("udp", 4789, cidr("10.0.1.0/24"));
+    const IGMP: fn() -> Perm = || perm("2", -1, cidr("0.0.0.0/32"));
+
+    #[test]
+    fn igmp_rule_exact_wide_by_reference_or_missing() {
+        let c = cluster();
+        // "all traffic" from 0.0.0.0/32 counts too
+        only(
+            &c,
+            &with_vtep(vec![perm("-1", -1, cidr("0.0.0.0/32")), VX()]),
+            SG_IGMP,
+            Verdict::Ok,
+        );
+        let k = only(
+            &c,
+            &with_vtep(vec![perm("2", -1, cidr("0.0.0.0/0")), VX()]),
+            SG_IGMP,
+            Verdict::Warn,
+        );
+        assert!(k.summary.contains("wider"), "{}", k.summary);
+        let k = only(
+            &c,
+            &with_vtep(vec![perm("2", -1, Source::Group("sg-x".into())), VX()]),
+            SG_IGMP,
+            Verdict::Fail,
+        );
+        assert!(k.summary.contains("does not honour"), "{}", k.summary);
+        let k = only(&c, &with_vtep(vec![VX()]), SG_IGMP, Verdict::Fail);
+        assert!(
+            k.fix.as_deref().unwrap().contains("IpProtocol=2"),
+            "{:?}",
+            k.fix
+        );
+        // unicast: not used, whatever the group has
+        let k = only(&unicast(), &with_vtep(vec![VX()]), SG_IGMP, Verdict::Ok);
+        assert!(k.summary.starts_with("not used (flood = unicast)"));
+    }
+
+    #[test]
+    fn vxlan_rule_from_the_subnet_a_wider_net_anywhere_a_reference_or_part() {
+        let c = cluster();
+        only(
+            &c,
+            &with_vtep(vec![IGMP(), perm("udp", 4789, cidr("10.0.0.0/16"))]),
+            SG_VXLAN,
+            Verdict::Ok,
+        );
+        // a port range covering 4789
+        only(
+            &c,
+            &with_vtep(vec![
+                IGMP(),
+                Perm::new("udp", 4000, 5000, cidr("10.0.1.0/24"), ""),
+            ]),
+            SG_VXLAN,
+            Verdict::Ok,
+        );
+        let k = only(
+            &c,
+            &with_vtep(vec![IGMP(), perm("udp", 4789, cidr("0.0.0.0/0"))]),
+            SG_VXLAN,
+            Verdict::Warn,
+        );
+        assert!(k.summary.contains("too wide"), "{}", k.summary);
+        let by_ref = with_vtep(vec![
+            IGMP(),
+            perm("udp", 4789, Source::Group("sg-v".into())),
+        ]);
+        let k = only(&c, &by_ref, SG_VXLAN, Verdict::Fail);
+        assert!(k.summary.contains("does not honour"), "{}", k.summary);
+        only(&unicast(), &by_ref, SG_VXLAN, Verdict::Warn);
+        let k = only(
+            &c,
+            &with_vtep(vec![IGMP(), perm("udp", 4789, cidr("10.0.1.0/25"))]),
+            SG_VXLAN,
+            Verdict::Fail,
+        );
+        assert!(
+            k.summary.contains("part of the overlay subnet"),
+            "{}",
+            k.summary
+        );
+        let k = only(
+            &c,
+            &with_vtep(vec![IGMP(), perm("udp", 8472, cidr("10.0.1.0/24"))]),
+            SG_VXLAN,
+            Verdict::Fail,
+        );
+        assert!(k
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("--port 4789 --cidr 10.0.1.0/24"));
+    }
+
+    #[test]
+    fn no_vtep_group_fails_both_rules_and_an_unreadable_one_is_unknown() {
+        let mut f = good();
+        f.groups = Ok(BTreeMap::new());
+        let checks = diagnose(&cluster(), &f);
+        assert_eq!(get(&checks, SG_IGMP).verdict, Verdict::Fail);
+        assert_eq!(get(&checks, SG_VXLAN).verdict, Verdict::Fail);
+        f.groups = Err("DescribeSecurityGroups: throttled".into());
+        let checks = diagnose(&cluster(), &f);
+        assert_eq!(get(&checks, SG_IGMP).verdict, Verdict::Unknown);
+        assert_eq!(get(&checks, SG_VXLAN).verdict, Verdict::Unknown);
+    }
+
+    fn entry(
+        rule: i32,
+        egress: bool,
+        proto: &str,
+        ports: Option<(i32, i32)>,
+        net: &str,
+        allow: bool,
+    ) -> NaclEntry {
+        NaclEntry {
+            rule,
+            egress,
+            proto: proto.into(),
+            ports,
+            cidr: net.parse().unwrap(),
+            allow,
+        }
+    }
+
+    #[test]
+    fn network_acl_rules_are_evaluated_in_number_order() {
+        let a: Ipv4Addr = "10.0.1.7".parse().unwrap();
+        let deny = entry(50, false, "17", Some((4789, 4789)), "0.0.0.0/0", false);
+        let es = vec![allow_all(100, false), deny.clone()];
+        assert_eq!(
+            nacl_decides(&es, false, "17", Some(4789), a),
+            (false, Some(50))
+        );
+        assert_eq!(
+            nacl_decides(&es, false, "17", Some(4790), a),
+            (true, Some(100))
+        );
+        assert_eq!(nacl_decides(&es, true, "17", Some(4789), a), (false, None));
+        // the deny covers only the upper half of the subnet
+        let mut f = good();
+        f.nacl = Ok(Some(Nacl {
+            id: "acl-1".into(),
+            entries: vec![
+                allow_all(100, false),
+                allow_all(100, true),
+                entry(10, false, "17", Some((4789, 4789)), "10.0.1.128/25", false),
+            ],
+        }));
+        let k = only(&cluster(), &f, NACL, Verdict::Fail);
+        assert!(
+            k.summary.contains("inbound UDP 4789 from 10.0.1.0/24"),
+            "{}",
+            k.summary
+        );
+        // IGMP to the group going out, denied
+        let mut f = good();
+        f.nacl = Ok(Some(Nacl {
+            id: "acl-1".into(),
+            entries: vec![
+                allow_all(100, false),
+                entry(100, true, "17", None, "10.0.0.0/8", true),
+            ],
+        }));
+        let k = only(&cluster(), &f, NACL, Verdict::Fail);
+        assert!(
+            k.summary.contains("outbound IGMP to 239.1.1.1"),
+            "{}",
+            k.summary
+        );
+        assert!(
+            k.summary.contains("outbound UDP 4789 to 239.1.1.1"),
+            "{}",
+            k.summary
+        );
+        // the same ACL carries unicast flooding
+        only(&unicast(), &f, NACL, Verdict::Ok);
+    }
+
+    fn tgw_facts(f: &mut AwsFacts) -> &mut TgwFacts {
+        f.tgw.as_mut().unwrap()
+    }
+
+    #[test]
+    fn multicast_domain_igmp_off_missing_pieces_or_associating() {
+        let c = cluster();
+        let mut f = good();
+        tgw_facts(&mut f).domain.as_mut().unwrap().options = DomainOptions {
+            igmpv2: "disable".into(),
+            ..crate::ec2::tgw::wanted_options()
+        };
+        let k = only(&c, &f, TGW_DOMAIN, Verdict::Fail);
+        assert!(k.summary.contains("IGMPv2 disable"), "{}", k.summary);
+        assert!(k.fix.as_deref().unwrap().contains("teardown"));
+        let mut f = good();
+        tgw_facts(&mut f).associations[0].state = "associating".into();
+        only(&c, &f, TGW_DOMAIN, Verdict::Warn);
+        let mut f = good();
+        tgw_facts(&mut f).attachment.as_mut().unwrap().subnets = vec![SUBNET2.into()];
+        let k = only(&c, &f, TGW_DOMAIN, Verdict::Fail);
+        assert!(k.summary.contains("does not include"), "{}", k.summary);
+        let mut f = good();
+        *tgw_facts(&mut f) = TgwFacts::default();
+        let checks = diagnose(&c, &f);
+        assert_eq!(get(&checks, TGW_DOMAIN).verdict, Verdict::Fail);
+        // nothing to search: members unknown (the cause is tgw.domain's)
+        assert_eq!(get(&checks, TGW_MEMBERS).verdict, Verdict::Unknown);
+        // unicast: not used; a chain left from multicast is named
+        let mut f = good();
+        tgw_facts(&mut f).domain = None;
+        let k = only(&unicast(), &f, TGW_DOMAIN, Verdict::Ok);
+        assert!(k.summary.starts_with("not used (flood = unicast)"));
+        assert!(k.evidence[0].contains("tgw-1") && k.evidence[0].contains("teardown"));
+    }
+
+    #[test]
+    fn members_missing_foreign_near_or_over_the_cap() {
+        let c = cluster();
+        let mut f = good();
+        tgw_facts(&mut f).members = Some(Ok(vec![member("eni-r")]));
+        let k = only(&c, &f, TGW_MEMBERS, Verdict::Fail);
+        assert!(
+            k.summary.contains("i-h") && !k.summary.contains(ROUTER),
+            "{}",
+            k.summary
+        );
+        // a stopped cluster instance need not be a member
+        if let Ok(v) = &mut f.instances {
+            v[1].state = "stopped".into();
+        }
+        only(&c, &f, TGW_MEMBERS, Verdict::Ok);
+        let mut f = good();
+        tgw_facts(&mut f).members =
+            Some(Ok(vec![member("eni-r"), member("eni-h"), member("eni-x")]));
+        let k = only(&c, &f, TGW_MEMBERS, Verdict::Warn);
+        assert!(k.summary.contains("eni-x"), "{}", k.summary);
+        // 80 of 100: warn; 101 cluster instances: fail
+        for (n, want) in [
+            (79, Verdict::Ok),
+            (80, Verdict::Warn),
+            (100, Verdict::Warn),
+            (101, Verdict::Fail),
+        ] {
+            let mut f = good();
+            let hosts: Vec<Instance> = (0..n - 1)
+                .map(|i| inst(&format!("i-{i}"), &format!("eni-{i}"), true))
+                .chain([inst(ROUTER, "eni-r", false)])
+                .collect();
+            let members = hosts.iter().map(|h| member(&h.enis[0].0)).collect();
+            tgw_facts(&mut f).members = Some(Ok(members));
+            f.instances = Ok(hosts);
+            let k = only(&c, &f, TGW_MEMBERS, want);
+            if want == Verdict::Warn {
+                assert!(k.summary.contains("cap of 100"), "{}", k.summary);
+            }
+        }
+        let mut f = good();
+        tgw_facts(&mut f).members = Some(Err("SearchTransitGatewayMulticastGroups: denied".into()));
+        only(&c, &f, TGW_MEMBERS, Verdict::Unknown);
+    }
+
+    #[test]
+    fn strangers_in_the_overlay_subnet() {
+        let mut f = good();
+        let mut s = inst("i-s", "eni-s", false);
+        s.name = Some("bastion".into());
+        // another cluster's node is a stranger here too
+        let mut other = inst("i-o", "eni-o", false);
+        other.cluster_tag = Some("lab2".into());
+        // an instance in another subnet is none of our business
+        let mut away = inst("i-away", "eni-a", false);
+        away.enis[0].1 = SUBNET2.into();
+        if let Ok(v) = &mut f.instances {
+            v.extend([s.clone(), other, away]);
+        }
+        let k = only(&cluster(), &f, STRANGERS, Verdict::Fail);
+        assert!(
+            k.summary.contains("i-s (bastion)") && k.summary.contains("i-o"),
+            "{}",
+            k.summary
+        );
+        assert!(!k.summary.contains("i-away"));
+        let mut f = good();
+        s.state = "stopped".into();
+        if let Ok(v) = &mut f.instances {
+            v.push(s);
+        }
+        only(&cluster(), &f, STRANGERS, Verdict::Warn);
+    }
+
+    #[test]
+    fn nitro_xen_bare_metal_and_unknown_types() {
+        let c = cluster();
+        let mut f = good();
+        let set = |f: &mut AwsFacts, t: &str, h: &str, metal: bool| {
+            if let Ok(v) = &mut f.instances {
+                v[1].instance_type = t.into();
+            }
+            if let Ok(m) = &mut f.types {
+                m.insert(
+                    t.into(),
+                    TypeInfo {
+                        hypervisor: h.into(),
+                        bare_metal: metal,
+                    },
+                );
+            }
+        };
+        set(&mut f, "m4.large", "xen", false);
+        let k = only(&c, &f, NITRO, Verdict::Fail);
+        assert!(k.summary.contains("i-h m4.large"), "{}", k.summary);
+        // unicast: no multicast to send
+        only(&unicast(), &f, NITRO, Verdict::Ok);
+        let mut f = good();
+        set(&mut f, "c5.metal", "", true);
+        only(&c, &f, NITRO, Verdict::Ok);
+        let mut f = good();
+        if let Ok(v) = &mut f.instances {
+            v[1].instance_type = "z9.huge".into();
+        }
+        only(&c, &f, NITRO, Verdict::Unknown);
+    }
+
+    fn rds_facts(f: &mut AwsFacts) -> &mut RdsFacts {
+        f.rds.as_mut().unwrap()
+    }
+
+    #[test]
+    fn rds_parameters_drift_wrong_group_pending_reboot_or_no_db() {
+        let c = cluster();
+        let mut f = good();
+        rds_facts(&mut f).params.remove("binlog_format");
+        let k = only(&c, &f, RDS_PARAMS, Verdict::Fail);
+        assert!(
+            k.summary.contains("binlog_format = default (want ROW)"),
+            "{}",
+            k.summary
+        );
+        let mut f = good();
+        rds_facts(&mut f)
+            .db
+            .as_mut()
+            .unwrap()
+            .settings
+            .parameter_group = "default.mysql8.4".into();
+        let k = only(&c, &f, RDS_PARAMS, Verdict::Fail);
+        assert!(
+            k.summary.contains("uses parameter group default.mysql8.4"),
+            "{}",
+            k.summary
+        );
+        let mut f = good();
+        rds_facts(&mut f)
+            .db
+            .as_mut()
+            .unwrap()
+            .parameter_apply_status = "pending-reboot".into();
+        let k = only(&c, &f, RDS_PARAMS, Verdict::Warn);
+        assert!(k.fix.as_deref().unwrap().contains("reboot-db-instance"));
+        let mut f = good();
+        rds_facts(&mut f).group_exists = false;
+        only(&c, &f, RDS_PARAMS, Verdict::Fail);
+        let mut f = good();
+        rds_facts(&mut f).db = None;
+        only(&c, &f, RDS_PARAMS, Verdict::Fail);
+    }
+
+    #[test]
+    fn efs_mount_target_missing_not_ready_or_without_the_efs_group() {
+        let c = cluster();
+        let mt = |f: &mut AwsFacts| {
+            f.efs
+                .as_mut()
+                .unwrap()
+                .mount_target
+                .as_mut()
+                .unwrap()
+                .clone()
+        };
+        let mut f = good();
+        f.efs.as_mut().unwrap().mount_target = None;
+        f.efs.as_mut().unwrap().other_subnets = vec![SUBNET2.into()];
+        let k = only(&c, &f, EFS_MOUNT, Verdict::Fail);
+        assert!(k.summary.contains(SUBNET), "{}", k.summary);
+        assert!(k.evidence.iter().any(|e| e.contains(SUBNET2)));
+        let mut f = good();
+        let mut m = mt(&mut f);
+        m.target.state = "creating".into();
+        f.efs.as_mut().unwrap().mount_target = Some(m);
+        only(&c, &f, EFS_MOUNT, Verdict::Warn);
+        let mut f = good();
+        let mut m = mt(&mut f);
+        m.security_groups = vec!["sg-default".into()];
+        f.efs.as_mut().unwrap().mount_target = Some(m);
+        let k = only(&c, &f, EFS_MOUNT, Verdict::Fail);
+        assert!(k.summary.contains("sg-e"), "{}", k.summary);
+        let mut f = good();
+        f.efs.as_mut().unwrap().fs = None;
+        only(&c, &f, EFS_MOUNT, Verdict::Fail);
+    }
+
+    #[test]
+    fn exit_code_fails_only_on_fail_and_render_counts() {
+        let mk = |v| check("x", v, "s", vec!["e".into()], Some("do it".into()));
+        assert_eq!(
+            exit_code(&[mk(Verdict::Ok), mk(Verdict::Warn), mk(Verdict::Unknown)]),
+            0
+        );
+        assert_eq!(exit_code(&[mk(Verdict::Ok), mk(Verdict::Fail)]), 1);
+        assert_eq!(mk(Verdict::Ok).fix, None);
+        let text = render(&[mk(Verdict::Ok), mk(Verdict::Fail)]);
+        assert!(text.contains("fail    x"), "{text}");
+        assert!(text.contains("        evidence: e\n"));
+        assert!(text.contains("        fix: do it\n"));
+        assert!(
+            text.ends_with("2 checks: 1 ok, 0 warn, 1 fail, 0 unknown\n"),
+            "{text}"
+        );
+        // the JSON field names are overlayd doctor's
+        let v = serde_json::to_value(mk(Verdict::Warn)).unwrap();
+        assert_eq!(v["verdict"], "warn");
+        for k in ["id", "verdict", "summary", "evidence", "fix"] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+    }
+}
