@@ -3,7 +3,8 @@
 //! package from scripts/package installed with apt-get, the service run by real systemd with
 //! the shipped unit and its sandbox.
 //!
-//! One lab for every check (booting is the cost): Type=notify, the sandbox letting every
+//! One lab for every check (booting is the cost): Type=notify, doctor (every check ok on an
+//! EC2-shaped instance; systemd-networkd claiming cloudbr0 named), the sandbox letting every
 //! repair through, restart / upgrade without traffic loss, reboot, watchdog, the journal,
 //! purge. Needs root, systemd-nspawn, mmdebstrap (the node image, cached under
 //! /var/cache/overlay-lab) and both package revisions (scripts/test builds them).
@@ -241,6 +242,66 @@ fn overlayd_from_the_package_under_systemd() {
         .output()
         .unwrap();
     assert!(!o.status.success(), "VM got an IMDS answer: {}", text(&o));
+
+    // --- doctor on an EC2-shaped instance (DHCP default route, IMDS, systemd): every check
+    // ok; then systemd-networkd started with a .network file that claims cloudbr0 ahead of
+    // the package's unmanaged one: the managers check names it and the file
+    let doctor = |node: &str| -> (Option<i32>, Value, String) {
+        let o = n.exec(node, &["overlayd", "doctor", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        (o.status.code(), v, text(&o))
+    };
+    let mut last = String::new();
+    // the daemon has heard the lab TGW's first query once `up` returned; allow a moment
+    let clean = wait_for(Duration::from_secs(20), || {
+        let (code, v, out) = doctor("h2");
+        last = out;
+        code == Some(0)
+            && v["checks"]
+                .as_array()
+                .is_some_and(|c| c.iter().all(|c| c["verdict"] == "ok"))
+    });
+    assert!(clean, "h2: not every check ok: {last}");
+    n.ok(
+        "h2",
+        &[
+            "sh",
+            "-c",
+            "printf '[Match]\\nName=cloudbr0\\n\\n[Network]\\nLinkLocalAddressing=no\\nKeepConfiguration=yes\\n' \\
+             > /etc/systemd/network/00-take-cloudbr0.network && systemctl start systemd-networkd",
+        ],
+    );
+    let mut named = Value::Null;
+    let found = wait_for(Duration::from_secs(15), || {
+        let (code, v, _) = doctor("h2");
+        named = v;
+        code == Some(1)
+    });
+    let managers = named["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == "managers").cloned())
+        .unwrap_or(Value::Null);
+    assert!(found && managers["verdict"] == "fail", "{named:#}");
+    let said = managers["summary"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("systemd-networkd manages cloudbr0")
+            && said.contains("00-take-cloudbr0.network"),
+        "{said}"
+    );
+    println!("doctor on h2 with networkd claiming cloudbr0: {said}");
+    n.ok(
+        "h2",
+        &[
+            "sh",
+            "-c",
+            "systemctl stop systemd-networkd.socket systemd-networkd; rm /etc/systemd/network/00-take-cloudbr0.network; systemctl reload overlayd",
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(15), || doctor("h2").0 == Some(0)),
+        "h2 after networkd stopped: {}",
+        doctor("h2").2
+    );
 
     // --- the sandbox blocks no repair. Links and addresses: netlink events.
     n.ok("h1", &["ip", "link", "del", "ethvxlan0"]);
