@@ -56,6 +56,8 @@ pub struct Status {
     pub peers: Option<crate::peers::PeerStatus>,
     /// IGMP queries heard on the underlay (multicast flooding only; see `igmp_queries`).
     pub igmp_queries: Option<crate::igmp_queries::QueryLog>,
+    /// Router HA (None without `ha_peer`).
+    pub ha: Option<crate::ha::HaStatus>,
 }
 
 pub struct Shared {
@@ -113,9 +115,77 @@ struct Loop {
     ready_sent: bool,
     /// The last good EC2 peer set (None until discovery first answers).
     peers: Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
+    /// Router HA: whether the VIP was on the bridge at the last reconcile.
+    ha_active: Option<bool>,
+    keepalived: Option<crate::ha::Supervisor>,
 }
 
 impl Loop {
+    /// Router HA: keepalived running with the current configuration, and the status.
+    async fn ha_tick(&mut self) {
+        let spec = self
+            .shared
+            .status
+            .lock()
+            .unwrap()
+            .desired
+            .as_ref()
+            .and_then(|d| d.ha.clone());
+        let Some(spec) = spec else {
+            if let Some(mut k) = self.keepalived.take() {
+                k.stop();
+            }
+            self.shared.status.lock().unwrap().ha = None;
+            return;
+        };
+        let dir = self
+            .cfg
+            .control_socket
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/run/overlayd"));
+        let k = self
+            .keepalived
+            .get_or_insert_with(|| crate::ha::Supervisor::new(&dir));
+        if k.needs_start() {
+            // Not master without a running keepalived: a VIP still on the bridge was left by
+            // one that was killed (or by a crash of ours): it goes before keepalived starts,
+            // so two routers never answer for the gateway.
+            let index = netlink::link_index(&self.h, &spec.bridge).await.ok();
+            if let Some(i) = index {
+                match netlink::del_address(&self.h, i, spec.vip).await {
+                    Ok(true) => {
+                        tracing::warn!(vip = %spec.vip, "router HA: stale VIP removed before keepalived starts")
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "router HA: stale VIP not removed"),
+                }
+            }
+        }
+        let error = k.ensure(&spec).err();
+        if let Some(e) = &error {
+            tracing::error!(error = %e, "router HA: keepalived not running");
+        }
+        let st = crate::ha::HaStatus {
+            vip: Some(spec.vip),
+            peer: Some(spec.peer),
+            state: match self.ha_active {
+                Some(true) => "active",
+                Some(false) => "backup",
+                None => "unknown",
+            }
+            .into(),
+            keepalived_pid: k.pid(),
+            keepalived_restarts: k.starts.saturating_sub(1),
+            error,
+        };
+        let mut s = self.shared.status.lock().unwrap();
+        if s.ha.as_ref().map(|h| h.state.as_str()) != Some(st.state.as_str()) {
+            tracing::info!(state = %st.state, vip = %spec.vip, "router HA");
+        }
+        s.ha = Some(st);
+    }
+
     async fn reconcile(&mut self, full: bool, trigger: &str) {
         let t0 = Instant::now();
         let assume = if full { None } else { self.nat_known.clone() };
@@ -199,6 +269,7 @@ impl Loop {
         let (d, o, p) = apply::compute_with(&self.h, &self.cfg, assume_nat, self.peers.as_ref())
             .await
             .map_err(|e| (vec![], e))?;
+        self.ha_active = d.ha.as_ref().map(|h| crate::ha::is_active(h, &o));
         if full {
             self.nat_known = o.nat.clone();
         }
@@ -362,6 +433,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             pending: vec![],
             peers: peer_status(&cfg),
             igmp_queries: None,
+            ha: None,
         }),
         metrics: crate::metrics::Metrics::new(cfg.role.as_str()),
     });
@@ -420,6 +492,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         last_error: None,
         ready_sent: false,
         peers: None,
+        ha_active: None,
+        keepalived: None,
     };
     let (peer_tx, mut peer_rx) = tokio::sync::mpsc::unbounded_channel::<crate::peers::Report>();
     let kick = Arc::new(tokio::sync::Notify::new());
@@ -432,6 +506,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     let mut reloading = false;
     tracing::info!(role = %lp.cfg.role, bridge = %lp.cfg.bridge, "overlayd run: starting");
     lp.reconcile(true, "start").await;
+    lp.ha_tick().await;
+    let mut ha_timer = tokio::time::interval(Duration::from_secs(1));
+    ha_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut queries_tried = false;
 
     let mut paused = false;
@@ -463,6 +540,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 dirty = Some((overrun, if overrun { "overrun" } else { "event" }));
             }
             _ = resync.tick() => { dirty = Some((true, "resync")); }
+            _ = ha_timer.tick() => { lp.ha_tick().await; }
             _ = async { match backoff_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 lp.backoff = lp.backoff.map(|(_, d)| (Instant::now(), d));
                 dirty = Some((true, "retry"));
@@ -536,6 +614,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             let in_backoff = lp.backoff.is_some_and(|(t, _)| Instant::now() < t);
             if !paused && !in_backoff {
                 lp.reconcile(full, trigger).await;
+                lp.ha_tick().await;
             }
         }
     }

@@ -249,6 +249,17 @@ pub fn desired_with(
         hosts_line: cfg.fqdn.clone().map(|f| (cfg.address.addr(), f)),
         dns: cfg.dns.clone(),
         nat,
+        ha: cfg.ha.as_ref().map(|h| crate::ha::HaSpec {
+            vip: h.vip,
+            prefix_len: cfg.address.prefix_len(),
+            local: cfg.address.addr(),
+            peer: h.peer,
+            bridge: cfg.bridge.clone(),
+            vrid: crate::ha::VRID,
+            priority: h.priority,
+            advert_ms: h.advert_ms,
+            preempt: h.preempt,
+        }),
         hosts_file: cfg.hosts_file.display().to_string(),
         resolv_conf: cfg.resolv_conf.display().to_string(),
     })

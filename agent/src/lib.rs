@@ -18,6 +18,7 @@ pub mod doctor;
 pub mod error;
 pub mod ethtool;
 pub mod files;
+pub mod ha;
 pub mod icmp;
 pub mod igmp_queries;
 pub mod instance;

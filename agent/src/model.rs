@@ -194,6 +194,9 @@ pub struct Desired {
     pub hosts_line: Option<(Ipv4Addr, String)>,
     pub dns: Vec<Ipv4Addr>,
     pub nat: Option<NatSpec>,
+    /// Router HA (VRRP by keepalived, the VIP on the bridge): see [`crate::ha`].
+    #[serde(default)]
+    pub ha: Option<crate::ha::HaSpec>,
     pub hosts_file: String,
     pub resolv_conf: String,
 }

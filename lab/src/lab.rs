@@ -283,6 +283,9 @@ pub fn up(a: UpArgs) -> Result<u8> {
     );
     t.flood = flood;
     t.peer_interval = a.peer_interval;
+    if a.routers == 2 {
+        t.with_router_pair();
+    }
     let jobs = a.jobs.max(1);
     let mut ph = Phases::new(!a.common.json);
     if !a.common.json {

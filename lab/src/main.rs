@@ -176,6 +176,11 @@ pub struct UpArgs {
     /// Let IGMPv3 reports through (a real TGW ignores them; default: dropped and counted).
     #[arg(long)]
     pub accept_igmpv3: bool,
+    /// Routers: 1, or 2 for router HA ("router" and "router2" with their own overlay
+    /// addresses .3/.4, VRRP by keepalived over the overlay, the hosts' gateway 10.101.0.1
+    /// the VIP of the active one; needs --daemon)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), requires_if("2", "daemon"))]
+    pub routers: u8,
     /// Run `overlayd run` daemons (control socket, state and log in /run/overlay-lab/P/NODE/,
     /// metrics off) instead of `overlayd apply`, and wait until every one reports converged;
     /// `down` stops them.

@@ -61,6 +61,14 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
             if n.role != Role::Router {
                 a.extend(["--gateway".into(), topo::OVERLAY_ROUTER.to_string()]);
             }
+            if let Some(peer) = t.ha_peer_of(n) {
+                a.extend([
+                    "--ha-peer".into(),
+                    peer.to_string(),
+                    "--ha-vip".into(),
+                    topo::OVERLAY_ROUTER.to_string(),
+                ]);
+            }
         }
     }
     a.extend([

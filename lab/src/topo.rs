@@ -24,6 +24,9 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 10);
 pub const OVERLAY_NET: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 0);
 pub const OVERLAY_LEN: u8 = 16;
 pub const OVERLAY_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 1);
+/// With a router pair: each router's own overlay address (10.101.0.1 is then the VIP).
+pub const ROUTER_A: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 3);
+pub const ROUTER_B: Ipv4Addr = Ipv4Addr::new(10, 101, 0, 4);
 /// First VM address.
 pub const VM_BASE: Ipv4Addr = Ipv4Addr::new(10, 101, 128, 10);
 
@@ -236,6 +239,37 @@ impl Topology {
 
     pub fn router(&self) -> &Node {
         &self.nodes[0]
+    }
+
+    /// Router HA: a second router ("router2", 10.0.0.6); the two routers take their own
+    /// overlay addresses (.3, .4) and the hosts' gateway 10.101.0.1 becomes the VIP the
+    /// active one holds (VRRP over the overlay).
+    pub fn with_router_pair(&mut self) {
+        self.nodes[0].overlay_ip = ROUTER_A;
+        let r2 = Node {
+            name: "router2".into(),
+            ns: format!("{}-router2", self.prefix),
+            role: Role::Router,
+            underlay_ip: Ipv4Addr::new(10, 0, 0, 6),
+            overlay_ip: ROUTER_B,
+            vpc_port: "u-router2".into(),
+        };
+        self.nodes.insert(1, r2);
+    }
+
+    /// The routers (one, or the HA pair).
+    pub fn routers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.role == Role::Router)
+    }
+
+    /// With a router pair: the other router's overlay address.
+    pub fn ha_peer_of(&self, n: &Node) -> Option<Ipv4Addr> {
+        if n.role != Role::Router || self.routers().count() < 2 {
+            return None;
+        }
+        self.routers()
+            .find(|r| r.name != n.name)
+            .map(|r| r.overlay_ip)
     }
 
     /// The `overlay:*` tags that configure node `n` with nothing else (zero-configuration

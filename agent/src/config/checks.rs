@@ -585,6 +585,125 @@ pub(super) fn check_route_metric(m: &Layers) -> Result<u32, ConfigError> {
     })
 }
 
+/// `ha_*`: router HA, turned on by `ha_peer` (router role only). The VIP and the peer are
+/// in the overlay subnet and differ from this router's address and from each other.
+pub(super) fn check_ha(
+    m: &Layers,
+    role: Role,
+    address: Ipv4Net,
+    overlay_cidr: Ipv4Net,
+) -> Result<Option<HaSettings>, ConfigError> {
+    let others = [
+        "ha_vip",
+        "ha_priority",
+        "ha_advert_interval_ms",
+        "ha_preempt",
+    ];
+    let Some((peer_raw, peer_src)) = get(m, "ha_peer") else {
+        if let Some(k) = others.iter().find(|k| get(m, k).is_some()) {
+            let (v, s) = get(m, k).unwrap();
+            return Err(err(
+                k,
+                v,
+                Some(s),
+                "router HA settings need ha_peer (the other router)",
+            ));
+        }
+        return Ok(None);
+    };
+    if role != Role::Router {
+        return Err(err(
+            "ha_peer",
+            peer_raw,
+            Some(peer_src),
+            format!("router HA is for the router role, not {role}"),
+        ));
+    }
+    let subnet = address.trunc();
+    let ip = |k: &str, v: &str, s: Source| -> Result<Ipv4Addr, ConfigError> {
+        let a: Ipv4Addr = v
+            .parse()
+            .map_err(|_| err(k, v, Some(s), "not an IPv4 address"))?;
+        if !subnet.contains(&a) || a == subnet.network() || a == subnet.broadcast() {
+            return Err(err(
+                k,
+                v,
+                Some(s),
+                format!("not a host address of the overlay subnet {subnet}"),
+            ));
+        }
+        if a == address.addr() {
+            return Err(err(
+                k,
+                v,
+                Some(s),
+                "is this router's own address; each router has its own, the VIP is a third",
+            ));
+        }
+        Ok(a)
+    };
+    let peer = ip("ha_peer", peer_raw, peer_src)?;
+    let vip = match get(m, "ha_vip") {
+        Some((v, s)) => ip("ha_vip", v, s)?,
+        None => {
+            let d = Ipv4Addr::from(u32::from(overlay_cidr.network()) + 1);
+            if d == address.addr() {
+                return Err(err(
+                    "ha_vip",
+                    d.to_string(),
+                    None,
+                    "the default VIP (overlay_cidr's first host) is this router's address: give the router another address, or set ha_vip",
+                ));
+            }
+            d
+        }
+    };
+    if vip == peer {
+        return Err(err(
+            "ha_vip",
+            vip.to_string(),
+            get(m, "ha_vip").map(|x| x.1),
+            "is the peer's address",
+        ));
+    }
+    let priority = match get(m, "ha_priority") {
+        None => 100,
+        Some((v, s)) => match v.parse::<u8>() {
+            Ok(n) if (1..=254).contains(&n) => n,
+            _ => return Err(err("ha_priority", v, Some(s), "expected 1..254")),
+        },
+    };
+    let advert_ms = match get(m, "ha_advert_interval_ms") {
+        None => 200,
+        Some((v, s)) => match v.parse::<u32>() {
+            Ok(n) if (10..=40950).contains(&n) && n % 10 == 0 => n,
+            _ => {
+                return Err(err(
+                    "ha_advert_interval_ms",
+                    v,
+                    Some(s),
+                    "expected 10..40950, a multiple of 10 (VRRPv3 counts centiseconds)",
+                ))
+            }
+        },
+    };
+    let preempt = match get(m, "ha_preempt") {
+        None => false,
+        Some((v, s)) => match v {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(err("ha_preempt", v, Some(s), "expected true or false")),
+        },
+    };
+    Ok(Some(HaSettings {
+        vip,
+        peer,
+        priority,
+        advert_ms,
+        preempt,
+    }))
+}
+
 /// `vtep_tx_checksum`: keep (the kernel's setting) or off; true when it is to be off.
 pub(super) fn check_vtep_tx_checksum(m: &Layers) -> Result<bool, ConfigError> {
     match get(m, "vtep_tx_checksum") {
@@ -870,6 +989,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     let link_local_routes = check_link_local_routes(m)?;
     let igmp_max_memberships = check_igmp_max_memberships(m)?;
     let vtep_tx_checksum_off = check_vtep_tx_checksum(m)?;
+    let ha = check_ha(m, role, address, overlay_cidr)?;
     let (state_dir, hosts_file, resolv_conf, control_socket) = check_paths(m)?;
     let resync_interval_secs = check_resync_interval(m)?;
     let metrics_address = check_metrics_address(m)?;
@@ -902,6 +1022,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
         link_local_routes,
         igmp_max_memberships,
         vtep_tx_checksum_off,
+        ha,
         state_dir,
         hosts_file,
         resolv_conf,

@@ -180,6 +180,16 @@ impl fmt::Display for GatewayMode {
     }
 }
 
+/// Router HA as configured (`ha_*` keys); see [`crate::ha`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaSettings {
+    pub vip: Ipv4Addr,
+    pub peer: Ipv4Addr,
+    pub priority: u8,
+    pub advert_ms: u32,
+    pub preempt: bool,
+}
+
 /// How broadcast, unknown-unicast and multicast frames reach the other VTEPs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -268,6 +278,8 @@ pub struct Config {
     pub igmp_max_memberships: u32,
     /// `vtep_tx_checksum = "off"`: overlayd switches the VTEP's tx checksum offload off.
     pub vtep_tx_checksum_off: bool,
+    /// Router HA (`ha_peer` given).
+    pub ha: Option<HaSettings>,
     pub state_dir: PathBuf,
     pub hosts_file: PathBuf,
     pub resolv_conf: PathBuf,

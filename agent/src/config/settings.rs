@@ -118,6 +118,25 @@ pub struct Settings {
     /// reports it), "keep" leaves the kernel's setting [default: keep]
     #[arg(long, env = "OVERLAYD_VTEP_TX_CHECKSUM", value_name = "keep|off")]
     pub vtep_tx_checksum: Option<String>,
+    /// router: the other router's overlay IP; turns on router HA (VRRP by keepalived over
+    /// the overlay, the gateway address `ha_vip` held by the active router)
+    #[arg(long, env = "OVERLAYD_HA_PEER", value_name = "IP")]
+    pub ha_peer: Option<String>,
+    /// router HA: the gateway address the hosts use, held by the active router (not the
+    /// router's own `address`) [default: overlay_cidr's first host address]
+    #[arg(long, env = "OVERLAYD_HA_VIP", value_name = "IP")]
+    pub ha_vip: Option<String>,
+    /// router HA: VRRP priority 1..254; only breaks the tie when both start [default: 100]
+    #[arg(long, env = "OVERLAYD_HA_PRIORITY", value_name = "N")]
+    pub ha_priority: Option<String>,
+    /// router HA: VRRP advertisement interval in milliseconds, a multiple of 10; the backup
+    /// takes over after about 3.6 of them [default: 200]
+    #[arg(long, env = "OVERLAYD_HA_ADVERT_INTERVAL_MS", value_name = "MS")]
+    pub ha_advert_interval_ms: Option<String>,
+    /// router HA: a recovered router with a higher priority takes the VIP back (a second
+    /// cut) [default: false]
+    #[arg(long, env = "OVERLAYD_HA_PREEMPT", value_name = "BOOL")]
+    pub ha_preempt: Option<String>,
     /// Where overlayd records what it changed [default: /var/lib/overlayd]
     #[arg(long, env = "OVERLAYD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<String>,

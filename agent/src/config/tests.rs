@@ -40,7 +40,7 @@ fn bad(pairs: Vec<(&'static str, &'static str)>, key: &str) {
 fn every_key_is_a_flag_an_env_var_and_a_file_key() {
     use clap::Args;
     let cmd = Settings::augment_args(clap::Command::new("t"));
-    assert_eq!(keys().len(), 33);
+    assert_eq!(keys().len(), 38);
     for k in keys() {
         let a = cmd.get_arguments().find(|a| a.get_id() == *k).unwrap();
         let env = a.get_env().unwrap().to_string_lossy().into_owned();
@@ -439,5 +439,49 @@ fn unicast_flooding_keys() {
         ]
         .concat(),
         "overlay_cidr",
+    );
+}
+
+#[test]
+fn router_ha_needs_a_peer_and_three_distinct_overlay_addresses() {
+    let router = || {
+        vec![
+            ("role", "router"),
+            ("address", "10.101.0.3/16"),
+            ("group", "239.255.0.1"),
+            ("underlay", "eth0"),
+        ]
+    };
+    assert_eq!(cfg(&router()).unwrap().ha, None, "no ha_peer: no HA");
+    let c = cfg(&with(router(), "ha_peer", "10.101.0.4")).unwrap();
+    let ha = c.ha.unwrap();
+    assert_eq!(
+        ha.vip.to_string(),
+        "10.101.0.1",
+        "default VIP: overlay_cidr's .1"
+    );
+    assert_eq!((ha.priority, ha.advert_ms, ha.preempt), (100, 200, false));
+    // wrong role, settings without a peer, bad addresses and values: each names its key
+    bad(with(host(), "ha_peer", "10.101.0.4"), "ha_peer");
+    bad(with(router(), "ha_priority", "150"), "ha_priority");
+    let r = with(router(), "ha_peer", "10.101.0.4");
+    bad(with(r.clone(), "ha_peer", "10.102.0.4"), "ha_peer");
+    bad(with(r.clone(), "ha_peer", "10.101.0.3"), "ha_peer");
+    bad(with(r.clone(), "ha_vip", "10.101.0.4"), "ha_vip");
+    bad(with(r.clone(), "ha_vip", "10.101.0.3"), "ha_vip");
+    bad(with(r.clone(), "ha_priority", "255"), "ha_priority");
+    bad(
+        with(r.clone(), "ha_advert_interval_ms", "205"),
+        "ha_advert_interval_ms",
+    );
+    bad(
+        with(r.clone(), "ha_advert_interval_ms", "0"),
+        "ha_advert_interval_ms",
+    );
+    bad(with(r.clone(), "ha_preempt", "maybe"), "ha_preempt");
+    // the router on the default VIP's address cannot also hold it
+    bad(
+        with(with(r, "address", "10.101.0.1/16"), "ha_peer", "10.101.0.4"),
+        "ha_vip",
     );
 }

@@ -60,3 +60,27 @@ pub async fn add_address(h: &Nl, dev: &str, addr: Ipv4Net) -> R<()> {
         }
     }
 }
+
+/// Remove `ip` from the link `index` (router HA: a VIP left behind by a keepalived that was
+/// killed, before keepalived starts again). Ok(false) when it was not there.
+pub async fn del_address(h: &Handle, index: u32, ip: std::net::Ipv4Addr) -> R<bool> {
+    let mut s = h.address().get().set_link_index_filter(index).execute();
+    while let Some(m) = s
+        .try_next()
+        .await
+        .map_err(|e| nl_err("dump addresses", e))?
+    {
+        let is = m.attributes.iter().any(|a| {
+            matches!(a, AddressAttribute::Local(IpAddr::V4(v)) | AddressAttribute::Address(IpAddr::V4(v)) if *v == ip)
+        });
+        if m.header.family == AddressFamily::Inet && is {
+            h.address()
+                .del(m)
+                .execute()
+                .await
+                .map_err(|e| nl_err(format!("delete address {ip}"), e))?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

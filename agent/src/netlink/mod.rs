@@ -13,7 +13,7 @@ mod route;
 mod rule;
 mod vxlan;
 
-pub use address::{add_address, dump_addrs};
+pub use address::{add_address, del_address, dump_addrs};
 pub use bridge::{create_bridge, set_mcast_snooping, set_stp_off};
 pub use dummy::create_dummy;
 pub use fdb::{dump_flood_list, dump_remote_vteps, set_flood_list};
