@@ -118,6 +118,8 @@ struct Loop {
     /// Router HA: whether the VIP was on the bridge at the last reconcile.
     ha_active: Option<bool>,
     keepalived: Option<crate::ha::Supervisor>,
+    /// While active: the route takeover task's flag (cleared on becoming backup) and report.
+    takeover: Option<Takeover>,
 }
 
 impl Loop {
@@ -178,7 +180,22 @@ impl Loop {
             keepalived_pid: k.pid(),
             keepalived_restarts: k.starts.saturating_sub(1),
             error,
+            takeover: None,
         };
+        let active = self.ha_active == Some(true);
+        match (&self.takeover, active) {
+            (None, true) => self.takeover = Some(spawn_takeover(&self.cfg)),
+            (Some((run, _)), false) => {
+                run.store(false, std::sync::atomic::Ordering::Relaxed);
+                self.takeover = None;
+            }
+            _ => {}
+        }
+        let mut st = st;
+        st.takeover = self
+            .takeover
+            .as_ref()
+            .and_then(|(_, r)| r.lock().unwrap().clone());
         let mut s = self.shared.status.lock().unwrap();
         if s.ha.as_ref().map(|h| h.state.as_str()) != Some(st.state.as_str()) {
             tracing::info!(state = %st.state, vip = %spec.vip, "router HA");
@@ -286,6 +303,98 @@ impl Loop {
 
 /// With multicast flooding: the IGMP query listener on the underlay (its log is copied into
 /// `status` on every request).
+/// The route takeover task of an active router: its "still active" flag and last report.
+type Takeover = (
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<Mutex<Option<crate::takeover::TakeoverReport>>>,
+);
+
+/// Router HA, active: move the cluster's route tables' overlay route to this router's ENI,
+/// retried every 2 s until done, checked again every 30 s while active (a table added later,
+/// a peer that took it meanwhile). Ends when `run` is cleared (backup).
+fn spawn_takeover(cfg: &Config) -> Takeover {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let run = Arc::new(AtomicBool::new(true));
+    let report: Arc<Mutex<Option<crate::takeover::TakeoverReport>>> = Default::default();
+    let (r, rep) = (run.clone(), report.clone());
+    let cluster = cfg.cluster.clone();
+    let cidr = cfg.overlay_cidr.to_string();
+    let facts = cfg.instance.clone();
+    tokio::spawn(async move {
+        while r.load(Ordering::Relaxed) {
+            let t0 = Instant::now();
+            let res = takeover_once(facts.clone(), cluster.clone(), &cidr, &r).await;
+            let ok = res.is_ok();
+            let mut out = res.unwrap_or_else(|e| crate::takeover::TakeoverReport {
+                error: Some(e),
+                ..Default::default()
+            });
+            out.took_ms = t0.elapsed().as_millis();
+            if !out.moved.is_empty() {
+                tracing::info!(moved = ?out.moved, eni = ?out.eni, ms = out.took_ms, "router HA: VPC routes moved to this router");
+            }
+            if let Some(e) = &out.error {
+                tracing::error!(error = %e, "router HA: route takeover failed; retrying");
+            }
+            *rep.lock().unwrap() = Some(out);
+            tokio::time::sleep(Duration::from_secs(if ok { 30 } else { 2 })).await;
+        }
+    });
+    (run, report)
+}
+
+#[cfg(feature = "ec2")]
+async fn takeover_once(
+    facts: Option<crate::instance::InstanceFacts>,
+    cluster: Option<String>,
+    cidr: &str,
+    still_active: &std::sync::atomic::AtomicBool,
+) -> Result<crate::takeover::TakeoverReport, String> {
+    use crate::takeover::{ec2, moves, TakeoverReport};
+    let f = match facts {
+        Some(f) => f,
+        None => tokio::task::spawn_blocking(crate::instance::fetch)
+            .await
+            .map_err(|e| e.to_string())??,
+    };
+    let cluster = cluster
+        .or_else(|| f.tags.get("overlay:cluster").cloned())
+        .ok_or("router HA needs the cluster (key cluster, or the overlay:cluster tag) to find its route tables")?;
+    let c = crate::instance::ec2::client(&f.region).await;
+    let eni = ec2::own_eni(&c, &f.vpc_id, f.local_ipv4).await?;
+    let tables = ec2::tables(&c, &f.vpc_id, &cluster, cidr).await?;
+    let todo = moves(&tables, &eni, &f.instance_id);
+    let mut rep = TakeoverReport {
+        eni: Some(eni.clone()),
+        kept: tables
+            .iter()
+            .filter(|t| !todo.iter().any(|(id, _)| *id == t.table))
+            .map(|t| t.table.clone())
+            .collect(),
+        ..Default::default()
+    };
+    for (table, from) in todo {
+        // a router that lost the VIP while its calls were under way (e.g. its link came back
+        // after a cut and the peer is active now) must not pull the routes back
+        if !still_active.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("no longer active: routes left to the active router".into());
+        }
+        ec2::replace(&c, &table, cidr, &eni).await?;
+        rep.moved.push(format!("{table}: from {from}"));
+    }
+    Ok(rep)
+}
+
+#[cfg(not(feature = "ec2"))]
+async fn takeover_once(
+    _facts: Option<crate::instance::InstanceFacts>,
+    _cluster: Option<String>,
+    _cidr: &str,
+    _still_active: &std::sync::atomic::AtomicBool,
+) -> Result<crate::takeover::TakeoverReport, String> {
+    Err("this overlayd is built without the EC2 API (feature ec2): no route takeover".into())
+}
+
 /// Started once the underlay is known (the first reconcile that computed the desired state).
 fn listen_for_queries(shared: &Shared) -> Option<Arc<Mutex<crate::igmp_queries::QueryLog>>> {
     let underlay = {
@@ -494,6 +603,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         peers: None,
         ha_active: None,
         keepalived: None,
+        takeover: None,
     };
     let (peer_tx, mut peer_rx) = tokio::sync::mpsc::unbounded_channel::<crate::peers::Report>();
     let kick = Arc::new(tokio::sync::Notify::new());

@@ -235,6 +235,7 @@ pub fn desired_with(
         exceptions: cfg.nat_exceptions.clone(),
     });
 
+    let ha_underlay = underlay.clone();
     Ok(Desired {
         role: cfg.role,
         underlay,
@@ -255,6 +256,7 @@ pub fn desired_with(
             local: cfg.address.addr(),
             peer: h.peer,
             bridge: cfg.bridge.clone(),
+            underlay: ha_underlay.clone(),
             vrid: crate::ha::VRID,
             priority: h.priority,
             advert_ms: h.advert_ms,

@@ -27,6 +27,10 @@ pub struct HaSpec {
     pub peer: Ipv4Addr,
     /// The bridge VRRP runs on and the VIP lives on.
     pub bridge: String,
+    /// The underlay: tracked, so a router that loses it gives the VIP up (FAULT) instead of
+    /// staying active alone, and comes back as backup.
+    #[serde(default)]
+    pub underlay: String,
     /// VRRP virtual router id (1..=255), the same on both routers.
     pub vrid: u8,
     /// 1..=254; with `nopreempt` it only breaks ties at start-up.
@@ -84,6 +88,13 @@ pub fn keepalived_conf(spec: &HaSpec) -> String {
     if !spec.preempt {
         let _ = writeln!(s, "    nopreempt");
     }
+    if !spec.underlay.is_empty() {
+        let _ = writeln!(
+            s,
+            "    track_interface {{\n        {}\n    }}",
+            spec.underlay
+        );
+    }
     let _ = writeln!(s, "    unicast_src_ip {}", spec.local);
     let _ = writeln!(s, "    unicast_peer {{\n        {}\n    }}", spec.peer);
     let _ = writeln!(
@@ -106,6 +117,7 @@ mod tests {
             local: "10.101.0.3".parse().unwrap(),
             peer: "10.101.0.4".parse().unwrap(),
             bridge: "cloudbr0".into(),
+            underlay: "eth0".into(),
             vrid: 79,
             priority: 100,
             advert_ms: 200,
@@ -126,6 +138,7 @@ mod tests {
             "unicast_src_ip 10.101.0.3",
             "unicast_peer {\n        10.101.0.4\n    }",
             "10.101.0.1/16 dev cloudbr0",
+            "track_interface {\n        eth0\n    }",
         ] {
             assert!(c.contains(want), "{want:?} missing:\n{c}");
         }
@@ -162,6 +175,8 @@ pub struct HaStatus {
     /// keepalived (re)starts after the first.
     pub keepalived_restarts: u64,
     pub error: Option<String>,
+    /// The last route takeover of this router (while active).
+    pub takeover: Option<crate::takeover::TakeoverReport>,
 }
 
 /// Whether `spec`'s VIP is on its bridge in `o`: this router is the active one.

@@ -32,3 +32,4 @@ pub mod plan;
 mod plan_tests;
 pub mod state;
 pub mod sysctl;
+pub mod takeover;

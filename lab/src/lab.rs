@@ -330,6 +330,12 @@ pub fn up(a: UpArgs) -> Result<u8> {
         packages_dir: package
             .as_ref()
             .map(|_| run_dir(&prefix).join(crate::imds::PACKAGES_DIR)),
+        route_follow: (a.routers == 2 && a.aws_endpoint.is_some()).then(|| {
+            crate::imds::catalog::RouteFollow {
+                cidr: format!("{}/{}", crate::topo::OVERLAY_NET, crate::topo::OVERLAY_LEN),
+                delay_ms: a.vpc_route_delay_ms,
+            }
+        }),
     };
     let res = build(&t, &overlayd, jobs, !a.accept_igmpv3, &mode, &imds, &mut ph);
     let (applies, cloud_init) = match res {

@@ -181,6 +181,11 @@ pub struct UpArgs {
     /// the VIP of the active one; needs --daemon)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), requires_if("2", "daemon"))]
     pub routers: u8,
+    /// With --routers 2 and --aws-endpoint: milliseconds between moto's route table changing
+    /// (ReplaceRoute by the new active router) and the lab's VPC router following it — AWS
+    /// applies a replaced route after a delay the emulator does not have
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub vpc_route_delay_ms: u64,
     /// Run `overlayd run` daemons (control socket, state and log in /run/overlay-lab/P/NODE/,
     /// metrics off) instead of `overlayd apply`, and wait until every one reports converged;
     /// `down` stops them.

@@ -164,7 +164,8 @@ pub(crate) fn overlayd_cmd(
             c.env_remove(k);
         }
     }
-    if t.flood == topo::Flood::UnicastEc2 {
+    // (router HA: the route takeover's ReplaceRoute goes the same way)
+    if t.flood == topo::Flood::UnicastEc2 || t.ha_peer_of(n).is_some() {
         // The EC2 API as the lab's instances reach it (relayed to moto); credentials and
         // region come from IMDS as on EC2.
         c.env("AWS_ENDPOINT_URL_EC2", crate::imds::ec2_api_url());

@@ -30,6 +30,10 @@ Control endpoints (never forwarded to moto):
                                         moto's EC2 instances as the lab's IMDSv2 emulator
                                         needs them (instance metadata is not an AWS API,
                                         so moto has no call that returns it).
+  GET  /_shim/routes?region=R&cidr=C -> {"routes": [{"table", "target", "target_ip"}]}: every
+                                        route table's route to C, its target (ENI or instance
+                                        id) and that target's private address, for the lab's
+                                        VPC router to follow (ReplaceRoute moves it, as on AWS).
   GET  /_shim/signals                -> {"signals": [{"stack", "resource", "unique_id",
                                         "status", "time", "access_key", "verified"}, ...]}
                                         CloudFormation SignalResource calls (moto has none):
@@ -829,6 +833,29 @@ def profile_role(ref):
     return name
 
 
+def routes_to(region, cidr):
+    """Every route table's route to `cidr`: target and the target's private address."""
+    from moto.ec2.models import ec2_backends
+
+    backend = ec2_backends[DEFAULT_ACCOUNT][region]
+    eni_ip = {}
+    for eni in backend.enis.values():
+        eni_ip[eni.id] = eni.private_ip_address
+    inst_ip = {i.id: i.private_ip_address for i in backend.all_instances()}
+    out = []
+    for t in backend.route_tables.values():
+        routes = t.routes.values() if isinstance(t.routes, dict) else t.routes
+        for r in routes:
+            if r.destination_cidr_block != cidr:
+                continue
+            eni = getattr(r, "interface", None)
+            inst = getattr(r, "instance", None)
+            target = eni.id if eni is not None else (inst.id if inst is not None else None)
+            ip = eni_ip.get(target) or inst_ip.get(target)
+            out.append({"table": t.id, "target": target, "target_ip": ip})
+    return out
+
+
 def instances_for_imds(region):
     """moto's EC2 instances of `region` with what instance metadata shows of them."""
     import base64
@@ -1077,6 +1104,8 @@ class Shim:
         q = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
         if path == "/_shim/instances" and method == "GET":
             return 200, {"instances": instances_for_imds(q.get("region", "eu-west-1"))}
+        if path == "/_shim/routes" and method == "GET":
+            return 200, {"routes": routes_to(q.get("region", "eu-west-1"), q.get("cidr", ""))}
         if path == "/_shim/signals" and method == "GET":
             with self.signals.lock:
                 return 200, {"signals": list(self.signals.signals)}

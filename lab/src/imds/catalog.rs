@@ -30,7 +30,19 @@ pub struct Catalog {
     /// `up --instances`: the directory the package server (port 8775) serves.
     #[serde(default)]
     pub packages_dir: Option<std::path::PathBuf>,
+    /// Router HA with moto: the lab's VPC router sends this CIDR where moto's route tables
+    /// say (ReplaceRoute moves it), after a propagation delay.
+    #[serde(default)]
+    pub route_follow: Option<RouteFollow>,
     pub instances: Vec<Instance>,
+}
+
+/// See [`Catalog::route_follow`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteFollow {
+    pub cidr: String,
+    /// AWS applies a replaced route after a delay the emulator does not have.
+    pub delay_ms: u64,
 }
 
 /// `HttpTokens` of the instance's metadata options.
@@ -168,6 +180,7 @@ impl Catalog {
             region: region.to_string(),
             account: ACCOUNT.to_string(),
             aws_endpoint: None,
+            route_follow: None,
             packages_dir: None,
             instances,
         }

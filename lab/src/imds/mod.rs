@@ -97,6 +97,7 @@ pub struct Options {
     pub aws_endpoint: Option<String>,
     /// Serve the files of this directory on [`PACKAGE_PORT`].
     pub packages_dir: Option<PathBuf>,
+    pub route_follow: Option<catalog::RouteFollow>,
 }
 
 pub fn catalog_path(prefix: &str) -> PathBuf {
@@ -115,6 +116,7 @@ pub fn start(t: &Topology, o: &Options) -> Result<u32> {
     let mut cat = Catalog::from_topology(t, &o.region, &catalog::rfc3339(now_secs()));
     cat.aws_endpoint = o.aws_endpoint.clone();
     cat.packages_dir = o.packages_dir.clone();
+    cat.route_follow = o.route_follow.clone();
     let path = catalog_path(&t.prefix);
     std::fs::write(&path, serde_json::to_string_pretty(&cat)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -224,6 +226,20 @@ pub fn serve(catalog_file: &Path) -> Result<u8> {
     if let Some((l, ep)) = relay {
         eprintln!("imds: AWS APIs on {} relayed to {ep}", aws_api_url());
         std::thread::spawn(move || relay_loop(l, &ep));
+    }
+    if let (Some(ep), Some(rf)) = (&base.aws_endpoint, &base.route_follow) {
+        let (ep, rf, ns, region) = (
+            ep.clone(),
+            rf.clone(),
+            base.vpc_ns.clone(),
+            base.region.clone(),
+        );
+        let log = dir.join(ROUTE_LOG);
+        eprintln!(
+            "imds: the VPC route to {} follows moto's route tables (delay {} ms)",
+            rf.cidr, rf.delay_ms
+        );
+        std::thread::spawn(move || route_follow_loop(&ep, &region, &rf, &ns, &log));
     }
     if let Some((l, dir)) = packages {
         eprintln!(
@@ -444,6 +460,56 @@ fn refresh_loop(file: &Path, mut base: Catalog, shared: &Shared) {
         }
         std::thread::sleep(REFRESH);
     }
+}
+
+/// The VPC route log: one line per change, `<unix ms seen> <unix ms applied> <via>`.
+pub const ROUTE_LOG: &str = "vpc-route.log";
+
+/// Router HA: polls moto's route to `rf.cidr` every 100 ms; when its target's address
+/// changes, the vpc namespace's route follows `rf.delay_ms` later (as AWS's own propagation).
+fn route_follow_loop(ep: &str, region: &str, rf: &catalog::RouteFollow, ns: &str, log: &Path) {
+    let mut current: Option<String> = None;
+    loop {
+        let want = http_to_moto(
+            ep,
+            "GET",
+            &format!("/_shim/routes?region={region}&cidr={}", rf.cidr),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["routes"]
+                .as_array()?
+                .iter()
+                .find_map(|r| r["target_ip"].as_str().map(str::to_string))
+        });
+        if let Some(ip) = want.filter(|ip| current.as_deref() != Some(ip.as_str())) {
+            let seen = now_ms();
+            std::thread::sleep(Duration::from_millis(rf.delay_ms));
+            let ok = Command::new("ip")
+                .args(["-n", ns, "route", "replace", &rf.cidr, "via", &ip])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                let line = format!("{seen} {} {ip}\n", now_ms());
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .and_then(|mut f| f.write_all(line.as_bytes()));
+                eprintln!("imds: VPC route {} now via {ip}", rf.cidr);
+                current = Some(ip);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 /// Tells the shim the secret of every instance role's current credentials (`POST
