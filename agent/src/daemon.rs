@@ -301,8 +301,6 @@ impl Loop {
     }
 }
 
-/// With multicast flooding: the IGMP query listener on the underlay (its log is copied into
-/// `status` on every request).
 /// The route takeover task of an active router: its "still active" flag and last report.
 type Takeover = (
     Arc<std::sync::atomic::AtomicBool>,
@@ -395,7 +393,9 @@ async fn takeover_once(
     Err("this overlayd is built without the EC2 API (feature ec2): no route takeover".into())
 }
 
-/// Started once the underlay is known (the first reconcile that computed the desired state).
+/// With multicast flooding: the IGMP query listener on the underlay (its log is copied into
+/// `status` on every request). Started once the underlay is known (the first reconcile that
+/// computed the desired state).
 fn listen_for_queries(shared: &Shared) -> Option<Arc<Mutex<crate::igmp_queries::QueryLog>>> {
     let underlay = {
         let st = shared.status.lock().unwrap();
