@@ -21,12 +21,12 @@ use std::net::Ipv4Addr;
 
 const ZERO_MAC: [u8; 6] = [0; 6];
 
-/// The destinations of the all-zeros entries of the device `index`.
-pub async fn dump_flood_list(h: &Handle, index: u32) -> R<BTreeSet<Ipv4Addr>> {
+/// The FDB entries of the device `index`: (all-zeros MAC?, remote destination).
+async fn dump_entries(h: &Handle, index: u32) -> R<Vec<(bool, Option<Ipv4Addr>)>> {
     let mut req = h.neighbours().get();
     req.message_mut().header.family = AddressFamily::Bridge;
     let mut s = req.execute();
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     while let Some(m) = s
         .try_next()
         .await
@@ -48,11 +48,18 @@ pub async fn dump_flood_list(h: &Handle, index: u32) -> R<BTreeSet<Ipv4Addr>> {
                 _ => {}
             }
         }
-        if let (true, Some(ip)) = (zero, dst) {
-            out.insert(ip);
-        }
+        out.push((zero, dst));
     }
     Ok(out)
+}
+
+/// The destinations of the all-zeros entries of the device `index`.
+pub async fn dump_flood_list(h: &Handle, index: u32) -> R<BTreeSet<Ipv4Addr>> {
+    Ok(dump_entries(h, index)
+        .await?
+        .into_iter()
+        .filter_map(|(zero, dst)| dst.filter(|_| zero))
+        .collect())
 }
 
 /// The remote VTEPs of the device `index`'s learned (or otherwise installed) entries: remote
@@ -62,30 +69,8 @@ pub async fn dump_remote_vteps(
     h: &Handle,
     index: u32,
 ) -> R<std::collections::BTreeMap<Ipv4Addr, usize>> {
-    let mut req = h.neighbours().get();
-    req.message_mut().header.family = AddressFamily::Bridge;
-    let mut s = req.execute();
     let mut out = std::collections::BTreeMap::new();
-    while let Some(m) = s
-        .try_next()
-        .await
-        .map_err(|e| nl_err("dump bridge fdb", e))?
-    {
-        if m.header.ifindex != index {
-            continue;
-        }
-        let mut zero = true;
-        let mut dst = None;
-        for a in &m.attributes {
-            match a {
-                NeighbourAttribute::LinkLayerAddress(l) => zero = l.as_slice() == ZERO_MAC,
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                    dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-                }
-                _ => {}
-            }
-        }
+    for (zero, dst) in dump_entries(h, index).await? {
         match dst {
             Some(ip) if !zero && !ip.is_multicast() && !ip.is_unspecified() => {
                 *out.entry(ip).or_insert(0) += 1
