@@ -348,7 +348,7 @@ async fn takeover_once(
     cidr: &str,
     still_active: &std::sync::atomic::AtomicBool,
 ) -> Result<crate::takeover::TakeoverReport, String> {
-    use crate::takeover::{ec2, moves, TakeoverReport};
+    use crate::takeover::{ec2, moves, select, TakeoverReport};
     let f = match facts {
         Some(f) => f,
         None => tokio::task::spawn_blocking(crate::instance::fetch)
@@ -360,7 +360,7 @@ async fn takeover_once(
         .ok_or("router HA needs the cluster (key cluster, or the overlay:cluster tag) to find its route tables")?;
     let c = crate::instance::ec2::client(&f.region).await;
     let eni = ec2::own_eni(&c, &f.vpc_id, f.local_ipv4).await?;
-    let tables = ec2::tables(&c, &f.vpc_id, &cluster, cidr).await?;
+    let tables = select(ec2::tables(&c, &f.vpc_id, &cluster, cidr).await?);
     let todo = moves(&tables, &eni, &f.instance_id);
     let mut rep = TakeoverReport {
         eni: Some(eni.clone()),

@@ -127,6 +127,12 @@ pub struct Facts {
     /// overlayd's devices.
     pub managers_running: Vec<&'static str>,
     pub claims: Vec<Claim>,
+    /// Router HA: the daemon's view (its `status`: state, keepalived, last takeover; None:
+    /// no daemon or no pair).
+    pub ha: Option<crate::ha::HaStatus>,
+    /// Router HA: one echo to the peer's overlay address, and (on the backup) one to the VIP.
+    pub ha_peer_ping: Option<Result<Duration, String>>,
+    pub ha_vip_ping: Option<Result<Duration, String>>,
 }
 
 /// The TGW's multicast frames carry at most 8500 bytes: the VTEP's inner MTU + 50.
@@ -189,6 +195,9 @@ pub fn diagnose(d: &Desired, f: &Facts) -> Vec<Check> {
     v.push(remote_vteps(d, f));
     v.push(gateway_reachable(d, f));
     v.push(return_path(d, f));
+    if d.ha.is_some() {
+        v.push(router_pair(d, f));
+    }
     v.push(link_local_routes(d, f));
     v.push(tx_checksum(d, f));
     v.push(managers(f));
@@ -279,9 +288,134 @@ fn gateway_reachable(d: &Desired, f: &Facts) -> Check {
         Some(Err(e)) => check(
             id,
             Verdict::Fail,
-            format!("gateway {gw} does not answer over the overlay: no VPC access from here"),
+            format!("gateway {gw} does not answer over the overlay: no VPC access from here (with a router pair: neither router holds it — both down)"),
             vec![e.clone()],
-            Some("run doctor on the router; then the fdb.remotes and igmp.* checks here (is the router's VTEP reachable?)"),
+            Some("run doctor on the router (each of the pair); then the fdb.remotes and igmp.* checks here (is the router's VTEP reachable?)"),
+        ),
+    }
+}
+
+/// Router HA on one router of the pair: which one holds the VIP, whether the other answers,
+/// and whether the active one moved the VPC routes. A router whose peer is gone is a single
+/// point of failure again (warn); a backup that sees nobody holding the VIP is the double
+/// failure as seen from the survivor (fail).
+fn router_pair(d: &Desired, f: &Facts) -> Check {
+    let id = "router.pair";
+    let Some(spec) = &d.ha else {
+        return check(id, Verdict::Ok, "no router pair".into(), vec![], None);
+    };
+    let (vip, peer) = (spec.vip, spec.peer);
+    let here = crate::ha::is_active(spec, &f.observed);
+    let mut evidence = vec![format!(
+        "VIP {vip} {} {}",
+        if here { "on" } else { "not on" },
+        spec.bridge
+    )];
+    let Some(st) = &f.ha else {
+        return check(
+            id,
+            Verdict::Fail,
+            "no daemon answers: keepalived is not running here, so this router takes no part in the election".into(),
+            evidence,
+            Some("systemctl start overlayd (it runs keepalived); journalctl -u overlayd"),
+        );
+    };
+    match st.keepalived_pid {
+        Some(pid) => evidence.push(format!(
+            "keepalived pid {pid}, {} restarts",
+            st.keepalived_restarts
+        )),
+        None => {
+            evidence.push(format!(
+                "keepalived not running: {}",
+                st.error.as_deref().unwrap_or("no error recorded")
+            ));
+            return check(
+                id,
+                Verdict::Fail,
+                "keepalived is not running: this router takes no part in the election".into(),
+                evidence,
+                Some("install keepalived (the router pair needs it); journalctl -u overlayd names the error"),
+            );
+        }
+    }
+    let peer_up = match &f.ha_peer_ping {
+        Some(Ok(rtt)) => {
+            evidence.push(format!(
+                "peer {peer} answers ({:.1} ms)",
+                rtt.as_secs_f64() * 1000.0
+            ));
+            Some(true)
+        }
+        Some(Err(e)) => {
+            evidence.push(format!("peer {peer}: {e}"));
+            Some(false)
+        }
+        None => None,
+    };
+    if here {
+        if let Some(t) = &st.takeover {
+            evidence.push(format!(
+                "route takeover: eni {}, {} kept, {} moved{}",
+                t.eni.as_deref().unwrap_or("?"),
+                t.kept.len(),
+                t.moved.len(),
+                t.error
+                    .as_deref()
+                    .map(|e| format!(", error: {e}"))
+                    .unwrap_or_default()
+            ));
+            if t.error.is_some() {
+                return check(
+                    id,
+                    Verdict::Fail,
+                    "active, but the VPC routes were not moved here: VPC traffic to the overlay goes to the other router".into(),
+                    evidence,
+                    Some("the router role needs ec2:DescribeRouteTables and ec2:ReplaceRoute on the cluster's route tables (overlayctl iam-policy --for router); the error above names the call"),
+                );
+            }
+        }
+        return match peer_up {
+            Some(false) => check(
+                id,
+                Verdict::Warn,
+                format!("active (holds {vip}), but peer {peer} does not answer: no standby, the next failure cuts the overlay off the VPC"),
+                evidence,
+                Some("bring the other router back (overlayd and keepalived on it); it rejoins as backup"),
+            ),
+            _ => check(
+                id,
+                Verdict::Ok,
+                format!("active: holds {vip}; peer {peer} is the standby"),
+                evidence,
+                None,
+            ),
+        };
+    }
+    match (&f.ha_vip_ping, peer_up) {
+        (Some(Ok(_)), _) => check(
+            id,
+            Verdict::Ok,
+            format!("standby: {vip} answers from the active router"),
+            evidence,
+            None,
+        ),
+        (Some(Err(e)), _) => {
+            evidence.push(format!("VIP {vip}: {e}"));
+            check(
+                id,
+                Verdict::Fail,
+                format!("standby, and nobody holds {vip}: both routers are out of service (peer {peer} {}) — nothing carries the hosts' traffic to the VPC", if peer_up == Some(true) { "answers but does not hold it" } else { "is down" }),
+                evidence,
+                Some("check the peer (overlayd, keepalived: journalctl -u overlayd there); this router takes the VIP within a second when its keepalived sees no adverts — if it does not, its underlay is down (FAULT): ip link show"),
+            )
+        }
+        (None, _) => check(
+            id,
+            Verdict::Unknown,
+            format!("standby; {vip} not pinged"),
+            evidence,
+            None,
         ),
     }
 }
@@ -1170,8 +1304,77 @@ mod tests {
             managers_running: vec![],
             claims: vec![],
             observed: o,
+            ha: None,
+            ha_peer_ping: None,
+            ha_vip_ping: None,
         };
         (d, f)
+    }
+
+    /// A router of a pair (10.101.0.3, peer .4, VIP .1), healthy: keepalived running, the
+    /// peer answering; `active`: the VIP on its bridge.
+    fn pair_router(active: bool) -> (Desired, Facts) {
+        let (d, mut f) = healthy(
+            Role::Router,
+            &[("address", "10.101.0.3/16"), ("ha_peer", "10.101.0.4")],
+        );
+        if active {
+            let b = f.observed.link("cloudbr0").unwrap().index;
+            f.observed.addrs.push(crate::model::Addr {
+                index: b,
+                addr: "10.101.0.1/16".parse().unwrap(),
+            });
+        }
+        f.ha = Some(crate::ha::HaStatus {
+            state: if active { "active" } else { "backup" }.into(),
+            keepalived_pid: Some(42),
+            ..Default::default()
+        });
+        f.ha_peer_ping = Some(Ok(Duration::from_micros(400)));
+        f.ha_vip_ping = (!active).then_some(Ok(Duration::from_micros(400)));
+        (d, f)
+    }
+
+    #[test]
+    fn router_pair_names_the_standby_loss_and_the_double_failure() {
+        // only on a router of a pair
+        let (d, f) = healthy(Role::Router, &[]);
+        assert!(diagnose(&d, &f).iter().all(|c| c.id != "router.pair"));
+        for active in [true, false] {
+            let (d, f) = pair_router(active);
+            let (v, s) = verdict_of(&d, &f, "router.pair");
+            assert_eq!(v, Verdict::Ok, "{s}");
+            assert!(
+                s.starts_with(if active { "active" } else { "standby" }),
+                "{s}"
+            );
+        }
+        // the active one alone: a warning (single point of failure again)
+        let (d, mut f) = pair_router(true);
+        f.ha_peer_ping = Some(Err("no echo reply".into()));
+        let (v, s) = verdict_of(&d, &f, "router.pair");
+        assert_eq!(v, Verdict::Warn, "{s}");
+        assert!(s.contains("no standby"), "{s}");
+        // the active one whose takeover failed
+        let (d, mut f) = pair_router(true);
+        f.ha.as_mut().unwrap().takeover = Some(crate::takeover::TakeoverReport {
+            error: Some("ReplaceRoute rtb-1: UnauthorizedOperation".into()),
+            ..Default::default()
+        });
+        assert_eq!(verdict_of(&d, &f, "router.pair").0, Verdict::Fail);
+        // a standby that sees nobody holding the VIP: the double failure
+        let (d, mut f) = pair_router(false);
+        f.ha_peer_ping = Some(Err("no echo reply".into()));
+        f.ha_vip_ping = Some(Err("no echo reply".into()));
+        let (v, s) = verdict_of(&d, &f, "router.pair");
+        assert_eq!(v, Verdict::Fail, "{s}");
+        assert!(s.contains("both routers"), "{s}");
+        // keepalived not running, or no daemon at all
+        let (d, mut f) = pair_router(false);
+        f.ha.as_mut().unwrap().keepalived_pid = None;
+        assert_eq!(verdict_of(&d, &f, "router.pair").0, Verdict::Fail);
+        f.ha = None;
+        assert_eq!(verdict_of(&d, &f, "router.pair").0, Verdict::Fail);
     }
 
     fn verdict_of(d: &Desired, f: &Facts, id: &str) -> (Verdict, String) {

@@ -168,12 +168,18 @@ async fn doctor(
         Some(i) => netlink::dump_remote_vteps(h, i).await.ok(),
         None => d.vtep.as_ref().map(|_| Default::default()),
     };
-    let daemon = match overlay_agent::daemon::control_request(&cfg.control_socket, "status").await {
-        Ok(v) => doctor::Daemon::Running {
+    let status = overlay_agent::daemon::control_request(&cfg.control_socket, "status")
+        .await
+        .ok();
+    let daemon = match &status {
+        Some(v) => doctor::Daemon::Running {
             queries: serde_json::from_value(v["igmp_queries"].clone()).ok(),
         },
-        Err(_) => doctor::Daemon::NotRunning,
+        None => doctor::Daemon::NotRunning,
     };
+    let ha: Option<overlay_agent::ha::HaStatus> = status
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v["ha"].clone()).ok());
     let src = d.bridge.address.addr();
     let has_src = o
         .link(&d.bridge.name)
@@ -219,6 +225,19 @@ async fn doctor(
             devices.push((l.name.clone(), l.index));
         }
     }
+    // router pair: the peer, and (on the backup) the VIP, each one echo from this router's
+    // own overlay address
+    let (ha_peer_ping, ha_vip_ping) = match &d.ha {
+        Some(spec) if has_src => {
+            let wait = std::time::Duration::from_millis(500);
+            let active = overlay_agent::ha::is_active(spec, &o);
+            (
+                Some(icmp::ping(src, spec.peer, 2, wait)),
+                (!active).then(|| icmp::ping(src, spec.vip, 2, wait)),
+            )
+        }
+        _ => (None, None),
+    };
     let running = network_managers::running_here(std::path::Path::new("/proc"));
     let claims = network_managers::claims(std::path::Path::new("/run"), &running, &devices);
     let mut facts = doctor::Facts {
@@ -239,6 +258,9 @@ async fn doctor(
         kernel: ethtool::kernel_release(),
         managers_running: running,
         claims,
+        ha,
+        ha_peer_ping,
+        ha_vip_ping,
     };
     for key in [
         format!("net/ipv4/conf/{}/force_igmp_version", d.underlay),

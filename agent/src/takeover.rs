@@ -1,8 +1,10 @@
 //! Router HA's AWS half: when this router becomes active, the VPC route tables' `overlay CIDR
 //! → router` routes are moved to this router's ENI (ReplaceRoute), so VPC traffic to the
-//! overlay follows the VIP. Only route tables tagged `overlay:cluster=<cluster>` are touched
-//! (the router role's IAM policy allows ReplaceRoute on nothing else). On becoming backup
-//! nothing is changed: the new active router moves them.
+//! overlay follows the VIP. The tables are those of the VPC tagged `overlay:cluster=<cluster>`
+//! (`overlayctl bootstrap` tags the tables it routes), or, when none is tagged (a
+//! CloudFormation stack cannot tag existing tables), every table of the VPC with a route for
+//! the overlay CIDR ([`select`]). The router role's IAM policy allows ReplaceRoute on those
+//! tables only. On becoming backup nothing is changed: the new active router moves them.
 //!
 //! Pure: [`moves`] decides from the tables as read; the EC2 calls are thin.
 
@@ -12,6 +14,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRoute {
     pub table: String,
+    /// Tagged `overlay:cluster=<this cluster>`.
+    pub tagged: bool,
     /// The route's target: an ENI id, an instance id, or None (no such route, or blackhole).
     pub target: Option<String>,
 }
@@ -27,6 +31,16 @@ pub struct TakeoverReport {
     pub moved: Vec<String>,
     pub took_ms: u128,
     pub error: Option<String>,
+}
+
+/// The cluster's tables among those with an overlay route: the tagged ones, or every one when
+/// none is tagged.
+pub fn select(tables: Vec<TableRoute>) -> Vec<TableRoute> {
+    if tables.iter().any(|t| t.tagged) {
+        tables.into_iter().filter(|t| t.tagged).collect()
+    } else {
+        tables
+    }
 }
 
 /// The tables whose overlay route must move to `eni` (with what they pointed at). A table
@@ -77,7 +91,8 @@ pub mod ec2 {
             .ok_or_else(|| format!("DescribeNetworkInterfaces: no interface with {ip} in {vpc}"))
     }
 
-    /// The cluster's route tables (tagged) and their `cidr` route.
+    /// The VPC's route tables with a `cidr` route, each marked tagged with `cluster` or not
+    /// (pass the result to [`select`]).
     pub async fn tables(
         c: &aws_sdk_ec2::Client,
         vpc: &str,
@@ -88,7 +103,6 @@ pub mod ec2 {
         let r = c
             .describe_route_tables()
             .filters(f("vpc-id", vpc))
-            .filters(f("tag:overlay:cluster", cluster))
             .send()
             .await
             .map_err(|e| say("DescribeRouteTables", e))?;
@@ -101,6 +115,10 @@ pub mod ec2 {
                     .find(|x| x.destination_cidr_block() == Some(cidr))?;
                 Some(TableRoute {
                     table: t.route_table_id()?.to_string(),
+                    tagged: t
+                        .tags()
+                        .iter()
+                        .any(|g| g.key() == Some("overlay:cluster") && g.value() == Some(cluster)),
                     target: route
                         .network_interface_id()
                         .or(route.instance_id())
@@ -135,6 +153,7 @@ mod tests {
     fn only_tables_pointing_elsewhere_move() {
         let t = |id: &str, to: Option<&str>| TableRoute {
             table: id.into(),
+            tagged: true,
             target: to.map(str::to_string),
         };
         let tables = [
@@ -151,5 +170,24 @@ mod tests {
             ]
         );
         assert!(moves(&tables[1..3], "eni-me", "i-me").is_empty());
+    }
+
+    #[test]
+    fn tagged_tables_win_else_every_table_with_the_route() {
+        let t = |id: &str, tagged: bool| TableRoute {
+            table: id.into(),
+            tagged,
+            target: Some("eni-peer".into()),
+        };
+        let names = |v: Vec<TableRoute>| v.into_iter().map(|t| t.table).collect::<Vec<_>>();
+        assert_eq!(
+            names(select(vec![t("rtb-a", true), t("rtb-b", false)])),
+            ["rtb-a"]
+        );
+        assert_eq!(
+            names(select(vec![t("rtb-a", false), t("rtb-b", false)])),
+            ["rtb-a", "rtb-b"]
+        );
+        assert!(select(vec![]).is_empty());
     }
 }
