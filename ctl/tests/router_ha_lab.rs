@@ -3,7 +3,11 @@
 //! and the VPC's `overlay CIDR → router` route in moto, which the lab's VPC router follows
 //! (after `--vpc-route-delay-ms`). The active router's VPC link is cut: the other takes the
 //! VIP, moves the route with ReplaceRoute (the only mutating call) and VMs reach the VPC
-//! client again; the old router, back, stays backup and leaves the route alone.
+//! client again; the old router, back, stays backup and leaves the route alone. Multi-AZ:
+//! router and h1 in the first subnet (eu-west-1a, 10.0.0.0/22), router2 and h2 in the
+//! second (eu-west-1b, 10.0.4.0/22). `overlayd doctor` names each state of the pair: the
+//! survivor without a standby (warn), the recovered standby (ok), and the double failure
+//! (both links cut: the standby and the hosts fail).
 //!
 //! Needs root, network namespaces, nftables, keepalived, moto (scripts/aws-emulator) and the
 //! workspace's overlay-lab and overlayd binaries.
@@ -80,12 +84,29 @@ async fn router_pair_fails_over_and_moves_the_vpc_route() {
     let p = format!("rha{}", std::process::id() % 10000);
     let sdk = sdk(&emu).await;
     let (vpc, subnet) = lab_subnet(&sdk, "eu-west-1a").await;
+    let subnet_b = sdk
+        .ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.0.4.0/22")
+        .availability_zone("eu-west-1b")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
     use aws_sdk_ec2::types::{
         HttpTokensState, InstanceMetadataOptionsRequest, InstanceMetadataTagsState, ResourceType,
         Tag, TagSpecification,
     };
     let mut eni = std::collections::BTreeMap::new();
-    for (name, ip) in [("router", "10.0.0.4"), ("router2", "10.0.0.6")] {
+    for (name, ip, sub) in [
+        ("router", "10.0.0.4", &subnet),
+        ("router2", "10.0.4.6", &subnet_b),
+    ] {
         let spec = TagSpecification::builder()
             .resource_type(ResourceType::Instance)
             .tags(Tag::builder().key("overlay:cluster").value(&p).build())
@@ -98,7 +119,7 @@ async fn router_pair_fails_over_and_moves_the_vpc_route() {
             .instance_type(aws_sdk_ec2::types::InstanceType::C5Large)
             .min_count(1)
             .max_count(1)
-            .subnet_id(&subnet)
+            .subnet_id(sub)
             .private_ip_address(ip)
             .metadata_options(
                 InstanceMetadataOptionsRequest::builder()
@@ -155,8 +176,11 @@ async fn router_pair_fails_over_and_moves_the_vpc_route() {
         "--daemon",
         "--routers",
         "2",
+        "--azs",
+        "2",
         "-n",
         "2",
+        "--json",
         "--vms-per-host",
         "1",
         "--aws-endpoint",
@@ -166,6 +190,40 @@ async fn router_pair_fails_over_and_moves_the_vpc_route() {
         "--replace",
     ]);
     assert!(up.status.success(), "{}", text(&up));
+    let upv: serde_json::Value = serde_json::from_slice(&up.stdout).unwrap();
+    let doctor = |node: &str| -> serde_json::Value {
+        let n = upv["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", n["ns"].as_str().unwrap()])
+            .arg(lab_bin().with_file_name("overlayd"))
+            .arg("doctor");
+        for f in n["overlayd_flags"].as_array().unwrap() {
+            c.arg(f.as_str().unwrap());
+        }
+        c.arg("--control-socket")
+            .arg(format!("/run/overlay-lab/{p}/{node}/overlayd.sock"))
+            .args(["-o", "json"]);
+        let o = c.output().unwrap();
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("doctor on {node}: {e}: {}", text(&o)))
+    };
+    let check = |v: &serde_json::Value, id: &str| -> (String, String) {
+        let c = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no {id}: {v}"));
+        (
+            c["verdict"].as_str().unwrap().to_string(),
+            c["summary"].as_str().unwrap().to_string(),
+        )
+    };
     let (a, b) = if holds_vip(&p, "router") {
         ("router", "router2")
     } else {
@@ -177,7 +235,7 @@ async fn router_pair_fails_over_and_moves_the_vpc_route() {
         if r == "router" {
             "10.0.0.4"
         } else {
-            "10.0.0.6"
+            "10.0.4.6"
         }
     };
     let mut t = route_target(&sdk, &table).await;
@@ -238,6 +296,10 @@ async fn router_pair_fails_over_and_moves_the_vpc_route() {
         .filter_map(|c| c["action"].as_str().map(str::to_string))
         .collect();
     assert_eq!(mutating, vec!["ReplaceRoute"], "the takeover's only change");
+    // the survivor: active, but no standby (its peer's link is cut)
+    let (v, s) = check(&doctor(b), "router.pair");
+    assert_eq!(v, "warn", "{s}");
+    assert!(s.contains("no standby"), "{s}");
 
     // the old router comes back: backup, the route stays with the new active router
     let o = ns_sh(&format!("{p}-vpc"), &format!("ip link set u-{a} up"));
@@ -250,4 +312,25 @@ async fn router_pair_fails_over_and_moves_the_vpc_route() {
         "the recovered router left the route alone"
     );
     assert!(vpc_route(&p).contains(ip(b)));
+    let (v, s) = check(&doctor(a), "router.pair");
+    assert_eq!((v.as_str(), s.starts_with("standby")), ("ok", true), "{s}");
+    let (v, s) = check(&doctor(b), "router.pair");
+    assert_eq!((v.as_str(), s.starts_with("active")), ("ok", true), "{s}");
+
+    // double failure: both routers' links cut
+    for r in [a, b] {
+        let o = ns_sh(&format!("{p}-vpc"), &format!("ip link set u-{r} down"));
+        assert!(o.status.success());
+    }
+    until(
+        Duration::from_secs(10),
+        "both routers give the VIP up",
+        || !holds_vip(&p, a) && !holds_vip(&p, b),
+    );
+    let (v, s) = check(&doctor("h1"), "gateway.reachable");
+    assert_eq!(v, "fail", "{s}");
+    assert!(s.contains("both down"), "{s}");
+    let (v, s) = check(&doctor(a), "router.pair");
+    assert_eq!(v, "fail", "{s}");
+    assert!(s.contains("both routers"), "{s}");
 }

@@ -286,6 +286,9 @@ pub fn up(a: UpArgs) -> Result<u8> {
     if a.routers == 2 {
         t.with_router_pair();
     }
+    if a.azs == 2 {
+        t.with_two_azs();
+    }
     let jobs = a.jobs.max(1);
     let mut ph = Phases::new(!a.common.json);
     if !a.common.json {
@@ -452,7 +455,7 @@ pub fn up(a: UpArgs) -> Result<u8> {
 fn node_json(n: &Node) -> Value {
     json!({
         "name": n.name, "ns": n.ns, "role": n.role.as_str(),
-        "underlay_ip": n.underlay_ip, "overlay_ip": n.overlay_ip, "vpc_port": n.vpc_port,
+        "underlay_ip": n.underlay_ip, "overlay_ip": n.overlay_ip, "vpc_port": n.vpc_port, "az": n.az,
     })
 }
 
@@ -559,19 +562,37 @@ fn build(
     let cl = topo::CLIENT_BRIDGE;
     let mut b = String::new();
     writeln!(b, "link set lo up")?;
-    writeln!(
-        b,
-        "link add {ul} mtu {mtu} type bridge mcast_snooping 1 mcast_querier 0 \
-         mcast_igmp_version 2 mcast_query_use_ifaddr 0 \
-         mcast_query_response_interval 10"
-    )?;
+    for (az, br) in t.bridges().into_iter().enumerate() {
+        writeln!(
+            b,
+            "link add {br} mtu {mtu} type bridge mcast_snooping 1 mcast_querier 0 \
+             mcast_igmp_version 2 mcast_query_use_ifaddr 0 \
+             mcast_query_response_interval 10"
+        )?;
+        writeln!(
+            b,
+            "addr add {}/{} dev {br}",
+            topo::subnet_gw(az as u8),
+            topo::UNDERLAY_LEN
+        )?;
+    }
+    if t.azs == 2 {
+        // the TGW multicast domain across both subnets: the group's traffic crosses this
+        // pair (always forwarded to it: a permanent multicast-router port), the VPC's
+        // rules (vpc.rs) let nothing else through
+        let (la, lb) = topo::AZ_LINK;
+        writeln!(
+            b,
+            "link add {la} mtu {mtu} type veth peer name {lb} mtu {mtu}"
+        )?;
+        writeln!(b, "link set {la} master {ul}")?;
+        writeln!(b, "link set {lb} master {}", topo::UNDERLAY_BRIDGE_B)?;
+        for l in [la, lb] {
+            writeln!(b, "link set {l} type bridge_slave mcast_router 2")?;
+            writeln!(b, "link set {l} up")?;
+        }
+    }
     writeln!(b, "link add {cl} type bridge")?;
-    writeln!(
-        b,
-        "addr add {}/{} dev {ul}",
-        topo::UNDERLAY_GW,
-        topo::UNDERLAY_LEN
-    )?;
     writeln!(
         b,
         "addr add {}/{} dev {cl}",
@@ -586,7 +607,7 @@ fn build(
             topo::eth0_mac(n.underlay_ip),
             n.ns
         )?;
-        writeln!(b, "link set {port} master {ul}")?;
+        writeln!(b, "link set {port} master {}", n.bridge())?;
         writeln!(b, "link set {port} type bridge_slave mcast_flood off")?;
         writeln!(b, "link set {port} up")?;
     }
@@ -603,7 +624,9 @@ fn build(
     for a in topo::LINK_LOCAL_SERVICES {
         writeln!(b, "addr add {a}/32 dev {ul}")?;
     }
-    writeln!(b, "link set {ul} up")?;
+    for br in t.bridges() {
+        writeln!(b, "link set {br} up")?;
+    }
     writeln!(b, "link set {cl} up")?;
     writeln!(
         b,
@@ -652,7 +675,7 @@ fn build(
                 n.ns.clone(),
                 n.underlay_ip,
                 topo::UNDERLAY_LEN,
-                Some(topo::UNDERLAY_GW),
+                Some(n.subnet_gw()),
             )
         })
         .collect();
@@ -916,15 +939,14 @@ fn finish_build(
     applies: Vec<(String, Vec<String>)>,
     lenient: bool,
 ) -> Result<Vec<(String, Vec<String>)>> {
-    let ul = topo::UNDERLAY_BRIDGE;
-
     // The TGW's periodic general query: only now, so the nodes' first joins are unsolicited
     // (that is what exposes an IGMPv3 first report). No TGW with unicast flooding: no querier.
     if !t.flood.unicast() {
-        ip_batch(
-            Some(&t.vpc_ns),
-            &format!("link set {ul} type bridge mcast_querier 1\n"),
-        )?;
+        let mut b = String::new();
+        for br in t.bridges() {
+            writeln!(b, "link set {br} type bridge mcast_querier 1")?;
+        }
+        ip_batch(Some(&t.vpc_ns), &b)?;
     }
     let querier_on = Instant::now();
 
@@ -1725,27 +1747,26 @@ fn membership(t: &Topology) -> Result<Value> {
     if t.flood.unicast() {
         return Ok(json!({ "flood": "unicast" }));
     }
-    let out = run_ok(
-        Command::new("bridge").args([
-            "-n",
-            &t.vpc_ns,
-            "-j",
-            "mdb",
-            "show",
-            "dev",
-            topo::UNDERLAY_BRIDGE,
-        ]),
-        None,
-    )?;
-    let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+    let mut blocks: Vec<Value> = Vec::new();
+    for br in t.bridges() {
+        let out = run_ok(
+            Command::new("bridge").args(["-n", &t.vpc_ns, "-j", "mdb", "show", "dev", br]),
+            None,
+        )?;
+        let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+        blocks.extend(v.as_array().cloned().unwrap_or_default());
+    }
     let mut groups: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
-    for blk in v.as_array().into_iter().flatten() {
+    for blk in &blocks {
         for e in blk["mdb"].as_array().into_iter().flatten() {
             let grp = e["grp"].as_str().unwrap_or("");
             if !grp.contains('.') {
                 continue; // IPv6 (MLD) entries are not part of the TGW picture
             }
             let port = e["port"].as_str().unwrap_or("").to_string();
+            if port == topo::AZ_LINK.0 || port == topo::AZ_LINK.1 {
+                continue; // the link between the AZ subnets, not a member
+            }
             let node = t
                 .node_by_port(&port)
                 .map(|n| n.name.clone())

@@ -33,6 +33,10 @@ Topology (prefix P, default \"olab\"; full description in docs/lab.md):
   P-hN       overlayd --role host        eth0 10.0.0.(9+N)  cloudbr0 10.101.0.(9+N)/16
   P-hN-vmK   a VM: eth0 10.101.128.10+ (peer vmK on cloudbr0 of hN), default via 10.101.0.1
   P-client   VPC client 10.0.8.10/24, default via 10.0.8.1 (reaches the overlay via router)
+  --routers 2  adds P-router2 (eth0 10.0.0.6); routers .3/.4, the VIP 10.101.0.1 the gateway
+  --azs 2    second node subnet 10.0.4.0/22 (bridge `ul2`, VPC router 10.0.4.1): hosts of the
+             second half (h6.. of 10, same offset: 10.0.4.15) and router2; the multicast
+             domain spans both (link tgw-a/tgw-b: the group's UDP only)
   IMDSv2     169.254.169.254:80 on `ul`: every instance's own metadata (token required, hop
              limit 1; ids and tags from the topology or, with --aws-endpoint, from moto)
 Every node is configured by the real `overlayd apply` run inside its namespace.
@@ -181,6 +185,12 @@ pub struct UpArgs {
     /// the VIP of the active one; needs --daemon)
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), requires_if("2", "daemon"))]
     pub routers: u8,
+    /// Availability zones: 1, or 2 for a multi-AZ cluster: a second node subnet 10.0.4.0/22
+    /// (bridge `ul2`) holding the second half of the hosts and router2; the subnets are
+    /// routed by the VPC router, and the TGW multicast domain spans both (only the group's
+    /// VXLAN traffic crosses between them)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub azs: u8,
     /// With --routers 2 and --aws-endpoint: milliseconds between moto's route table changing
     /// (ReplaceRoute by the new active router) and the lab's VPC router following it — AWS
     /// applies a replaced route after a delay the emulator does not have

@@ -75,7 +75,7 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
         "--vni".into(),
         t.vni.to_string(),
         "--dns".into(),
-        topo::UNDERLAY_DNS.to_string(),
+        n.subnet_dns().to_string(),
         "--state-dir".into(),
         d("state"),
         "--hosts-file".into(),
@@ -121,7 +121,7 @@ pub(crate) fn overlayd_toml(t: &Topology, n: &Node) -> String {
             ),
         },
         t.vni,
-        topo::UNDERLAY_DNS,
+        n.subnet_dns(),
     );
     if n.role == Role::Router {
         // as the README recommends for a router: masquerade what leaves for the internet,

@@ -16,6 +16,9 @@ pub const LINK_LOCAL_SERVICES: [Ipv4Addr; 3] = [
     Ipv4Addr::new(169, 254, 169, 253),
     Ipv4Addr::new(169, 254, 169, 123),
 ];
+/// With two availability zones (`--azs 2`): the second node subnet, 10.0.4.0/22 (router
+/// base + 1, DNS base + 2 as in the first), on bridge [`UNDERLAY_BRIDGE_B`].
+pub const UNDERLAY_GW_B: Ipv4Addr = Ipv4Addr::new(10, 0, 4, 1);
 /// Second subnet holding the VPC client: 10.0.8.0/24.
 pub const CLIENT_LEN: u8 = 24;
 pub const CLIENT_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 8, 1);
@@ -32,6 +35,12 @@ pub const VM_BASE: Ipv4Addr = Ipv4Addr::new(10, 101, 128, 10);
 
 /// Bridge in the vpc namespace standing in for the node subnet + TGW multicast domain.
 pub const UNDERLAY_BRIDGE: &str = "ul";
+/// Bridge in the vpc namespace for the second AZ's node subnet.
+pub const UNDERLAY_BRIDGE_B: &str = "ul2";
+/// The veth pair joining the two node-subnet bridges for the TGW multicast domain that spans
+/// both AZs: only the VXLAN group's UDP crosses it (no ARP, no IGMP, no unicast: the
+/// subnets are routed by the VPC router as in AWS).
+pub const AZ_LINK: (&str, &str) = ("tgw-a", "tgw-b");
 /// Bridge in the vpc namespace for the client subnet.
 pub const CLIENT_BRIDGE: &str = "cl";
 /// The client's port on `cl`.
@@ -73,6 +82,46 @@ pub struct Node {
     pub overlay_ip: Ipv4Addr,
     /// Name of the underlay bridge port (in the vpc namespace) that leads to this node.
     pub vpc_port: String,
+    /// Availability zone: 0 (subnet 10.0.0.0/22) or 1 (10.0.4.0/22, `--azs 2`).
+    #[serde(default)]
+    pub az: u8,
+}
+
+impl Node {
+    /// The VPC router's address in this node's subnet (its DHCP default route).
+    pub fn subnet_gw(&self) -> Ipv4Addr {
+        subnet_gw(self.az)
+    }
+    /// The "Amazon DNS" address of this node's subnet (base + 2).
+    pub fn subnet_dns(&self) -> Ipv4Addr {
+        if self.az == 0 {
+            UNDERLAY_DNS
+        } else {
+            add(UNDERLAY_GW_B, 1)
+        }
+    }
+    /// The vpc-namespace bridge of this node's subnet.
+    pub fn bridge(&self) -> &'static str {
+        subnet_bridge(self.az)
+    }
+}
+
+/// The VPC router's address in AZ `az`'s node subnet.
+pub fn subnet_gw(az: u8) -> Ipv4Addr {
+    if az == 0 {
+        UNDERLAY_GW
+    } else {
+        UNDERLAY_GW_B
+    }
+}
+
+/// The vpc-namespace bridge of AZ `az`'s node subnet.
+pub fn subnet_bridge(az: u8) -> &'static str {
+    if az == 0 {
+        UNDERLAY_BRIDGE
+    } else {
+        UNDERLAY_BRIDGE_B
+    }
 }
 
 /// A "VM": a namespace with `eth0` whose peer is a port of its host's cloudbr0.
@@ -107,6 +156,10 @@ impl Flood {
     }
 }
 
+fn one() -> u8 {
+    1
+}
+
 fn default_peer_interval() -> u64 {
     10
 }
@@ -122,6 +175,9 @@ pub struct Topology {
     pub group: Ipv4Addr,
     pub vni: u32,
     pub underlay_mtu: u32,
+    /// Availability zones (node subnets): 1 or 2.
+    #[serde(default = "one")]
+    pub azs: u8,
     pub vpc_ns: String,
     pub client_ns: String,
     pub client_ip: Ipv4Addr,
@@ -190,6 +246,7 @@ impl Topology {
                 underlay_ip: Ipv4Addr::new(10, 0, 0, 4),
                 overlay_ip: OVERLAY_ROUTER,
                 vpc_port: "u-router".into(),
+                az: 0,
             },
             Node {
                 name: "mgmt".into(),
@@ -198,6 +255,7 @@ impl Topology {
                 underlay_ip: Ipv4Addr::new(10, 0, 0, 5),
                 overlay_ip: Ipv4Addr::new(10, 101, 0, 2),
                 vpc_port: "u-mgmt".into(),
+                az: 0,
             },
         ];
         let mut vms = Vec::new();
@@ -219,6 +277,7 @@ impl Topology {
                 underlay_ip: add(Ipv4Addr::new(10, 0, 0, 10), i - 1),
                 overlay_ip: add(Ipv4Addr::new(10, 101, 0, 10), i - 1),
                 vpc_port: format!("u-{name}"),
+                az: 0,
                 name,
             });
         }
@@ -229,6 +288,7 @@ impl Topology {
             group,
             vni,
             underlay_mtu,
+            azs: 1,
             vpc_ns: ns("vpc"),
             client_ns: ns("client"),
             client_ip: CLIENT_IP,
@@ -253,8 +313,42 @@ impl Topology {
             underlay_ip: Ipv4Addr::new(10, 0, 0, 6),
             overlay_ip: ROUTER_B,
             vpc_port: "u-router2".into(),
+            az: 0,
         };
         self.nodes.insert(1, r2);
+    }
+
+    /// Two availability zones: a second node subnet (10.0.4.0/22) holding router2 (with a
+    /// pair) and the second half of the hosts (h1..h⌈n/2⌉ stay in the first). A node keeps
+    /// its offset in its subnet (h6: 10.0.0.15 → 10.0.4.15), so its overlay address is the
+    /// same in either AZ. The TGW multicast domain spans both subnets.
+    pub fn with_two_azs(&mut self) {
+        self.azs = 2;
+        let hosts = self.nodes.iter().filter(|n| n.role == Role::Host).count();
+        let first = hosts.div_ceil(2);
+        let mut seen = 0;
+        for n in &mut self.nodes {
+            let move_it = match n.role {
+                Role::Router => n.name == "router2",
+                Role::Management => false,
+                Role::Host => {
+                    seen += 1;
+                    seen > first
+                }
+            };
+            if move_it {
+                n.az = 1;
+                let offset =
+                    u32::from(n.underlay_ip) - u32::from(network(UNDERLAY_GW, UNDERLAY_LEN));
+                n.underlay_ip =
+                    Ipv4Addr::from(u32::from(network(UNDERLAY_GW_B, UNDERLAY_LEN)) + offset);
+            }
+        }
+    }
+
+    /// The node-subnet bridges of the vpc namespace (one per AZ).
+    pub fn bridges(&self) -> Vec<&'static str> {
+        (0..self.azs).map(subnet_bridge).collect()
     }
 
     /// The routers (one, or the HA pair).
@@ -365,6 +459,30 @@ mod tests {
         ips.sort();
         ips.dedup();
         assert_eq!(ips.len(), t.endpoints().len());
+    }
+
+    #[test]
+    fn two_azs_split_the_hosts_and_the_router_pair() {
+        let mut t = Topology::new("t", 10, 0, Ipv4Addr::new(239, 255, 0, 1), 100, 9001);
+        t.with_router_pair();
+        t.with_two_azs();
+        let in_b: Vec<&str> = t
+            .nodes
+            .iter()
+            .filter(|n| n.az == 1)
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(in_b, ["router2", "h6", "h7", "h8", "h9", "h10"]);
+        let h6 = t.nodes.iter().find(|n| n.name == "h6").unwrap();
+        assert_eq!(h6.underlay_ip, Ipv4Addr::new(10, 0, 4, 15));
+        assert_eq!(h6.overlay_ip, Ipv4Addr::new(10, 101, 0, 15));
+        assert_eq!(h6.subnet_gw(), UNDERLAY_GW_B);
+        assert_eq!(h6.subnet_dns(), Ipv4Addr::new(10, 0, 4, 2));
+        assert_eq!(t.bridges(), [UNDERLAY_BRIDGE, UNDERLAY_BRIDGE_B]);
+        let mut ips: Vec<_> = t.nodes.iter().map(|n| n.underlay_ip).collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), t.nodes.len());
     }
 
     #[test]

@@ -57,10 +57,23 @@ pub fn ruleset(t: &Topology) -> String {
         .map(|(p, a)| format!("\"{p}\" . {a}"))
         .collect();
     let bcast = format!(
-        "224.0.0.0/4, 255.255.255.255, {}, {}",
+        "224.0.0.0/4, 255.255.255.255, {}, {}, {}",
         topo::broadcast(topo::UNDERLAY_GW, topo::UNDERLAY_LEN),
+        topo::broadcast(topo::UNDERLAY_GW_B, topo::UNDERLAY_LEN),
         topo::broadcast(topo::CLIENT_GW, topo::CLIENT_LEN)
     );
+    // two AZs: the TGW multicast domain spans both subnets, so the group's VXLAN traffic
+    // (UDP to a multicast address) crosses the link between their bridges — nothing else
+    // (ARP, unicast, IGMP: the subnets are routed, as in a VPC)
+    let az_link = if t.azs == 2 {
+        let (a, b) = topo::AZ_LINK;
+        format!(
+            "oifname {{ \"{a}\", \"{b}\" }} ether type ip ip daddr 224.0.0.0/4 meta l4proto udp accept\n    \
+             oifname {{ \"{a}\", \"{b}\" }} drop\n    "
+        )
+    } else {
+        String::new()
+    };
     let mut s = String::new();
     let _ = writeln!(s, "table bridge {TABLE} {{");
     for (c, what) in COUNTERS {
@@ -94,7 +107,7 @@ pub fn ruleset(t: &Topology) -> String {
     let _ = writeln!(
         s,
         "  chain forward_check {{ type filter hook forward priority 0; policy accept;\n    \
-         ether type ip ip protocol igmp counter name igmp_relay_drops drop\n    {dst}\n  }}"
+         ether type ip ip protocol igmp counter name igmp_relay_drops drop\n    {az_link}{dst}\n  }}"
     );
     let _ = writeln!(
         s,

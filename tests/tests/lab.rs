@@ -101,6 +101,84 @@ fn lab_up_full_reachability_then_down_leaves_nothing() {
     drop(lab);
 }
 
+/// Multi-AZ: 2 subnets × 5 hosts, the router pair one per AZ, the TGW multicast domain
+/// spanning both subnets. Every ordered pair answers; the subnets are routed by the VPC
+/// router, not bridged (no node has a neighbour in the other subnet); every node of both
+/// subnets is a member of the group.
+#[test]
+fn lab_two_azs_five_hosts_each_full_matrix() {
+    if !ready("lab_two_azs_five_hosts_each_full_matrix") {
+        return;
+    }
+    let _heavy = heavy_lock();
+    let prefix = unique_prefix("laz");
+    let lab = Lab::up(
+        &prefix,
+        &[
+            "--hosts",
+            "10",
+            "--vms-per-host",
+            "1",
+            "--azs",
+            "2",
+            "--routers",
+            "2",
+            "--daemon",
+            "--full-matrix",
+            "--timeout",
+            "30",
+        ],
+    )
+    .unwrap();
+    let up = &lab.up;
+    let in_b: Vec<&str> = up["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["az"] == 1)
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(in_b, ["router2", "h6", "h7", "h8", "h9", "h10"]);
+    let r = &up["reachability"];
+    assert_eq!(r["mode"], "full", "{r}");
+    let results = r["results"].as_array().unwrap();
+    // 2 routers + mgmt + 10 hosts + 10 VMs + client
+    assert_eq!(results.len(), 24 * 23);
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|x| x["ok"] != Value::Bool(true))
+        .map(|x| format!("{} -> {}", x["from"], x["to"]))
+        .collect();
+    assert!(failed.is_empty(), "unreachable pairs: {failed:?}");
+    // routed, not bridged: h6 (10.0.4.15) knows no neighbour of the first subnet
+    let o = std::process::Command::new("ip")
+        .args([
+            "-n",
+            &format!("{prefix}-h6"),
+            "-4",
+            "neigh",
+            "show",
+            "dev",
+            "eth0",
+        ])
+        .output()
+        .unwrap();
+    let neigh = String::from_utf8_lossy(&o.stdout);
+    assert!(neigh.contains("10.0.4.1 "), "{neigh}");
+    assert!(
+        !neigh.contains("10.0.0."),
+        "a neighbour across the AZs: {neigh}"
+    );
+    let g = up["membership"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "239.255.0.1")
+        .expect("group learned");
+    assert_eq!(g["nodes"].as_array().unwrap().len(), 13, "{g}");
+    drop(lab);
+}
+
 #[test]
 fn lab_rejects_bad_usage_with_exit_2() {
     if !ready("lab_rejects_bad_usage_with_exit_2") {

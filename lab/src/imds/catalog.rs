@@ -126,10 +126,14 @@ impl Catalog {
                     instance_id: aws_id("i", p, &n.name),
                     instance_type: node_type(n.role).to_string(),
                     image_id: aws_id("ami", p, "image"),
-                    availability_zone: az.clone(),
+                    availability_zone: if n.az == 0 {
+                        az.clone()
+                    } else {
+                        format!("{region}b")
+                    },
                     mac: topo::eth0_mac(n.underlay_ip),
                     interface_id: aws_id("eni", p, &n.name),
-                    subnet_id: aws_id("subnet", p, "nodes"),
+                    subnet_id: aws_id("subnet", p, if n.az == 0 { "nodes" } else { "nodes-b" }),
                     subnet_cidr: format!(
                         "{}/{}",
                         topo::network(n.underlay_ip, topo::UNDERLAY_LEN),
