@@ -117,6 +117,8 @@ struct Loop {
     peers: Option<std::collections::BTreeSet<std::net::Ipv4Addr>>,
     /// Router HA: whether the VIP was on the bridge at the last reconcile.
     ha_active: Option<bool>,
+    /// The underlay's carrier at the last reconcile (None before the first).
+    underlay_carrier: Option<bool>,
     keepalived: Option<crate::ha::Supervisor>,
     /// While active: the route takeover task's flag (cleared on becoming backup) and report.
     takeover: Option<Takeover>,
@@ -203,6 +205,31 @@ impl Loop {
         s.ha = Some(st);
     }
 
+    /// Multicast flooding: the group membership announced again (two unsolicited IGMPv2
+    /// reports, 200 ms apart) when the underlay has carrier again, and at start — a switch
+    /// that dropped this member while its link was down would otherwise leave it out of
+    /// the group's traffic until its next query ([`crate::igmp_report`]).
+    fn announce_membership(&mut self, d: &Desired, o: &crate::model::Observed) {
+        let link = o.link(&d.underlay);
+        let carrier = link.map(|l| l.up && l.carrier);
+        let group = d.vtep.as_ref().and_then(|t| t.group);
+        if let (Some(true), Some(g), Some(l)) = (carrier, group, link) {
+            if self.underlay_carrier != Some(true) {
+                let (dev, index, back) = (l.name.clone(), l.index, self.underlay_carrier.is_some());
+                tracing::info!(group = %g, device = %dev, "{}: IGMPv2 membership announced", if back { "underlay carrier back" } else { "start" });
+                std::thread::spawn(move || {
+                    for _ in 0..2 {
+                        if let Err(e) = crate::igmp_report::send(&dev, index, g) {
+                            tracing::warn!(error = %e, "IGMPv2 report not sent");
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                });
+            }
+        }
+        self.underlay_carrier = carrier;
+    }
+
     async fn reconcile(&mut self, full: bool, trigger: &str) {
         let t0 = Instant::now();
         let assume = if full { None } else { self.nat_known.clone() };
@@ -287,6 +314,7 @@ impl Loop {
             .await
             .map_err(|e| (vec![], e))?;
         self.ha_active = d.ha.as_ref().map(|h| crate::ha::is_active(h, &o));
+        self.announce_membership(&d, &o);
         if full {
             self.nat_known = o.nat.clone();
         }
@@ -602,6 +630,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         ready_sent: false,
         peers: None,
         ha_active: None,
+        underlay_carrier: None,
         keepalived: None,
         takeover: None,
     };

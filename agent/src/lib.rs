@@ -21,6 +21,7 @@ pub mod files;
 pub mod ha;
 pub mod icmp;
 pub mod igmp_queries;
+pub mod igmp_report;
 pub mod instance;
 pub mod metrics;
 pub mod model;

@@ -217,6 +217,9 @@ pub struct Link {
     /// IFLA_INFO_KIND: bridge, vxlan, veth, dummy … (None for physical/loopback).
     pub kind: Option<String>,
     pub up: bool,
+    /// IFF_LOWER_UP: the link has carrier (a veth whose peer is down has none).
+    #[serde(default)]
+    pub carrier: bool,
     pub mtu: u32,
     pub master: Option<u32>,
     pub mac: Vec<u8>,

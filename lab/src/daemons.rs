@@ -43,25 +43,7 @@ pub fn start_all(
     jobs: usize,
     timeout: Duration,
 ) -> Result<Vec<(String, u32)>> {
-    let spawned = crate::sys::par_map(&t.nodes, jobs, |n| -> Result<Child> {
-        let dir = node_dir(&t.prefix, &n.name);
-        let sock = dir.join(SOCKET);
-        let log = std::fs::File::create(dir.join(LOG))?;
-        let mut c = overlayd_cmd(overlayd, t, n, &["run"])?;
-        c.arg("--control-socket")
-            .arg(&sock)
-            .args(["--metrics-address", "off"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // own process group: a ctrl-C meant for `overlay-lab up` does not hit the daemons
-            .process_group(0);
-        let child = c
-            .spawn()
-            .with_context(|| format!("starting overlayd run on {}", n.name))?;
-        std::fs::write(dir.join(PID_FILE), format!("{}\n", child.id()))?;
-        Ok(child)
-    });
+    let spawned = crate::sys::par_map(&t.nodes, jobs, |n| spawn_one(overlayd, t, n, false));
     let mut children = Vec::new();
     for (n, r) in t.nodes.iter().zip(spawned) {
         children.push((n, r?));
@@ -108,6 +90,38 @@ pub fn start_all(
         .iter()
         .map(|(n, c)| (n.name.clone(), c.id()))
         .collect())
+}
+
+/// Start `overlayd run` on node `n` (its log in /run/overlay-lab/P/NODE/overlayd.log,
+/// appended to with `append`: a restart, as systemd's `Restart=` would do after a crash).
+pub fn spawn_one(
+    overlayd: &Path,
+    t: &Topology,
+    n: &crate::topo::Node,
+    append: bool,
+) -> Result<Child> {
+    let dir = node_dir(&t.prefix, &n.name);
+    let sock = dir.join(SOCKET);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(dir.join(LOG))?;
+    let mut c = overlayd_cmd(overlayd, t, n, &["run"])?;
+    c.arg("--control-socket")
+        .arg(&sock)
+        .args(["--metrics-address", "off"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // own process group: a ctrl-C meant for `overlay-lab up` does not hit the daemons
+        .process_group(0);
+    let child = c
+        .spawn()
+        .with_context(|| format!("starting overlayd run on {}", n.name))?;
+    std::fs::write(dir.join(PID_FILE), format!("{}\n", child.id()))?;
+    Ok(child)
 }
 
 /// `overlayd` processes whose command line names a path under /run/overlay-lab/PREFIX/:

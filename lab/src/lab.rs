@@ -133,6 +133,11 @@ fn write_lab_file(t: &Topology, overlayd: &Path, state: &str) -> Result<()> {
         .with_context(|| format!("writing {}", p.display()))
 }
 
+/// The topology of lab `prefix` as `up` recorded it.
+pub(crate) fn topology_of(prefix: &str) -> Result<Topology> {
+    Ok(read_lab_file(prefix)?.topology)
+}
+
 fn read_lab_file(prefix: &str) -> Result<LabFile> {
     let p = run_dir(prefix).join("lab.json");
     let b = std::fs::read(&p).map_err(|_| {

@@ -176,6 +176,28 @@ fn lab_two_azs_five_hosts_each_full_matrix() {
         .find(|g| g["group"] == "239.255.0.1")
         .expect("group learned");
     assert_eq!(g["nodes"].as_array().unwrap().len(), 13, "{g}");
+
+    // h6's link flaps: the snooping bridge forgets it; its overlayd announces the membership
+    // again when the carrier is back (no waiting for the next query)
+    let vpc = format!("{prefix}-vpc");
+    let mdb_has_h6 = || {
+        let o = std::process::Command::new("bridge")
+            .args(["-n", &vpc, "mdb", "show", "dev", "ul2"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("port u-h6 grp 239.255.0.1")
+    };
+    let ip = |args: &[&str]| {
+        let o = std::process::Command::new("ip").args(args).output().unwrap();
+        assert!(o.status.success(), "ip {args:?}: {}", text(&o));
+    };
+    ip(&["-n", &vpc, "link", "set", "u-h6", "down"]);
+    assert!(wait_for(std::time::Duration::from_secs(5), || !mdb_has_h6()));
+    ip(&["-n", &vpc, "link", "set", "u-h6", "up"]);
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), mdb_has_h6),
+        "h6 not a member again after its link came back"
+    );
     drop(lab);
 }
 

@@ -16,6 +16,7 @@ fn parse_link(m: &LinkMessage) -> Link {
         name: String::new(),
         kind: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        carrier: m.header.flags.contains(LinkFlags::LowerUp),
         mtu: 0,
         master: None,
         mac: vec![],

@@ -1,4 +1,4 @@
-//! `overlay-lab bench`: the five benchmarks of BENCHMARKS.md, side by side in one run.
+//! `overlay-lab bench`: the benchmarks of BENCHMARKS.md, side by side in one run.
 //!
 //! 1. converge: cold converge of one node, `overlayd apply` vs the seed article's iproute2
 //!    recipe (one process per step) vs the same as `ip -batch`
@@ -8,6 +8,8 @@
 //! 4. scale: `overlay-lab up --hosts N --daemon`, time to full reachability, daemon RSS
 //! 5. fdb: unicast flood list, 1,000 peers programmed from empty in one netlink batch and a
 //!    one-peer change on a 1,000-peer FDB (overlayd's library code, and `overlayd apply`)
+//! 6. failover (only with `--only failover`): router HA in a two-AZ lab with moto, the
+//!    active router failed N times per mode; outages, overlay-internal loss, a TCP flow
 //!
 //! Every namespace it creates is named `<prefix><c|r|t|s|f>-...`; all of them (and the daemons
 //! and child processes it started) are removed at the end, on errors and on SIGINT/SIGTERM.
@@ -21,6 +23,7 @@ use nl_raw::{NlSock, RTMGRP_LINK};
 use stream::Stream;
 
 mod converge;
+mod failover;
 mod fdb;
 mod nl_raw;
 mod repair;
@@ -31,6 +34,7 @@ mod throughput;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use converge::converge;
+use failover::failover;
 use fdb::fdb;
 use repair::repair;
 use scale::scale;
@@ -46,11 +50,20 @@ use throughput::throughput;
 
 const GROUP: &str = "239.255.0.1";
 const UNDERLAY_MTU: u32 = 9001;
-const ALL: [&str; 5] = ["converge", "repair", "throughput", "scale", "fdb"];
+const ALL: [&str; 6] = [
+    "converge",
+    "repair",
+    "throughput",
+    "scale",
+    "fdb",
+    "failover",
+];
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Benchmarks to run, comma-separated: converge, repair, throughput, scale, fdb.
+    /// Benchmarks to run, comma-separated: converge, repair, throughput, scale, fdb,
+    /// failover (router HA; not in the default set: it needs keepalived, iperf3 and moto, and
+    /// takes ~13 s per failover).
     #[arg(
         long,
         value_delimiter = ',',
@@ -78,6 +91,20 @@ pub struct BenchArgs {
     /// iperf3 runs per path (throughput benchmark).
     #[arg(long, default_value_t = 5)]
     pub iperf_repeats: usize,
+    /// Failovers per mode (link-cut, kill-9, power-off) of the failover benchmark.
+    #[arg(long, default_value_t = 10)]
+    pub failovers: usize,
+    /// Failure modes of the failover benchmark, comma-separated: link-cut (the router's VPC
+    /// link down), kill-9 (every process in it; its kernel still forwards), power-off (both).
+    #[arg(long, value_delimiter = ',', default_value = "link-cut,kill-9,power-off")]
+    pub failover_modes: Vec<String>,
+    /// Failover benchmark: milliseconds between moto's route changing and the lab's VPC
+    /// router following it (AWS applies a replaced route after a delay of its own).
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub vpc_route_delay_ms: u64,
+    /// Failover benchmark: moto behind the shim (started on a free loopback port).
+    #[arg(long, value_name = "PATH", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/aws-emulator"))]
+    pub aws_emulator: PathBuf,
     /// One JSON document on stdout instead of the tables (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -329,7 +356,7 @@ fn kill_tracked() {
 }
 
 fn subs(prefix: &str) -> Vec<String> {
-    ["c", "r", "t", "s", "f"]
+    ["c", "r", "t", "s", "f", "h"]
         .iter()
         .map(|s| format!("{prefix}{s}"))
         .collect()
@@ -497,12 +524,22 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
         || a.iperf_seconds == 0
         || a.scale_repeats == 0
         || a.fdb_runs == 0
+        || a.failovers == 0
     {
         return Err(usage(
-            "--repairs, --runs, --iperf-repeats, --iperf-seconds, --scale-repeats and --fdb-runs \
-             must be at least 1"
+            "--repairs, --runs, --iperf-repeats, --iperf-seconds, --scale-repeats, --fdb-runs and \
+             --failovers must be at least 1"
                 .into(),
         ));
+    }
+    if let Some(m) = a
+        .failover_modes
+        .iter()
+        .find(|m| !["link-cut", "kill-9", "power-off"].contains(&m.as_str()))
+    {
+        return Err(usage(format!(
+            "--failover-modes {m:?}: expected a comma-separated subset of link-cut,kill-9,power-off"
+        )));
     }
     if a.scale
         .iter()
@@ -587,6 +624,10 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
                 "f",
                 "unicast flood list: 1,000 peers in one batch, one-peer change",
             ),
+            "failover" => (
+                "h",
+                "router HA: the active router failed (link cut, kill -9, both), two AZs",
+            ),
             _ => (
                 "s",
                 "overlay-lab up --hosts N --daemon: time to full reachability, daemon RSS",
@@ -602,6 +643,7 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
             "repair" => repair(&ctx, &mut sec),
             "throughput" => throughput(&ctx, &mut sec),
             "fdb" => fdb(&ctx, &mut sec),
+            "failover" => failover(&ctx, &mut sec),
             _ => scale(&ctx, &mut sec),
         };
         if let Err(e) = r {
