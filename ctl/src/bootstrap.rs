@@ -26,7 +26,10 @@ pub struct Outputs {
     /// None with unicast flooding and no multicast_group in the cluster file.
     pub multicast_group: Option<String>,
     pub security_groups: BTreeMap<String, String>,
+    /// The first router's primary interface (where bootstrap points new routes).
     pub router_eni: String,
+    /// Every router's primary interface (with an HA pair: the first, then its standby).
+    pub router_enis: Vec<String>,
     pub efs_id: Option<String>,
     pub efs_dns_name: Option<String>,
     pub efs_mount_options: String,
@@ -84,7 +87,7 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
             let arns = rds::secrets(ctx)
                 .await
                 .map_err(|e| format!("secrets: {e:#}"))?;
-            let db = rds::converge(ctx, groups.get("db").map(String::as_str), &env.router_az)
+            let db = rds::converge(ctx, groups.get("db").map(String::as_str), &env.router_az())
                 .await
                 .map_err(|e| format!("database: {e:#}"))?;
             Ok::<_, String>((arns, db))
@@ -104,7 +107,8 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
             .peer_discovery()
             .map(|p| p.as_str().to_string()),
         multicast_group: ctx.cluster.cfg.multicast_group.clone(),
-        router_eni: env.router_eni.clone(),
+        router_eni: env.router_eni(),
+        router_enis: env.router_enis(),
         efs_mount_options: efs::MOUNT_OPTIONS.to_string(),
         ..Default::default()
     };
@@ -158,7 +162,7 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
     }
     out.cloudstack_url = format!(
         "http://<router public address>:8080/client (router {})",
-        ctx.cluster.cfg.router_instance_id
+        ctx.cluster.routers.join(" or ")
     );
     out.overlayd = overlayd_settings(ctx, &out);
     Ok(Report {

@@ -49,13 +49,18 @@ SSO cache, instance role). Exit status: 0 ok, 1 AWS or runtime failure, 2 bad in
 
 const CONFIG_HELP: &str = "\
 Cluster file (TOML). Keys: name, region, vpc_id, subnet_id (the overlay nodes' dedicated
-subnet), second_subnet_id (another AZ, for the RDS subnet group), overlay_cidr,
+subnet) or subnet_ids (one subnet per AZ for a multi-AZ cluster: the transit gateway
+attachment, multicast associations, EFS mount targets and subnet rules cover each),
+second_subnet_id (another AZ, for the RDS subnet group; optional when subnet_ids already
+spans two AZs), overlay_cidr,
 flood (\"multicast\": a transit gateway multicast domain, the default; \"unicast\": head-end
 replication by overlayd, no transit gateway), multicast_group (required with multicast;
 unused with unicast), peer_discovery (unicast only: \"ec2\", the default, finds the peers
 with DescribeInstances by the cluster tag; \"static\": overlayd's own peer list; refused with
-multicast), router_instance_id, route_table_ids (default: every route table of the
-VPC), access_cidr (who may reach the UI/services), efs_throughput_mibps (25),
+multicast), router_instance_id or router_instance_ids (an HA pair [a, b], one per AZ:
+source/dest check off on both, new routes point at a, a route already pointing at either is
+left alone so a failover is not undone), route_table_ids (default: every route table of the
+VPC; bootstrap tags each overlay:cluster=<name>, which scopes the routers' takeover), access_cidr (who may reach the UI/services), efs_throughput_mibps (25),
 db_instance_class (db.m6g.large), db_allocated_storage_gib (20), db_max_storage_gib (100),
 zones ([\"zone1\"]).";
 
@@ -80,8 +85,9 @@ cluster's flooding:
   (secretsmanager:GetSecretValue, secretsmanager:DescribeSecret on the cluster's database
   secrets, arn:aws:secretsmanager:<region>:*:secret:overlay/<cluster>/*).
 --for router: OverlayAgent + OverlayRouteRead (ec2:DescribeRouteTables) + OverlayRouteTakeover
-  (ec2:CreateRoute, ec2:ReplaceRoute for router HA, only in route tables tagged
-  overlay:cluster=<cluster>: tag the route tables the router takes over).
+  (ec2:ReplaceRoute only, for router HA: the standby moves the overlay route to itself; only
+  in route tables tagged overlay:cluster=<cluster>, which bootstrap does for every route
+  table it manages).
 
 Take flood, peer_discovery, the cluster name and the region from the cluster file with
 --config, or give them with --flood / --peer-discovery / --cluster (and --region); without
@@ -98,30 +104,34 @@ read) and the fix. Read-only: Describe/Get/Search calls only, never a change. Th
 is `overlayd doctor` on each node; both print the same shape.
 
 Checks (stable ids; every id is always reported, in this order):
-  router.source-dest-check  the router is running with source/destination check off
+  router.source-dest-check  every router has source/destination check off (one router: and
+                            is running; a pair's running state is router.pair's)
   routes.overlay            every selected route table (route_table_ids, default all of the
-                            VPC) and the overlay subnet's own routes overlay_cidr to the
+                            VPC) and each overlay subnet's own routes overlay_cidr to a
                             router's interface; names each table and subnet that lacks it
+  router.pair               with router_instance_ids: both routers running and every overlay
+                            route on one of them; warns with one down (no standby), fails
+                            with both down (double failure)
   sg.vtep.igmp              the vtep group lets IGMP in from 0.0.0.0/32 (the transit gateway's
                             queries); a security group as source fails (AWS does not honour it
                             for multicast), 0.0.0.0/0 warns (too wide)
   sg.vtep.vxlan             the vtep group lets UDP 4789 in from the subnet CIDR; a security
                             group as source fails with multicast (warns with unicast),
                             0.0.0.0/0 warns (too wide)
-  nacl                      the subnet's network ACL allows IGMP from 0.0.0.0, UDP 4789 from
-                            and to the subnet (and IGMP / UDP 4789 to the group), both ways
-  tgw.domain                transit gateway (multicast on), attachment on the subnet, domain
-                            with IGMPv2 on, the subnet associated
+  nacl                      each overlay subnet's network ACL allows IGMP from 0.0.0.0, UDP
+                            4789 from and to the subnets (and IGMP / UDP 4789 to the group)
+  tgw.domain                transit gateway (multicast on), attachment on every subnet,
+                            domain with IGMPv2 on, every subnet associated
   tgw.members               every running cluster instance (tagged overlay:cluster=<name>, and
                             the router) is a member of multicast_group; names those that are
                             not; warns from 80 of the 100-member cap
-  subnet.strangers          no instance outside the cluster in the overlay subnet (the
+  subnet.strangers          no instance outside the cluster in an overlay subnet (the
                             asymmetric-path fault)
   instances.nitro           every cluster instance is a Nitro instance (others cannot send
                             multicast)
   rds.parameters            the DB instance uses overlay-<name>-mysql84 with CloudStack's values
                             (and has applied it)
-  efs.mount-target          the file system has an available mount target in the overlay
+  efs.mount-target          the file system has an available mount target in every overlay
                             subnet with the efs group
 
 With flood = \"unicast\" sg.vtep.igmp, tgw.domain, tgw.members and instances.nitro are ok with

@@ -123,8 +123,15 @@ pub struct ClusterConfig {
     pub name: String,
     pub region: String,
     pub vpc_id: String,
-    pub subnet_id: String,
-    pub second_subnet_id: String,
+    /// The overlay nodes' subnet (single-AZ form; exactly one of this and `subnet_ids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    /// The overlay nodes' subnets, one per AZ (multi-AZ form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_ids: Option<Vec<String>>,
+    /// Another AZ for the RDS subnet group; optional when `subnet_ids` covers two AZs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_subnet_id: Option<String>,
     pub overlay_cidr: String,
     /// Required with flood = "multicast"; with "unicast" checked if given, else unused.
     #[serde(default)]
@@ -133,7 +140,12 @@ pub struct ClusterConfig {
     pub flood: String,
     #[serde(default)]
     pub peer_discovery: Option<String>,
-    pub router_instance_id: String,
+    /// The router (exactly one of this and `router_instance_ids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_instance_id: Option<String>,
+    /// The HA router pair, one per AZ (the first is the one routes are created for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_instance_ids: Option<Vec<String>>,
     #[serde(default)]
     pub route_table_ids: Option<Vec<String>>,
     pub access_cidr: String,
@@ -158,6 +170,11 @@ pub struct Cluster {
     pub group: Option<Ipv4Addr>,
     pub access: Ipv4Net,
     pub flood: Flood,
+    /// The overlay nodes' subnets (`subnet_id` or `subnet_ids`), in the order given.
+    pub subnets: Vec<String>,
+    /// The routers (`router_instance_id` or `router_instance_ids`): the first is the one new
+    /// routes point at, the second (if any) its standby.
+    pub routers: Vec<String>,
 }
 
 impl Cluster {
@@ -189,6 +206,32 @@ impl Cluster {
     }
     pub fn efs_token(&self) -> String {
         format!("overlay-{}-efs", self.cfg.name)
+    }
+    /// The key the subnets were given with (`subnet_id` or `subnet_ids`), for error messages.
+    pub fn subnet_field(&self) -> &'static str {
+        if self.cfg.subnet_ids.is_some() {
+            "subnet_ids"
+        } else {
+            "subnet_id"
+        }
+    }
+    /// The key the routers were given with (`router_instance_id` or `router_instance_ids`).
+    pub fn router_field(&self) -> &'static str {
+        if self.cfg.router_instance_ids.is_some() {
+            "router_instance_ids"
+        } else {
+            "router_instance_id"
+        }
+    }
+    /// The subnets of the RDS subnet group: the overlay subnets and `second_subnet_id`.
+    pub fn db_subnets(&self) -> Vec<String> {
+        let mut v = self.subnets.clone();
+        if let Some(s) = &self.cfg.second_subnet_id {
+            if !v.contains(s) {
+                v.push(s.clone());
+            }
+        }
+        v
     }
 }
 
@@ -347,20 +390,116 @@ fn check_group(value: &str) -> Result<Ipv4Addr, UsageError> {
     Ok(group)
 }
 
+/// Exactly one of the single form (`single_key`) and the list form (`list_key`): the ids, each
+/// valid, distinct, at least one and at most `max`.
+fn one_of(
+    single_key: &str,
+    single: &Option<String>,
+    list_key: &str,
+    list: &Option<Vec<String>>,
+    prefix: &str,
+    max: Option<usize>,
+    what: &str,
+) -> Result<Vec<String>, UsageError> {
+    let ids = match (single, list) {
+        (Some(s), None) => {
+            check_id(single_key, s, prefix)?;
+            return Ok(vec![s.clone()]);
+        }
+        (None, Some(v)) => v.clone(),
+        (Some(s), Some(_)) => {
+            return Err(UsageError::new(
+                single_key,
+                s,
+                &format!("give either {single_key} or {list_key}, not both"),
+            ))
+        }
+        (None, None) => {
+            return Err(UsageError::new(
+                single_key,
+                "",
+                &format!("missing: give {single_key} ({what}) or {list_key} (a list)"),
+            ))
+        }
+    };
+    let shown = format!("[{}]", ids.join(", "));
+    if ids.is_empty() {
+        return Err(UsageError::new(
+            list_key,
+            "[]",
+            &format!("must list at least one {what}"),
+        ));
+    }
+    if let Some(max) = max {
+        if ids.len() > max {
+            return Err(UsageError::new(
+                list_key,
+                &shown,
+                &format!("at most {max} (one {what} per availability zone)"),
+            ));
+        }
+    }
+    for (i, id) in ids.iter().enumerate() {
+        check_id(list_key, id, prefix)?;
+        if ids[..i].contains(id) {
+            return Err(UsageError::new(
+                list_key,
+                id,
+                &format!("listed twice in {shown}"),
+            ));
+        }
+    }
+    Ok(ids)
+}
+
 pub fn validate(cfg: ClusterConfig) -> Result<Cluster, UsageError> {
     check_name(&cfg.name)?;
     check_region(&cfg.region)?;
     check_id("vpc_id", &cfg.vpc_id, "vpc")?;
-    check_id("subnet_id", &cfg.subnet_id, "subnet")?;
-    check_id("second_subnet_id", &cfg.second_subnet_id, "subnet")?;
-    if cfg.second_subnet_id == cfg.subnet_id {
-        return Err(UsageError::new(
-            "second_subnet_id",
-            &cfg.second_subnet_id,
-            "must differ from subnet_id (RDS needs subnets in two AZs)",
-        ));
+    let subnets = one_of(
+        "subnet_id",
+        &cfg.subnet_id,
+        "subnet_ids",
+        &cfg.subnet_ids,
+        "subnet",
+        None,
+        "subnet",
+    )?;
+    match &cfg.second_subnet_id {
+        Some(second) => {
+            check_id("second_subnet_id", second, "subnet")?;
+            if subnets.contains(second) {
+                let key = if cfg.subnet_ids.is_some() {
+                    "one of subnet_ids"
+                } else {
+                    "subnet_id"
+                };
+                return Err(UsageError::new(
+                    "second_subnet_id",
+                    second,
+                    &format!("must differ from {key} (RDS needs subnets in two AZs)"),
+                ));
+            }
+        }
+        None if subnets.len() < 2 => {
+            return Err(UsageError::new(
+                "second_subnet_id",
+                "",
+                "required unless subnet_ids lists subnets in two availability zones \
+                 (RDS needs subnets in two AZs)",
+            ))
+        }
+        None => {}
     }
-    check_id("router_instance_id", &cfg.router_instance_id, "i")?;
+    let routers = one_of(
+        "router_instance_id",
+        &cfg.router_instance_id,
+        "router_instance_ids",
+        &cfg.router_instance_ids,
+        "i",
+        Some(2),
+        "router",
+    )?;
     if let Some(rts) = &cfg.route_table_ids {
         if rts.is_empty() {
             return Err(UsageError::new(
@@ -448,19 +587,26 @@ pub fn validate(cfg: ClusterConfig) -> Result<Cluster, UsageError> {
         group,
         access,
         flood,
+        subnets,
+        routers,
     })
 }
+
+/// A subnet as AWS has it: (subnet id, vpc id, availability zone, cidr).
+pub type SubnetFact = (String, String, String, Ipv4Net);
 
 /// Facts read from AWS that the bad-input checks need.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub vpc_exists: bool,
     pub vpc_cidrs: Vec<Ipv4Net>,
-    /// (subnet id, vpc id, availability zone, cidr) when it exists.
-    pub subnet: Option<(String, String, String, Ipv4Net)>,
-    pub second_subnet: Option<(String, String, String, Ipv4Net)>,
-    /// (subnet id of the primary ENI, vpc id) when the instance exists.
-    pub router: Option<(String, String)>,
+    /// Per overlay subnet (in [`Cluster::subnets`] order): the subnet when it exists.
+    pub subnets: Vec<Option<SubnetFact>>,
+    /// `second_subnet_id` when given and it exists.
+    pub second_subnet: Option<SubnetFact>,
+    /// Per router (in [`Cluster::routers`] order): (subnet id of the primary ENI, vpc id) when
+    /// the instance exists.
+    pub routers: Vec<Option<(String, String)>>,
     /// Route tables of the VPC.
     pub vpc_route_tables: Vec<String>,
 }
@@ -484,50 +630,87 @@ pub fn validate_facts(c: &Cluster, f: &Facts) -> Result<(), UsageError> {
             ));
         }
     }
-    let (sid, svpc, saz, _) = f
-        .subnet
-        .as_ref()
-        .ok_or_else(|| UsageError::new("subnet_id", &cfg.subnet_id, "no such subnet"))?;
-    if svpc != &cfg.vpc_id {
-        return Err(UsageError::new(
-            "subnet_id",
-            sid,
-            &format!("is in {svpc}, not in vpc_id {}", cfg.vpc_id),
-        ));
+    let sfield = c.subnet_field();
+    let mut found: Vec<&SubnetFact> = Vec::new();
+    for (i, id) in c.subnets.iter().enumerate() {
+        let s = f
+            .subnets
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| UsageError::new(sfield, id, "no such subnet"))?;
+        if s.1 != cfg.vpc_id {
+            return Err(UsageError::new(
+                sfield,
+                id,
+                &format!("is in {}, not in vpc_id {}", s.1, cfg.vpc_id),
+            ));
+        }
+        if let Some(other) = found.iter().find(|o| o.2 == s.2) {
+            return Err(UsageError::new(
+                sfield,
+                &format!("{}, {}", other.0, id),
+                &format!(
+                    "{} and {id} are both in availability zone {}: give one subnet per AZ",
+                    other.0, s.2
+                ),
+            ));
+        }
+        found.push(s);
     }
-    let (sid2, svpc2, saz2, _) = f.second_subnet.as_ref().ok_or_else(|| {
-        UsageError::new("second_subnet_id", &cfg.second_subnet_id, "no such subnet")
-    })?;
-    if svpc2 != &cfg.vpc_id {
-        return Err(UsageError::new(
-            "second_subnet_id",
-            sid2,
-            &format!("is in {svpc2}, not in vpc_id {}", cfg.vpc_id),
-        ));
+    if let Some(second) = &cfg.second_subnet_id {
+        let (sid2, svpc2, saz2, _) = f
+            .second_subnet
+            .as_ref()
+            .ok_or_else(|| UsageError::new("second_subnet_id", second, "no such subnet"))?;
+        if svpc2 != &cfg.vpc_id {
+            return Err(UsageError::new(
+                "second_subnet_id",
+                sid2,
+                &format!("is in {svpc2}, not in vpc_id {}", cfg.vpc_id),
+            ));
+        }
+        // RDS needs two AZs: with one overlay subnet the second subnet brings the other one.
+        if found.len() == 1 && &found[0].2 == saz2 {
+            return Err(UsageError::new(
+                "second_subnet_id",
+                sid2,
+                &format!(
+                    "is in the same availability zone ({saz2}) as {sfield}; RDS needs two AZs"
+                ),
+            ));
+        }
     }
-    if saz2 == saz {
-        return Err(UsageError::new(
-            "second_subnet_id",
-            sid2,
-            &format!("is in the same availability zone ({saz}) as subnet_id; RDS needs two AZs"),
-        ));
-    }
-    let (rsub, _) = f.router.as_ref().ok_or_else(|| {
-        UsageError::new(
-            "router_instance_id",
-            &cfg.router_instance_id,
-            "no such instance",
-        )
-    })?;
-    if rsub != &cfg.subnet_id {
-        return Err(UsageError::new(
-            "router_instance_id",
-            &cfg.router_instance_id,
-            &format!(
-                "its primary interface is in {rsub}, not in subnet_id {}",
-                cfg.subnet_id
-            ),
-        ));
+    let rfield = c.router_field();
+    let mut router_subnets: Vec<&String> = Vec::new();
+    for (i, id) in c.routers.iter().enumerate() {
+        let (rsub, _) = f
+            .routers
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| UsageError::new(rfield, id, "no such instance"))?;
+        if !c.subnets.contains(rsub) {
+            let wanted = if c.subnets.len() == 1 {
+                format!("not in {sfield} {}", c.subnets[0])
+            } else {
+                format!("not in any of {sfield} [{}]", c.subnets.join(", "))
+            };
+            return Err(UsageError::new(
+                rfield,
+                id,
+                &format!("its primary interface is in {rsub}, {wanted}"),
+            ));
+        }
+        if router_subnets.contains(&rsub) {
+            return Err(UsageError::new(
+                rfield,
+                &c.routers.join(", "),
+                &format!(
+                    "both routers are in {rsub}: put the pair in different subnets \
+                     (availability zones), one router per AZ"
+                ),
+            ));
+        }
+        router_subnets.push(rsub);
     }
     if let Some(rts) = &cfg.route_table_ids {
         for rt in rts {
@@ -726,22 +909,22 @@ access_cidr = "203.0.113.0/24"
         Facts {
             vpc_exists: true,
             vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
-            subnet: Some((
+            subnets: vec![Some((
                 "subnet-0123456789abcdef0".into(),
                 "vpc-0123456789abcdef0".into(),
                 "eu-west-1a".into(),
                 "10.0.1.0/24".parse().unwrap(),
-            )),
+            ))],
             second_subnet: Some((
                 "subnet-0123456789abcdef1".into(),
                 "vpc-0123456789abcdef0".into(),
                 "eu-west-1b".into(),
                 "10.0.2.0/24".parse().unwrap(),
             )),
-            router: Some((
+            routers: vec![Some((
                 "subnet-0123456789abcdef0".into(),
                 "vpc-0123456789abcdef0".into(),
-            )),
+            ))],
             vpc_route_tables: vec![],
         }
     }
@@ -758,7 +941,7 @@ access_cidr = "203.0.113.0/24"
         f.vpc_cidrs.push("100.64.8.0/24".parse().unwrap());
         assert_eq!(validate_facts(&c, &f).unwrap_err().field, "overlay_cidr");
         let mut f = facts();
-        f.subnet.as_mut().unwrap().1 = "vpc-0000000000000000f".into();
+        f.subnets[0].as_mut().unwrap().1 = "vpc-0000000000000000f".into();
         assert_eq!(validate_facts(&c, &f).unwrap_err().field, "subnet_id");
         let mut f = facts();
         f.second_subnet.as_mut().unwrap().2 = "eu-west-1a".into();
@@ -767,10 +950,10 @@ access_cidr = "203.0.113.0/24"
             "second_subnet_id"
         );
         let mut f = facts();
-        f.router = Some((
+        f.routers = vec![Some((
             "subnet-0123456789abcdef1".into(),
             "vpc-0123456789abcdef0".into(),
-        ));
+        ))];
         assert_eq!(
             validate_facts(&c, &f).unwrap_err().field,
             "router_instance_id"
@@ -778,5 +961,205 @@ access_cidr = "203.0.113.0/24"
         let mut f = facts();
         f.vpc_exists = false;
         assert_eq!(validate_facts(&c, &f).unwrap_err().field, "vpc_id");
+    }
+
+    const A: &str = "subnet-0123456789abcdef0";
+    const B: &str = "subnet-0123456789abcdef1";
+    const C: &str = "subnet-0123456789abcdef2";
+    const RA: &str = "i-0123456789abcdef0";
+    const RB: &str = "i-0123456789abcdef1";
+
+    /// GOOD in the multi-AZ form: two subnets, a router pair, no second_subnet_id.
+    fn multi() -> String {
+        GOOD.lines()
+            .filter(|l| {
+                !l.starts_with("subnet_id")
+                    && !l.starts_with("second_subnet_id")
+                    && !l.starts_with("router_instance_id")
+            })
+            .map(|l| format!("{l}\n"))
+            .chain([
+                format!("subnet_ids = [\"{A}\", \"{B}\"]\n"),
+                format!("router_instance_ids = [\"{RA}\", \"{RB}\"]\n"),
+            ])
+            .collect()
+    }
+
+    fn err_of(text: &str) -> UsageError {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn single_forms_normalise_to_one_subnet_and_one_router() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.subnets, vec![A]);
+        assert_eq!(c.routers, vec![RA]);
+        assert_eq!(c.db_subnets(), vec![A, B]);
+        assert_eq!(
+            (c.subnet_field(), c.router_field()),
+            ("subnet_id", "router_instance_id")
+        );
+    }
+
+    #[test]
+    fn list_forms_normalise_and_second_subnet_becomes_optional() {
+        let c = parse(&multi()).unwrap();
+        assert_eq!(c.subnets, vec![A, B]);
+        assert_eq!(c.routers, vec![RA, RB]);
+        assert_eq!(c.db_subnets(), vec![A, B]);
+        assert_eq!(
+            (c.subnet_field(), c.router_field()),
+            ("subnet_ids", "router_instance_ids")
+        );
+        // given anyway: it joins the RDS subnet group
+        let c = parse(&format!("{}second_subnet_id = \"{C}\"\n", multi())).unwrap();
+        assert_eq!(c.db_subnets(), vec![A, B, C]);
+        // one router with two subnets, one subnet in the list form with second_subnet_id
+        let t = multi().replace(&format!("[\"{RA}\", \"{RB}\"]"), &format!("[\"{RA}\"]"));
+        assert_eq!(parse(&t).unwrap().routers, vec![RA]);
+        let t = multi().replace(&format!("[\"{A}\", \"{B}\"]"), &format!("[\"{A}\"]"));
+        let e = err_of(&t);
+        assert_eq!(e.field, "second_subnet_id", "{e}");
+        let c = parse(&format!("{t}second_subnet_id = \"{C}\"\n")).unwrap();
+        assert_eq!(c.db_subnets(), vec![A, C]);
+    }
+
+    #[test]
+    fn both_or_neither_form_is_refused_naming_the_field() {
+        let e = err_of(&format!("{GOOD}subnet_ids = [\"{B}\"]\n"));
+        assert_eq!(e.field, "subnet_id");
+        assert!(e.message.contains("not both"), "{e}");
+        let e = err_of(&format!("{GOOD}router_instance_ids = [\"{RB}\"]\n"));
+        assert_eq!(e.field, "router_instance_id");
+        assert!(e.message.contains("router_instance_ids"), "{e}");
+        let no_subnet: String = GOOD
+            .lines()
+            .filter(|l| !l.starts_with("subnet_id"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = err_of(&no_subnet);
+        assert_eq!(e.field, "subnet_id");
+        assert!(e.message.contains("subnet_ids"), "{e}");
+        let no_router: String = GOOD
+            .lines()
+            .filter(|l| !l.starts_with("router_instance_id"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(err_of(&no_router).field, "router_instance_id");
+    }
+
+    #[test]
+    fn bad_lists_name_the_field_and_value() {
+        let m = multi();
+        let sub = |v: &str| m.replace(&format!("[\"{A}\", \"{B}\"]"), v);
+        let rt = |v: &str| m.replace(&format!("[\"{RA}\", \"{RB}\"]"), v);
+        let e = err_of(&sub("[]"));
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("subnet_ids", "[]"));
+        let e = err_of(&sub(&format!("[\"{A}\", \"subnet-xyz\"]")));
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("subnet_ids", "subnet-xyz")
+        );
+        let e = err_of(&sub(&format!("[\"{A}\", \"{A}\"]")));
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("subnet_ids", A));
+        let e = err_of(&rt(&format!("[\"{RA}\", \"{RA}\"]")));
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("router_instance_ids", RA)
+        );
+        let e = err_of(&rt(&format!(
+            "[\"{RA}\", \"{RB}\", \"i-0123456789abcdef2\"]"
+        )));
+        assert_eq!(e.field, "router_instance_ids");
+        assert!(e.message.contains("at most 2"), "{e}");
+        let e = err_of(&rt("[]"));
+        assert_eq!(e.field, "router_instance_ids");
+        let e = err_of(&rt("[\"i-1\"]"));
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("router_instance_ids", "i-1")
+        );
+        // second_subnet_id may not be one of the overlay subnets
+        let e = err_of(&format!("{m}second_subnet_id = \"{B}\"\n"));
+        assert_eq!(e.field, "second_subnet_id");
+    }
+
+    fn subnet(id: &str, az: &str, cidr: &str) -> Option<SubnetFact> {
+        Some((
+            id.into(),
+            "vpc-0123456789abcdef0".into(),
+            az.into(),
+            cidr.parse().unwrap(),
+        ))
+    }
+
+    fn multi_facts() -> Facts {
+        Facts {
+            subnets: vec![
+                subnet(A, "eu-west-1a", "10.0.1.0/24"),
+                subnet(B, "eu-west-1b", "10.0.2.0/24"),
+            ],
+            second_subnet: None,
+            routers: vec![
+                Some((A.into(), "vpc-0123456789abcdef0".into())),
+                Some((B.into(), "vpc-0123456789abcdef0".into())),
+            ],
+            ..facts()
+        }
+    }
+
+    #[test]
+    fn multi_az_facts() {
+        let c = parse(&multi()).unwrap();
+        validate_facts(&c, &multi_facts()).unwrap();
+        // a subnet that does not exist or is elsewhere
+        let mut f = multi_facts();
+        f.subnets[1] = None;
+        let e = validate_facts(&c, &f).unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("subnet_ids", B));
+        let mut f = multi_facts();
+        f.subnets[1].as_mut().unwrap().1 = "vpc-0000000000000000f".into();
+        let e = validate_facts(&c, &f).unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("subnet_ids", B));
+        // two subnets in one AZ: both named
+        let mut f = multi_facts();
+        f.subnets[1].as_mut().unwrap().2 = "eu-west-1a".into();
+        let e = validate_facts(&c, &f).unwrap_err();
+        assert_eq!(e.field, "subnet_ids");
+        assert!(e.message.contains(A) && e.message.contains(B), "{e}");
+        assert!(e.message.contains("eu-west-1a"), "{e}");
+        // a router outside the subnets
+        let mut f = multi_facts();
+        f.routers[1] = Some((C.into(), "vpc-0123456789abcdef0".into()));
+        let e = validate_facts(&c, &f).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("router_instance_ids", RB)
+        );
+        assert!(e.message.contains(C), "{e}");
+        // both routers in one subnet (one AZ)
+        let mut f = multi_facts();
+        f.routers[1] = Some((A.into(), "vpc-0123456789abcdef0".into()));
+        let e = validate_facts(&c, &f).unwrap_err();
+        assert_eq!(e.field, "router_instance_ids");
+        assert!(e.value.contains(RA) && e.value.contains(RB), "{e}");
+        // a router that does not exist
+        let mut f = multi_facts();
+        f.routers[0] = None;
+        let e = validate_facts(&c, &f).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("router_instance_ids", RA)
+        );
+        // second_subnet_id with two AZs already covered: any AZ will do
+        let c = parse(&format!("{}second_subnet_id = \"{C}\"\n", multi())).unwrap();
+        let mut f = multi_facts();
+        f.second_subnet = subnet(C, "eu-west-1a", "10.0.3.0/24");
+        validate_facts(&c, &f).unwrap();
+        f.second_subnet = None;
+        assert_eq!(
+            validate_facts(&c, &f).unwrap_err().field,
+            "second_subnet_id"
+        );
     }
 }

@@ -13,7 +13,12 @@
 //!
 //! Every id is always reported, in the same order. With flood = "unicast" the checks that only
 //! concern multicast flooding (`sg.vtep.igmp`, `tgw.domain`, `tgw.members`, `instances.nitro`)
-//! are `ok` with a summary starting "not used (flood = unicast)".
+//! are `ok` with a summary starting "not used (flood = unicast)"; with one router `router.pair`
+//! is `ok` with a summary starting "not used (one router)".
+//!
+//! A multi-AZ cluster (`subnet_ids`) is judged subnet by subnet: every per-subnet check (route
+//! tables, NACLs, strangers, the attachment and multicast associations, EFS mount targets)
+//! covers each overlay subnet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -28,7 +33,7 @@ use crate::ec2::{
     self, filter, Association, Env, FoundAttachment, FoundDomain, FoundGroup, FoundTgw,
 };
 use crate::efs::{self, Fs, ObservedMountTarget};
-use crate::model::{self, RouteAction, RouteTarget, Source, VXLAN_PORT};
+use crate::model::{self, RouteTarget, Source, VXLAN_PORT};
 use crate::rds::{self, Db};
 
 /// The verdict of one check (ordered by severity).
@@ -68,6 +73,7 @@ pub struct Check {
 
 pub const ROUTER_SDC: &str = "router.source-dest-check";
 pub const ROUTES: &str = "routes.overlay";
+pub const ROUTER_PAIR: &str = "router.pair";
 pub const SG_IGMP: &str = "sg.vtep.igmp";
 pub const SG_VXLAN: &str = "sg.vtep.vxlan";
 pub const NACL: &str = "nacl";
@@ -79,9 +85,10 @@ pub const RDS_PARAMS: &str = "rds.parameters";
 pub const EFS_MOUNT: &str = "efs.mount-target";
 
 /// Every check id, in the order they are reported.
-pub const CHECK_IDS: [&str; 11] = [
+pub const CHECK_IDS: [&str; 12] = [
     ROUTER_SDC,
     ROUTES,
+    ROUTER_PAIR,
     SG_IGMP,
     SG_VXLAN,
     NACL,
@@ -191,13 +198,24 @@ pub struct TypeInfo {
     pub bare_metal: bool,
 }
 
-/// The file system and the overlay subnet's mount target.
+/// The file system and the overlay subnets' mount targets.
 #[derive(Debug, Clone, Default)]
 pub struct EfsFacts {
     pub fs: Option<Fs>,
-    pub mount_target: Option<ObservedMountTarget>,
+    /// The mount target of each overlay subnet that has one, by subnet.
+    pub mount_targets: BTreeMap<String, ObservedMountTarget>,
     /// Subnets of its other mount targets.
     pub other_subnets: Vec<String>,
+}
+
+/// One router as EC2 has it (its running state is in [`AwsFacts::instances`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouterFacts {
+    pub id: String,
+    /// Its primary interface.
+    pub eni: String,
+    /// Source/destination check on.
+    pub sdc: bool,
 }
 
 /// The database, its parameter group and the group's user parameters.
@@ -213,9 +231,10 @@ pub struct RdsFacts {
 /// Everything doctor decides from, read by [`read`].
 #[derive(Debug, Clone)]
 pub struct AwsFacts {
-    pub subnet_cidr: String,
-    pub router_eni: String,
-    pub router_sdc: bool,
+    /// (subnet id, CIDR) of each overlay subnet, in the cluster file's order.
+    pub subnets: Vec<(String, String)>,
+    /// The routers (one, or an HA pair), in the cluster file's order.
+    pub routers: Vec<RouterFacts>,
     /// Route tables doctor judges: `route_table_ids`, else every table of the VPC.
     pub selected_tables: Vec<String>,
     pub route_tables: Read<Vec<RouteTable>>,
@@ -224,8 +243,8 @@ pub struct AwsFacts {
     pub vpc_subnets: Read<Vec<String>>,
     /// The cluster's security groups by role.
     pub groups: Read<BTreeMap<String, FoundGroup>>,
-    /// The overlay subnet's network ACL (None: none associated).
-    pub nacl: Read<Option<Nacl>>,
+    /// The network ACL of each overlay subnet, by subnet (a subnet missing: none associated).
+    pub nacls: Read<BTreeMap<String, Nacl>>,
     /// Instances of the VPC that are not terminated.
     pub instances: Read<Vec<Instance>>,
     /// Instance type -> its hypervisor (the cluster instances' types).
@@ -291,6 +310,7 @@ pub fn diagnose(c: &Cluster, f: &AwsFacts) -> Vec<Check> {
     vec![
         router_sdc(c, f),
         routes(c, f),
+        router_pair(c, f),
         sg_igmp(c, f),
         sg_vxlan(c, f),
         nacl(c, f),
@@ -303,52 +323,95 @@ pub fn diagnose(c: &Cluster, f: &AwsFacts) -> Vec<Check> {
     ]
 }
 
-/// The cluster's instances: tagged `overlay:cluster=<name>`, and the router.
+/// The cluster's instances: tagged `overlay:cluster=<name>`, and the routers.
 fn is_member(c: &Cluster, i: &Instance) -> bool {
-    i.cluster_tag.as_deref() == Some(c.name()) || i.id == c.cfg.router_instance_id
+    i.cluster_tag.as_deref() == Some(c.name()) || c.routers.contains(&i.id)
 }
 
-fn router_sdc(c: &Cluster, f: &AwsFacts) -> Check {
-    let id = &c.cfg.router_instance_id;
-    let state = match &f.instances {
+/// The state of instance `id` as read ("not found", "not read" when unreadable).
+fn state_of(f: &AwsFacts, id: &str) -> String {
+    match &f.instances {
         Ok(v) => v
             .iter()
-            .find(|i| &i.id == id)
+            .find(|i| i.id == id)
             .map(|i| i.state.clone())
             .unwrap_or_else(|| "not found".into()),
         Err(_) => "not read".into(),
-    };
-    let evidence = vec![format!(
-        "{id}: state {state}, source/dest check {}, primary interface {}",
-        if f.router_sdc { "on" } else { "off" },
-        f.router_eni
-    )];
-    if f.router_sdc {
+    }
+}
+
+fn router_sdc(_c: &Cluster, f: &AwsFacts) -> Check {
+    let pair = f.routers.len() > 1;
+    let evidence: Vec<String> = f
+        .routers
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: state {}, source/dest check {}, primary interface {}",
+                r.id,
+                state_of(f, &r.id),
+                if r.sdc { "on" } else { "off" },
+                r.eni
+            )
+        })
+        .collect();
+    let on: Vec<&str> = f
+        .routers
+        .iter()
+        .filter(|r| r.sdc)
+        .map(|r| r.id.as_str())
+        .collect();
+    if !on.is_empty() {
+        let cli: Vec<String> = on
+            .iter()
+            .map(|id| {
+                format!(
+                    "aws ec2 modify-instance-attribute --instance-id {id} --no-source-dest-check"
+                )
+            })
+            .collect();
         return check(
             ROUTER_SDC,
             Verdict::Fail,
-            format!("source/destination check is on for router {id}: it drops the overlay traffic it forwards"),
+            format!(
+                "source/destination check is on for router {}: it drops the overlay traffic it forwards",
+                on.join(", ")
+            ),
             evidence,
             Some(format!(
-                "overlayctl bootstrap (turns it off), or aws ec2 modify-instance-attribute \
-                 --instance-id {id} --no-source-dest-check"
+                "overlayctl bootstrap (turns it off), or {}",
+                cli.join("; ")
             )),
         );
     }
-    if state != "running" && state != "not read" {
-        return check(
+    let ids: Vec<&str> = f.routers.iter().map(|r| r.id.as_str()).collect();
+    if !pair {
+        if let Some(id) = ids.first() {
+            let state = state_of(f, id);
+            if state != "running" && state != "not read" {
+                return check(
+                    ROUTER_SDC,
+                    Verdict::Fail,
+                    format!("router {id} is {state}: nothing forwards the overlay"),
+                    evidence,
+                    Some(format!(
+                        "start the router: aws ec2 start-instances --instance-ids {id}"
+                    )),
+                );
+            }
+        }
+        return ok(
             ROUTER_SDC,
-            Verdict::Fail,
-            format!("router {id} is {state}: nothing forwards the overlay"),
+            format!("source/destination check off on router {}", ids.join(", ")),
             evidence,
-            Some(format!(
-                "start the router: aws ec2 start-instances --instance-ids {id}"
-            )),
         );
     }
     ok(
         ROUTER_SDC,
-        format!("source/destination check off on router {id}"),
+        format!(
+            "source/destination check off on routers {} (whether they run: router.pair)",
+            ids.join(", ")
+        ),
         evidence,
     )
 }
@@ -367,13 +430,29 @@ fn describe_target(t: &Option<RouteTarget>) -> String {
     }
 }
 
+/// The router whose primary interface `t` names (None: no route, or another target).
+fn router_of<'a>(f: &'a AwsFacts, t: &Option<RouteTarget>) -> Option<&'a RouterFacts> {
+    let eni = t.as_ref()?.eni.as_deref()?;
+    f.routers.iter().find(|r| !r.eni.is_empty() && r.eni == eni)
+}
+
+/// "the router's interface eni-r" / "a router's interface (eni-a or eni-b)".
+fn router_interfaces(f: &AwsFacts) -> String {
+    let enis: Vec<&str> = f.routers.iter().map(|r| r.eni.as_str()).collect();
+    if enis.len() > 1 {
+        format!("a router's interface ({})", enis.join(" or "))
+    } else {
+        format!("the router's interface {}", enis.join(""))
+    }
+}
+
 fn routes(c: &Cluster, f: &AwsFacts) -> Check {
     let tables = match &f.route_tables {
         Ok(t) => t,
         Err(e) => return unreadable(ROUTES, e),
     };
     let cidr = &c.cfg.overlay_cidr;
-    let eni = &f.router_eni;
+    let to = router_interfaces(f);
     // subnets of each table: explicit associations; the main table also has the VPC's
     // subnets that no table names
     let explicit: BTreeSet<&String> = tables.iter().flat_map(|t| &t.subnets).collect();
@@ -392,22 +471,30 @@ fn routes(c: &Cluster, f: &AwsFacts) -> Check {
         }
         v
     };
-    let overlay_table = tables
+    // the table each overlay subnet uses: its own, else the main one
+    let overlay_tables: BTreeSet<&str> = c
+        .subnets
         .iter()
-        .find(|t| t.subnets.contains(&c.cfg.subnet_id))
-        .or_else(|| tables.iter().find(|t| t.main));
+        .filter_map(|s| {
+            tables
+                .iter()
+                .find(|t| t.subnets.contains(s))
+                .or_else(|| tables.iter().find(|t| t.main))
+                .map(|t| t.id.as_str())
+        })
+        .collect();
     let mut evidence = Vec::new();
     let mut bad = Vec::new();
     let mut bad_subnets = Vec::new();
-    let mut unselected_overlay_table = None;
+    let mut unselected_overlay_tables = Vec::new();
     for t in tables {
         let selected = f.selected_tables.contains(&t.id);
-        let is_overlay = overlay_table.map(|o| o.id == t.id).unwrap_or(false);
+        let is_overlay = overlay_tables.contains(t.id.as_str());
         if !selected && !is_overlay {
             continue;
         }
         let subnets = subnets_of(t);
-        let good = model::route_action(t.overlay_route.as_ref(), eni) == RouteAction::Keep;
+        let good = router_of(f, &t.overlay_route).is_some();
         evidence.push(format!(
             "{}{}{}: subnets [{}]: {cidr} {}",
             t.id,
@@ -424,7 +511,7 @@ fn routes(c: &Cluster, f: &AwsFacts) -> Check {
             bad.push(format!("{} ({})", t.id, describe_target(&t.overlay_route)));
             bad_subnets.extend(subnets);
             if !selected {
-                unselected_overlay_table = Some(t.id.clone());
+                unselected_overlay_tables.push(t.id.clone());
             }
         }
     }
@@ -437,18 +524,18 @@ fn routes(c: &Cluster, f: &AwsFacts) -> Check {
     if bad.is_empty() {
         return ok(
             ROUTES,
-            format!(
-                "{} route table(s) route {cidr} to the router's interface {eni}",
-                evidence.len()
-            ),
+            format!("{} route table(s) route {cidr} to {to}", evidence.len()),
             evidence,
         );
     }
     let mut fix =
         "overlayctl bootstrap (creates or replaces the route in every selected route table)"
             .to_string();
-    if let Some(t) = unselected_overlay_table {
-        fix = format!("add {t} (the overlay subnet's route table) to route_table_ids, then {fix}");
+    if !unselected_overlay_tables.is_empty() {
+        fix = format!(
+            "add {} (the overlay subnet's route table) to route_table_ids, then {fix}",
+            unselected_overlay_tables.join(", ")
+        );
     }
     let subnets = if bad_subnets.is_empty() {
         String::new()
@@ -458,12 +545,142 @@ fn routes(c: &Cluster, f: &AwsFacts) -> Check {
     check(
         ROUTES,
         Verdict::Fail,
-        format!(
-            "{cidr} does not go to the router's interface {eni} in {}{subnets}",
-            bad.join(", ")
-        ),
+        format!("{cidr} does not go to {to} in {}{subnets}", bad.join(", ")),
         evidence,
         Some(fix),
+    )
+}
+
+fn router_pair(c: &Cluster, f: &AwsFacts) -> Check {
+    if f.routers.len() < 2 {
+        return ok(
+            ROUTER_PAIR,
+            "not used (one router): give router_instance_ids = [a, b] for a standby",
+            vec![],
+        );
+    }
+    if let Err(e) = &f.instances {
+        return unreadable(ROUTER_PAIR, e);
+    }
+    let mut ev: Vec<String> = f
+        .routers
+        .iter()
+        .map(|r| {
+            format!(
+                "{}: {}, primary interface {}",
+                r.id,
+                state_of(f, &r.id),
+                r.eni
+            )
+        })
+        .collect();
+    let down: Vec<(&RouterFacts, String)> = f
+        .routers
+        .iter()
+        .map(|r| (r, state_of(f, &r.id)))
+        .filter(|(_, s)| s != "running")
+        .collect();
+    // which router each selected table routes the overlay to
+    let cidr = &c.cfg.overlay_cidr;
+    let mut elsewhere = Vec::new();
+    let mut on_down = Vec::new();
+    if let Ok(tables) = &f.route_tables {
+        for t in tables.iter().filter(|t| f.selected_tables.contains(&t.id)) {
+            match router_of(f, &t.overlay_route) {
+                Some(r) => {
+                    ev.push(format!("{}: {cidr} -> {} ({})", t.id, r.eni, r.id));
+                    if down.iter().any(|(d, _)| d.id == r.id) {
+                        on_down.push(format!("{} (-> {})", t.id, r.id));
+                    }
+                }
+                None => {
+                    ev.push(format!(
+                        "{}: {cidr} {}",
+                        t.id,
+                        describe_target(&t.overlay_route)
+                    ));
+                    elsewhere.push(t.id.clone());
+                }
+            }
+        }
+    }
+    let ids: Vec<&str> = f.routers.iter().map(|r| r.id.as_str()).collect();
+    if down.len() == f.routers.len() {
+        let states: Vec<String> = down.iter().map(|(r, s)| format!("{} {s}", r.id)).collect();
+        return check(
+            ROUTER_PAIR,
+            Verdict::Fail,
+            format!(
+                "double failure: both routers down ({}) — nothing carries traffic between the overlay and the VPC",
+                states.join(", ")
+            ),
+            ev,
+            Some(format!(
+                "start both: aws ec2 start-instances --instance-ids {}; the first one up takes the \
+                 overlay routes over (or overlayctl bootstrap points missing ones at {}); then find \
+                 out why both went (same cause? one AZ each?)",
+                ids.join(" "),
+                ids[0]
+            )),
+        );
+    }
+    if let Some((r, state)) = down.first() {
+        let up = f
+            .routers
+            .iter()
+            .find(|x| x.id != r.id)
+            .map(|x| x.id.as_str())
+            .unwrap_or("");
+        let routes = if on_down.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; still routed to it: {} (the standby has not taken them over)",
+                on_down.join(", ")
+            )
+        };
+        return check(
+            ROUTER_PAIR,
+            Verdict::Warn,
+            format!(
+                "router {} is {state}, {up} carries the overlay alone: no standby: the next failure cuts the overlay off{routes}",
+                r.id
+            ),
+            ev,
+            Some(format!(
+                "start it: aws ec2 start-instances --instance-ids {}{}",
+                r.id,
+                if on_down.is_empty() {
+                    String::new()
+                } else {
+                    format!("; check overlayd and keepalived on {up} (it should have moved the routes)")
+                }
+            )),
+        );
+    }
+    if let Err(e) = &f.route_tables {
+        return unreadable(ROUTER_PAIR, e);
+    }
+    if !elsewhere.is_empty() {
+        return check(
+            ROUTER_PAIR,
+            Verdict::Warn,
+            format!(
+                "both routers run, but {} route{} {cidr} to neither (see routes.overlay)",
+                elsewhere.join(", "),
+                if elsewhere.len() == 1 { "s" } else { "" }
+            ),
+            ev,
+            Some("overlayctl bootstrap (points them at the first router)".into()),
+        );
+    }
+    ok(
+        ROUTER_PAIR,
+        format!(
+            "routers {} both running; every selected route table routes {cidr} to one of them",
+            ids.join(" and ")
+        ),
+        ev,
     )
 }
 
@@ -571,30 +788,54 @@ fn sg_igmp(c: &Cluster, f: &AwsFacts) -> Check {
     check(SG_IGMP, Verdict::Fail, summary, evidence, Some(fix_rule))
 }
 
+/// The overlay subnets' CIDRs, or the check saying which one is not readable.
+fn subnet_nets(id: &'static str, f: &AwsFacts) -> std::result::Result<Vec<Ipv4Net>, Check> {
+    let mut v = Vec::new();
+    for (subnet, cidr) in &f.subnets {
+        match net(cidr) {
+            Some(n) => v.push(n),
+            None => {
+                return Err(check(
+                    id,
+                    Verdict::Unknown,
+                    format!("cannot decide: the CIDR {cidr:?} of the overlay subnet {subnet} is not readable"),
+                    vec![],
+                    None,
+                ))
+            }
+        }
+    }
+    if v.is_empty() {
+        return Err(check(
+            id,
+            Verdict::Unknown,
+            "cannot decide: no overlay subnet CIDR was read",
+            vec![],
+            None,
+        ));
+    }
+    Ok(v)
+}
+
 fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
     let g = match group_check(SG_VXLAN, f) {
         Ok(g) => g,
         Err(c) => return c,
     };
-    let subnet = match net(&f.subnet_cidr) {
-        Some(n) => n,
-        None => {
-            return check(
-                SG_VXLAN,
-                Verdict::Unknown,
-                format!(
-                    "cannot decide: the overlay subnet's CIDR {:?} is not readable",
-                    f.subnet_cidr
-                ),
-                vec![],
-                None,
-            )
-        }
+    let nets = match subnet_nets(SG_VXLAN, f) {
+        Ok(n) => n,
+        Err(c) => return c,
     };
+    let shown = nets
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let rules = rules_for(g, "17", Some(VXLAN_PORT));
     let evidence: Vec<String> = std::iter::once(format!(
-        "security group {} (vtep); overlay subnet {}",
-        g.id, f.subnet_cidr
+        "security group {} (vtep); overlay subnet{} {shown}",
+        g.id,
+        if nets.len() > 1 { "s" } else { "" }
     ))
     .chain(rules.iter().map(|p| format!("rule: {}", p.describe())))
     .collect();
@@ -609,24 +850,49 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
         .iter()
         .filter(|p| matches!(p.source, Source::Group(_)))
         .collect();
+    // the subnets no rule with a real prefix covers
+    let uncovered: Vec<Ipv4Net> = nets
+        .iter()
+        .filter(|s| {
+            !cidrs
+                .iter()
+                .any(|(n, _)| n.prefix_len() > 0 && n.contains(*s))
+        })
+        .copied()
+        .collect();
     let fix_rule = format!(
-        "overlayctl bootstrap (converges the vtep group), or aws ec2 authorize-security-group-ingress \
-         --group-id {} --protocol udp --port {VXLAN_PORT} --cidr {}",
-        g.id, f.subnet_cidr
+        "overlayctl bootstrap (converges the vtep group), or {}",
+        (if uncovered.is_empty() { &nets } else { &uncovered })
+            .iter()
+            .map(|n| format!(
+                "aws ec2 authorize-security-group-ingress --group-id {} --protocol udp --port {VXLAN_PORT} --cidr {n}",
+                g.id
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
-    let covering: Vec<&(Ipv4Net, &model::Perm)> =
-        cidrs.iter().filter(|(n, _)| n.contains(&subnet)).collect();
-    if let Some((n, _)) = covering.iter().find(|(n, _)| n.prefix_len() > 0) {
-        return ok(
-            SG_VXLAN,
-            format!(
-                "{} lets UDP {VXLAN_PORT} in from {n} (covers the overlay subnet {subnet})",
+    if uncovered.is_empty() {
+        let summary = match nets.as_slice() {
+            [subnet] => {
+                let n = cidrs
+                    .iter()
+                    .find(|(n, _)| n.prefix_len() > 0 && n.contains(subnet))
+                    .map(|(n, _)| n.to_string())
+                    .unwrap_or_default();
+                format!(
+                    "{} lets UDP {VXLAN_PORT} in from {n} (covers the overlay subnet {subnet})",
+                    g.id
+                )
+            }
+            _ => format!(
+                "{} lets UDP {VXLAN_PORT} in from every overlay subnet ({shown})",
                 g.id
             ),
-            evidence,
-        );
+        };
+        return ok(SG_VXLAN, summary, evidence);
     }
-    if !covering.is_empty() {
+    let anywhere = cidrs.iter().any(|(n, _)| n.prefix_len() == 0);
+    if anywhere {
         return check(
             SG_VXLAN,
             Verdict::Warn,
@@ -635,7 +901,7 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
                 g.id
             ),
             evidence,
-            Some(format!("allow it from the subnet CIDR {} only: {fix_rule}; then revoke the 0.0.0.0/0 rule", f.subnet_cidr)),
+            Some(format!("allow it from the subnet CIDR{} {shown} only: {fix_rule}; then revoke the 0.0.0.0/0 rule", if nets.len() > 1 { "s" } else { "" })),
         );
     }
     if !refs.is_empty() {
@@ -667,6 +933,19 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
             Some(fix_rule),
         );
     }
+    let subnet = uncovered[0];
+    let others = if uncovered.len() > 1 {
+        format!(
+            " (nor from {})",
+            uncovered[1..]
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        String::new()
+    };
     let partial: Vec<String> = cidrs
         .iter()
         .filter(|(n, _)| subnet.contains(n) || n.contains(&subnet.network()))
@@ -674,12 +953,12 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
         .collect();
     let summary = if partial.is_empty() {
         format!(
-            "{} does not let UDP {VXLAN_PORT} in from the overlay subnet {subnet}: VXLAN between the nodes is dropped",
+            "{} does not let UDP {VXLAN_PORT} in from the overlay subnet {subnet}{others}: VXLAN between the nodes is dropped",
             g.id
         )
     } else {
         format!(
-            "{} lets UDP {VXLAN_PORT} in from {} only: part of the overlay subnet {subnet}",
+            "{} lets UDP {VXLAN_PORT} in from {} only: part of the overlay subnet {subnet}{others}",
             g.id,
             partial.join(", ")
         )
@@ -735,33 +1014,13 @@ fn samples(n: &Ipv4Net) -> Vec<Ipv4Addr> {
 }
 
 fn nacl(c: &Cluster, f: &AwsFacts) -> Check {
-    let acl = match &f.nacl {
+    let acls = match &f.nacls {
         Err(e) => return unreadable(NACL, e),
-        Ok(None) => {
-            return check(
-                NACL,
-                Verdict::Unknown,
-                format!(
-                    "cannot decide: no network ACL is associated with {}",
-                    c.cfg.subnet_id
-                ),
-                vec![],
-                Some("every subnet has one in AWS; check subnet_id and the region".into()),
-            )
-        }
-        Ok(Some(a)) => a,
+        Ok(a) => a,
     };
-    let Some(subnet) = net(&f.subnet_cidr) else {
-        return check(
-            NACL,
-            Verdict::Unknown,
-            format!(
-                "cannot decide: the overlay subnet's CIDR {:?} is not readable",
-                f.subnet_cidr
-            ),
-            vec![],
-            None,
-        );
+    let nets = match subnet_nets(NACL, f) {
+        Ok(n) => n,
+        Err(c) => return c,
     };
     let flow = |egress: bool, what: String, proto: &'static str, addrs: Vec<Ipv4Addr>| Flow {
         egress,
@@ -770,6 +1029,8 @@ fn nacl(c: &Cluster, f: &AwsFacts) -> Check {
         port: (proto == "17").then_some(VXLAN_PORT),
         addrs,
     };
+    // VXLAN goes between every pair of overlay subnets (one per AZ), so each subnet's ACL must
+    // let it in from and out to all of them.
     let mut needs = Vec::new();
     if let (true, Some(group)) = (c.flood.multicast(), c.group) {
         needs.push(flow(
@@ -791,65 +1052,117 @@ fn nacl(c: &Cluster, f: &AwsFacts) -> Check {
             vec![group],
         ));
     }
-    needs.push(flow(
-        false,
-        format!("inbound UDP {VXLAN_PORT} from {subnet}"),
-        "17",
-        samples(&subnet),
-    ));
-    needs.push(flow(
-        true,
-        format!("outbound UDP {VXLAN_PORT} to {subnet}"),
-        "17",
-        samples(&subnet),
-    ));
-    let mut evidence = vec![format!("network ACL {} of {}", acl.id, c.cfg.subnet_id)];
-    let mut denied = Vec::new();
-    for Flow {
-        egress,
-        what,
-        proto,
-        port,
-        addrs,
-    } in &needs
-    {
-        let mut verdicts = Vec::new();
-        let mut all = true;
-        for a in addrs {
-            let (allow, rule) = nacl_decides(&acl.entries, *egress, proto, *port, *a);
-            all &= allow;
-            let rule = rule
-                .map(|r| format!("rule {r}"))
-                .unwrap_or_else(|| "no rule (implicit deny)".into());
-            verdicts.push(format!(
-                "{a}: {} by {rule}",
-                if allow { "allowed" } else { "denied" }
-            ));
+    for n in &nets {
+        needs.push(flow(
+            false,
+            format!("inbound UDP {VXLAN_PORT} from {n}"),
+            "17",
+            samples(n),
+        ));
+        needs.push(flow(
+            true,
+            format!("outbound UDP {VXLAN_PORT} to {n}"),
+            "17",
+            samples(n),
+        ));
+    }
+    let mut evidence = Vec::new();
+    let mut failed = Vec::new();
+    let mut missing = Vec::new();
+    let mut ok_acls = Vec::new();
+    for (subnet, _) in &f.subnets {
+        let Some(acl) = acls.get(subnet) else {
+            evidence.push(format!("{subnet}: no network ACL associated"));
+            missing.push(subnet.clone());
+            continue;
+        };
+        evidence.push(format!("network ACL {} of {subnet}", acl.id));
+        let mut denied = Vec::new();
+        for Flow {
+            egress,
+            what,
+            proto,
+            port,
+            addrs,
+        } in &needs
+        {
+            let mut verdicts = Vec::new();
+            let mut all = true;
+            for a in addrs {
+                let (allow, rule) = nacl_decides(&acl.entries, *egress, proto, *port, *a);
+                all &= allow;
+                let rule = rule
+                    .map(|r| format!("rule {r}"))
+                    .unwrap_or_else(|| "no rule (implicit deny)".into());
+                verdicts.push(format!(
+                    "{a}: {} by {rule}",
+                    if allow { "allowed" } else { "denied" }
+                ));
+            }
+            evidence.push(format!("{what}: {}", verdicts.join(", ")));
+            if !all {
+                denied.push(what.clone());
+            }
         }
-        evidence.push(format!("{what}: {}", verdicts.join(", ")));
-        if !all {
-            denied.push(what.clone());
+        if denied.is_empty() {
+            if !ok_acls.contains(&acl.id) {
+                ok_acls.push(acl.id.clone());
+            }
+        } else {
+            failed.push((acl.id.clone(), subnet.clone(), denied));
         }
     }
-    if denied.is_empty() {
-        return ok(
+    if let Some((id, subnet, denied)) = failed.first() {
+        let of = if f.subnets.len() > 1 {
+            format!(" of {subnet}")
+        } else {
+            String::new()
+        };
+        let more: Vec<String> = failed[1..]
+            .iter()
+            .map(|(id, s, d)| format!("{id} of {s} denies {}", d.join(", ")))
+            .collect();
+        let more = if more.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", more.join("; "))
+        };
+        return check(
             NACL,
-            format!("network ACL {} allows the overlay's traffic", acl.id),
+            Verdict::Fail,
+            format!("network ACL {id}{of} denies {}{more}", denied.join(", ")),
             evidence,
+            Some(format!(
+                "add allow entries to {id} numbered below the denying rule (network ACLs are stateless: \
+                 both directions), e.g. aws ec2 create-network-acl-entry --network-acl-id {id} --ingress \
+                 --rule-number <n> --protocol udp --port-range From={VXLAN_PORT},To={VXLAN_PORT} \
+                 --cidr-block {} --rule-action allow",
+                nets[0]
+            )),
         );
     }
-    check(
+    if !missing.is_empty() {
+        return check(
+            NACL,
+            Verdict::Unknown,
+            format!(
+                "cannot decide: no network ACL is associated with {}",
+                missing.join(", ")
+            ),
+            evidence,
+            Some(format!(
+                "every subnet has one in AWS; check {} and the region",
+                c.subnet_field()
+            )),
+        );
+    }
+    ok(
         NACL,
-        Verdict::Fail,
-        format!("network ACL {} denies {}", acl.id, denied.join(", ")),
+        format!(
+            "network ACL {} allows the overlay's traffic",
+            ok_acls.join(", ")
+        ),
         evidence,
-        Some(format!(
-            "add allow entries to {} numbered below the denying rule (network ACLs are stateless: \
-             both directions), e.g. aws ec2 create-network-acl-entry --network-acl-id {} --ingress \
-             --rule-number <n> --protocol udp --port-range From={VXLAN_PORT},To={VXLAN_PORT} \
-             --cidr-block {subnet} --rule-action allow",
-            acl.id, acl.id
-        )),
     )
 }
 
@@ -902,7 +1215,8 @@ fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
             ),
         );
     }
-    let subnet = &c.cfg.subnet_id;
+    let subnets = &c.subnets;
+    let shown = subnets.join(", ");
     match &t.attachment {
         None => {
             return check(
@@ -923,13 +1237,19 @@ fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
                 a.state,
                 a.subnets.join(", ")
             ));
-            if !a.subnets.contains(subnet) {
+            let lacking: Vec<&str> = subnets
+                .iter()
+                .filter(|s| !a.subnets.contains(s))
+                .map(String::as_str)
+                .collect();
+            if !lacking.is_empty() {
                 return check(
                     TGW_DOMAIN,
                     Verdict::Fail,
                     format!(
-                        "attachment {} does not include the overlay subnet {subnet}",
-                        a.id
+                        "attachment {} does not include the overlay subnet {}",
+                        a.id,
+                        lacking.join(", ")
                     ),
                     ev,
                     bootstrap(),
@@ -973,34 +1293,40 @@ fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
         );
     }
     let att = t.attachment.as_ref().map(|a| a.id.as_str()).unwrap_or("");
-    let assoc = t
-        .associations
-        .iter()
-        .find(|a| &a.subnet == subnet && a.attachment == att);
-    match assoc.map(|a| a.state.as_str()) {
-        Some("associated") => {}
-        Some(s @ ("associating" | "pendingAcceptance")) => {
-            return check(
-                TGW_DOMAIN,
-                Verdict::Warn,
-                format!("the overlay subnet {subnet} is still {s} with {}", d.id),
-                ev,
-                Some("wait a minute and run doctor again".into()),
-            )
-        }
-        other => {
-            return check(
-                TGW_DOMAIN,
-                Verdict::Fail,
-                format!(
+    let mut pending = Vec::new();
+    for subnet in subnets {
+        let assoc = t
+            .associations
+            .iter()
+            .find(|a| &a.subnet == subnet && a.attachment == att);
+        match assoc.map(|a| a.state.as_str()) {
+            Some("associated") => {}
+            Some(s @ ("associating" | "pendingAcceptance")) => {
+                pending.push(format!("the overlay subnet {subnet} is still {s}"));
+            }
+            other => {
+                return check(
+                    TGW_DOMAIN,
+                    Verdict::Fail,
+                    format!(
                     "the overlay subnet {subnet} is not associated with multicast domain {} ({})",
                     d.id,
                     other.unwrap_or("no association")
                 ),
-                ev,
-                bootstrap(),
-            )
+                    ev,
+                    bootstrap(),
+                )
+            }
         }
+    }
+    if !pending.is_empty() {
+        return check(
+            TGW_DOMAIN,
+            Verdict::Warn,
+            format!("{} with {}", pending.join(", "), d.id),
+            ev,
+            Some("wait a minute and run doctor again".into()),
+        );
     }
     if tgw.state != "available" || d.state != "available" {
         return check(
@@ -1017,7 +1343,7 @@ fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
     ok(
         TGW_DOMAIN,
         format!(
-            "multicast domain {} has IGMPv2 on and {subnet} associated",
+            "multicast domain {} has IGMPv2 on and {shown} associated",
             d.id
         ),
         ev,
@@ -1096,6 +1422,13 @@ fn tgw_members(c: &Cluster, f: &AwsFacts) -> Check {
             missing.push(i.label());
         }
     }
+    // a stopped cluster instance (say the standby router) may still be listed: it is ours
+    our_enis.extend(
+        instances
+            .iter()
+            .filter(|i| is_member(c, i))
+            .flat_map(|i| i.enis.iter().map(|(e, _)| e.as_str())),
+    );
     let foreign: Vec<&str> = members
         .iter()
         .map(|m| m.eni.as_str())
@@ -1127,7 +1460,7 @@ fn tgw_members(c: &Cluster, f: &AwsFacts) -> Check {
                 "on each: is overlayd running (overlayd doctor: force_igmp_version 2, group joined)? \
                  is the instance in {} with the vtep security group (sg.vtep.igmp)? The transit \
                  gateway asks every 2 minutes: a node that answered becomes a member",
-                c.cfg.subnet_id
+                c.subnets.join(" or ")
             )),
         );
     }
@@ -1175,8 +1508,11 @@ fn strangers(c: &Cluster, f: &AwsFacts) -> Check {
         Err(e) => return unreadable(STRANGERS, e),
         Ok(v) => v,
     };
-    let subnet = &c.cfg.subnet_id;
-    let in_subnet: Vec<&Instance> = instances.iter().filter(|i| i.in_subnet(subnet)).collect();
+    let subnet = c.subnets.join(", ");
+    let in_subnet: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| c.subnets.iter().any(|s| i.in_subnet(s)))
+        .collect();
     let strangers: Vec<&&Instance> = in_subnet.iter().filter(|i| !is_member(c, i)).collect();
     let mut ev = vec![format!(
         "{subnet}: {} instance(s), {} of the cluster (tagged {CLUSTER_TAG}={} or the router)",
@@ -1195,7 +1531,10 @@ fn strangers(c: &Cluster, f: &AwsFacts) -> Check {
     if strangers.is_empty() {
         return ok(
             STRANGERS,
-            format!("only cluster instances in the overlay subnet {subnet}"),
+            format!(
+                "only cluster instances in the overlay subnet{} {subnet}",
+                if c.subnets.len() > 1 { "s" } else { "" }
+            ),
             ev,
         );
     }
@@ -1398,9 +1737,8 @@ fn efs_mount_target(c: &Cluster, f: &AwsFacts) -> Check {
         Err(e) => return unreadable(EFS_MOUNT, e),
         Ok(e) => e,
     };
-    let subnet = &c.cfg.subnet_id;
     let bootstrap =
-        || Some("overlayctl bootstrap (creates the file system and its mount target)".to_string());
+        || Some("overlayctl bootstrap (creates the file system and its mount targets)".to_string());
     let Some(fs) = &e.fs else {
         return check(
             EFS_MOUNT,
@@ -1417,39 +1755,47 @@ fn efs_mount_target(c: &Cluster, f: &AwsFacts) -> Check {
             e.other_subnets.join(", ")
         ));
     }
-    let Some(mt) = &e.mount_target else {
+    for mt in c.subnets.iter().filter_map(|s| e.mount_targets.get(s)) {
+        ev.push(format!(
+            "mount target {} in {}: {}, security groups [{}]",
+            mt.target.id,
+            mt.target.subnet,
+            mt.target.state,
+            mt.security_groups.join(", ")
+        ));
+    }
+    let lacking: Vec<&str> = c
+        .subnets
+        .iter()
+        .filter(|s| !e.mount_targets.contains_key(*s))
+        .map(String::as_str)
+        .collect();
+    if !lacking.is_empty() {
         return check(
             EFS_MOUNT,
             Verdict::Fail,
-            format!("{} has no mount target in the overlay subnet {subnet}: the nodes cannot mount primary/secondary storage", fs.id),
+            format!(
+                "{} has no mount target in the overlay subnet {}: the nodes there cannot mount primary/secondary storage",
+                fs.id,
+                lacking.join(", ")
+            ),
             ev,
             bootstrap(),
         );
-    };
-    ev.push(format!(
-        "mount target {} in {}: {}, security groups [{}]",
-        mt.target.id,
-        mt.target.subnet,
-        mt.target.state,
-        mt.security_groups.join(", ")
-    ));
+    }
     let efs_sg = f
         .groups
         .as_ref()
         .ok()
         .and_then(|g| g.get("efs"))
         .map(|g| g.id.clone());
-    if mt.target.state != "available" {
-        return check(
-            EFS_MOUNT,
-            Verdict::Warn,
-            format!("mount target {} is {}", mt.target.id, mt.target.state),
-            ev,
-            Some("wait for it to be available and run doctor again".into()),
-        );
-    }
+    let mts: Vec<&ObservedMountTarget> = c
+        .subnets
+        .iter()
+        .filter_map(|s| e.mount_targets.get(s))
+        .collect();
     if let Some(sg) = efs_sg {
-        if !mt.security_groups.contains(&sg) {
+        if let Some(mt) = mts.iter().find(|m| !m.security_groups.contains(&sg)) {
             return check(
                 EFS_MOUNT,
                 Verdict::Fail,
@@ -1459,14 +1805,30 @@ fn efs_mount_target(c: &Cluster, f: &AwsFacts) -> Check {
             );
         }
     }
-    ok(
-        EFS_MOUNT,
-        format!(
-            "{} has an available mount target {} in {subnet}",
-            fs.id, mt.target.id
+    if let Some(mt) = mts.iter().find(|m| m.target.state != "available") {
+        return check(
+            EFS_MOUNT,
+            Verdict::Warn,
+            format!("mount target {} is {}", mt.target.id, mt.target.state),
+            ev,
+            Some("wait for it to be available and run doctor again".into()),
+        );
+    }
+    let summary = match mts.as_slice() {
+        [mt] => format!(
+            "{} has an available mount target {} in {}",
+            fs.id, mt.target.id, mt.target.subnet
         ),
-        ev,
-    )
+        _ => format!(
+            "{} has an available mount target in every overlay subnet ({})",
+            fs.id,
+            mts.iter()
+                .map(|m| format!("{} in {}", m.target.id, m.target.subnet))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    ok(EFS_MOUNT, summary, ev)
 }
 
 /// 0 when nothing fails, 1 when something does (warnings and unknowns alone: 0).
@@ -1521,10 +1883,10 @@ pub async fn run(ctx: &Ctx) -> Result<Vec<Check>> {
 /// Reads every fact doctor decides from; a call that fails leaves its part `Err`.
 pub async fn read(ctx: &Ctx, env: &Env) -> AwsFacts {
     let groups = ec2::find_groups(ctx).await.map_err(reason);
-    let (route_tables, vpc_subnets, nacl, instances, tgw, efs, rds) = futures::join!(
+    let (route_tables, vpc_subnets, nacls, instances, tgw, efs, rds) = futures::join!(
         read_route_tables(ctx),
         read_vpc_subnets(ctx),
-        read_nacl(ctx),
+        read_nacls(ctx),
         read_instances(ctx),
         read_tgw(ctx),
         read_efs(ctx),
@@ -1536,7 +1898,7 @@ pub async fn read(ctx: &Ctx, env: &Env) -> AwsFacts {
                 .iter()
                 .filter(|i| {
                     i.cluster_tag.as_deref() == Some(ctx.name())
-                        || i.id == ctx.cluster.cfg.router_instance_id
+                        || ctx.cluster.routers.contains(&i.id)
                 })
                 .map(|i| i.instance_type.clone())
                 .collect();
@@ -1545,14 +1907,32 @@ pub async fn read(ctx: &Ctx, env: &Env) -> AwsFacts {
         Err(e) => Err(e.clone()),
     };
     AwsFacts {
-        subnet_cidr: env.subnet_cidr.clone(),
-        router_eni: env.router_eni.clone(),
-        router_sdc: env.router_sdc,
+        subnets: ctx
+            .cluster
+            .subnets
+            .iter()
+            .zip(&env.facts.subnets)
+            .map(|(id, f)| {
+                (
+                    id.clone(),
+                    f.as_ref().map(|f| f.3.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect(),
+        routers: env
+            .routers
+            .iter()
+            .map(|r| RouterFacts {
+                id: r.id.clone(),
+                eni: r.eni.clone(),
+                sdc: r.sdc,
+            })
+            .collect(),
         selected_tables: ec2::route_tables(ctx, env).await,
         route_tables,
         vpc_subnets,
         groups,
-        nacl,
+        nacls,
         instances,
         types,
         tgw,
@@ -1626,32 +2006,48 @@ async fn read_vpc_subnets(ctx: &Ctx) -> Read<Vec<String>> {
     }
 }
 
-async fn read_nacl(ctx: &Ctx) -> Read<Option<Nacl>> {
+async fn read_nacls(ctx: &Ctx) -> Read<BTreeMap<String, Nacl>> {
     let out = ctx
         .clients
         .ec2
         .describe_network_acls()
-        .filters(filter("association.subnet-id", &ctx.cluster.cfg.subnet_id))
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("association.subnet-id")
+                .set_values(Some(ctx.cluster.subnets.clone()))
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| reason(crate::aws::err("DescribeNetworkAcls", e)))?;
-    Ok(out.network_acls().first().map(|a| Nacl {
-        id: a.network_acl_id().unwrap_or_default().to_string(),
-        entries: a
-            .entries()
-            .iter()
-            .filter_map(|e| {
-                Some(NaclEntry {
-                    rule: e.rule_number()?,
-                    egress: e.egress().unwrap_or(false),
-                    proto: model::norm_proto(e.protocol().unwrap_or("-1")),
-                    ports: e.port_range().and_then(|p| Some((p.from()?, p.to()?))),
-                    cidr: e.cidr_block()?.parse().ok()?,
-                    allow: e.rule_action().map(|a| a.as_str()) == Some("allow"),
+    let mut by_subnet = BTreeMap::new();
+    for a in out.network_acls() {
+        let acl = Nacl {
+            id: a.network_acl_id().unwrap_or_default().to_string(),
+            entries: a
+                .entries()
+                .iter()
+                .filter_map(|e| {
+                    Some(NaclEntry {
+                        rule: e.rule_number()?,
+                        egress: e.egress().unwrap_or(false),
+                        proto: model::norm_proto(e.protocol().unwrap_or("-1")),
+                        ports: e.port_range().and_then(|p| Some((p.from()?, p.to()?))),
+                        cidr: e.cidr_block()?.parse().ok()?,
+                        allow: e.rule_action().map(|a| a.as_str()) == Some("allow"),
+                    })
                 })
-            })
-            .collect(),
-    }))
+                .collect(),
+        };
+        for assoc in a.associations() {
+            if let Some(s) = assoc.subnet_id() {
+                if ctx.cluster.subnets.iter().any(|x| x == s) {
+                    by_subnet.insert(s.to_string(), acl.clone());
+                }
+            }
+        }
+    }
+    Ok(by_subnet)
 }
 
 async fn read_instances(ctx: &Ctx) -> Read<Vec<Instance>> {
@@ -1827,15 +2223,20 @@ async fn read_efs(ctx: &Ctx) -> Read<EfsFacts> {
         ..Default::default()
     };
     if let Some(fs) = e.fs.clone() {
-        let subnet = &ctx.cluster.cfg.subnet_id;
-        e.mount_target = efs::observe_mount_target(ctx, &fs.id, subnet)
-            .await
-            .map_err(reason)?;
+        let subnets = &ctx.cluster.subnets;
+        for subnet in subnets {
+            if let Some(mt) = efs::observe_mount_target(ctx, &fs.id, subnet)
+                .await
+                .map_err(reason)?
+            {
+                e.mount_targets.insert(subnet.clone(), mt);
+            }
+        }
         e.other_subnets = efs::mount_targets(ctx, &fs.id)
             .await
             .map_err(reason)?
             .into_iter()
-            .filter(|m| &m.subnet != subnet)
+            .filter(|m| !subnets.contains(&m.subnet))
             .map(|m| m.subnet)
             .collect();
     }
@@ -1952,6 +2353,10 @@ access_cidr = "203.0.113.0/24"
         }
     }
 
+    fn nacl_of(subnet: &str, acl: Nacl) -> BTreeMap<String, Nacl> {
+        [(subnet.to_string(), acl)].into()
+    }
+
     /// A healthy multicast cluster: router and one host, both members.
     fn good() -> AwsFacts {
         let params = model::DB_PARAMETERS
@@ -1959,9 +2364,12 @@ access_cidr = "203.0.113.0/24"
             .map(|(n, v, _)| (n.to_string(), v.to_string()))
             .collect();
         AwsFacts {
-            subnet_cidr: "10.0.1.0/24".into(),
-            router_eni: "eni-r".into(),
-            router_sdc: false,
+            subnets: vec![(SUBNET.into(), "10.0.1.0/24".into())],
+            routers: vec![RouterFacts {
+                id: ROUTER.into(),
+                eni: "eni-r".into(),
+                sdc: false,
+            }],
             selected_tables: vec!["rtb-main".into()],
             route_tables: Ok(vec![RouteTable {
                 id: "rtb-main".into(),
@@ -1977,10 +2385,13 @@ access_cidr = "203.0.113.0/24"
                 perm("2", -1, cidr("0.0.0.0/32")),
                 perm("udp", 4789, cidr("10.0.1.0/24")),
             ])),
-            nacl: Ok(Some(Nacl {
-                id: "acl-1".into(),
-                entries: vec![allow_all(100, false), allow_all(100, true)],
-            })),
+            nacls: Ok(nacl_of(
+                SUBNET,
+                Nacl {
+                    id: "acl-1".into(),
+                    entries: vec![allow_all(100, false), allow_all(100, true)],
+                },
+            )),
             instances: Ok(vec![
                 inst(ROUTER, "eni-r", false),
                 inst("i-h", "eni-h", true),
@@ -2024,14 +2435,18 @@ access_cidr = "203.0.113.0/24"
                     mode: "provisioned".into(),
                     mibps: Some(25.0),
                 }),
-                mount_target: Some(ObservedMountTarget {
-                    target: MountTarget {
-                        id: "fsmt-1".into(),
-                        subnet: SUBNET.into(),
-                        state: "available".into(),
+                mount_targets: [(
+                    SUBNET.to_string(),
+                    ObservedMountTarget {
+                        target: MountTarget {
+                            id: "fsmt-1".into(),
+                            subnet: SUBNET.into(),
+                            state: "available".into(),
+                        },
+                        security_groups: vec!["sg-e".into()],
                     },
-                    security_groups: vec!["sg-e".into()],
-                }),
+                )]
+                .into(),
                 other_subnets: vec![],
             }),
             rds: Ok(RdsFacts {
@@ -2090,8 +2505,8 @@ access_cidr = "203.0.113.0/24"
     #[test]
     fn every_verdict_but_ok_carries_a_fix_or_a_reason() {
         let mut f = good();
-        f.router_sdc = true;
-        f.nacl = Err("DescribeNetworkAcls: UnauthorizedOperation".into());
+        f.routers[0].sdc = true;
+        f.nacls = Err("DescribeNetworkAcls: UnauthorizedOperation".into());
         let checks = diagnose(&cluster(), &f);
         let sdc = get(&checks, ROUTER_SDC);
         assert!(sdc
@@ -2112,7 +2527,7 @@ access_cidr = "203.0.113.0/24"
     #[test]
     fn router_check_on_or_router_stopped_fail() {
         let mut f = good();
-        f.router_sdc = true;
+        f.routers[0].sdc = true;
         let k = only(&cluster(), &f, ROUTER_SDC, Verdict::Fail);
         assert!(k.summary.contains(ROUTER));
         let mut f = good();
@@ -2339,14 +2754,17 @@ access_cidr = "203.0.113.0/24"
         assert_eq!(nacl_decides(&es, true, "17", Some(4789), a), (false, None));
         // the deny covers only the upper half of the subnet
         let mut f = good();
-        f.nacl = Ok(Some(Nacl {
-            id: "acl-1".into(),
-            entries: vec![
-                allow_all(100, false),
-                allow_all(100, true),
-                entry(10, false, "17", Some((4789, 4789)), "10.0.1.128/25", false),
-            ],
-        }));
+        f.nacls = Ok(nacl_of(
+            SUBNET,
+            Nacl {
+                id: "acl-1".into(),
+                entries: vec![
+                    allow_all(100, false),
+                    allow_all(100, true),
+                    entry(10, false, "17", Some((4789, 4789)), "10.0.1.128/25", false),
+                ],
+            },
+        ));
         let k = only(&cluster(), &f, NACL, Verdict::Fail);
         assert!(
             k.summary.contains("inbound UDP 4789 from 10.0.1.0/24"),
@@ -2355,13 +2773,16 @@ access_cidr = "203.0.113.0/24"
         );
         // IGMP to the group going out, denied
         let mut f = good();
-        f.nacl = Ok(Some(Nacl {
-            id: "acl-1".into(),
-            entries: vec![
-                allow_all(100, false),
-                entry(100, true, "17", None, "10.0.0.0/8", true),
-            ],
-        }));
+        f.nacls = Ok(nacl_of(
+            SUBNET,
+            Nacl {
+                id: "acl-1".into(),
+                entries: vec![
+                    allow_all(100, false),
+                    entry(100, true, "17", None, "10.0.0.0/8", true),
+                ],
+            },
+        ));
         let k = only(&cluster(), &f, NACL, Verdict::Fail);
         assert!(
             k.summary.contains("outbound IGMP to 239.1.1.1"),
@@ -2568,17 +2989,16 @@ access_cidr = "203.0.113.0/24"
     #[test]
     fn efs_mount_target_missing_not_ready_or_without_the_efs_group() {
         let c = cluster();
-        let mt = |f: &mut AwsFacts| {
+        let mt = |f: &mut AwsFacts| f.efs.as_mut().unwrap().mount_targets[SUBNET].clone();
+        let set = |f: &mut AwsFacts, m: ObservedMountTarget| {
             f.efs
                 .as_mut()
                 .unwrap()
-                .mount_target
-                .as_mut()
-                .unwrap()
-                .clone()
+                .mount_targets
+                .insert(SUBNET.into(), m);
         };
         let mut f = good();
-        f.efs.as_mut().unwrap().mount_target = None;
+        f.efs.as_mut().unwrap().mount_targets.clear();
         f.efs.as_mut().unwrap().other_subnets = vec![SUBNET2.into()];
         let k = only(&c, &f, EFS_MOUNT, Verdict::Fail);
         assert!(k.summary.contains(SUBNET), "{}", k.summary);
@@ -2586,12 +3006,12 @@ access_cidr = "203.0.113.0/24"
         let mut f = good();
         let mut m = mt(&mut f);
         m.target.state = "creating".into();
-        f.efs.as_mut().unwrap().mount_target = Some(m);
+        set(&mut f, m);
         only(&c, &f, EFS_MOUNT, Verdict::Warn);
         let mut f = good();
         let mut m = mt(&mut f);
         m.security_groups = vec!["sg-default".into()];
-        f.efs.as_mut().unwrap().mount_target = Some(m);
+        set(&mut f, m);
         let k = only(&c, &f, EFS_MOUNT, Verdict::Fail);
         assert!(k.summary.contains("sg-e"), "{}", k.summary);
         let mut f = good();
@@ -2622,5 +3042,248 @@ access_cidr = "203.0.113.0/24"
         for k in ["id", "verdict", "summary", "evidence", "fix"] {
             assert!(v.get(k).is_some(), "{k}");
         }
+    }
+
+    const ROUTER_B: &str = "i-0123456789abcdef1";
+
+    /// A healthy multi-AZ cluster: two subnets (one per AZ), a router pair (a in SUBNET, b in
+    /// SUBNET2), the overlay routed to a.
+    fn pair_cluster() -> Cluster {
+        let text: String = CONFIG
+            .lines()
+            .filter(|l| {
+                !l.starts_with("subnet_id")
+                    && !l.starts_with("second_subnet_id")
+                    && !l.starts_with("router_instance_id")
+            })
+            .map(|l| format!("{l}\n"))
+            .chain([
+                format!("subnet_ids = [\"{SUBNET}\", \"{SUBNET2}\"]\n"),
+                format!("router_instance_ids = [\"{ROUTER}\", \"{ROUTER_B}\"]\n"),
+            ])
+            .collect();
+        crate::config::parse(&text).unwrap()
+    }
+
+    fn pair_good() -> AwsFacts {
+        let mut f = good();
+        f.subnets.push((SUBNET2.into(), "10.0.2.0/24".into()));
+        f.routers.push(RouterFacts {
+            id: ROUTER_B.into(),
+            eni: "eni-b".into(),
+            sdc: false,
+        });
+        let mut b = inst(ROUTER_B, "eni-b", false);
+        b.enis[0].1 = SUBNET2.into();
+        if let Ok(v) = &mut f.instances {
+            v.push(b);
+        }
+        if let Ok(g) = &mut f.groups {
+            g.get_mut("vtep")
+                .unwrap()
+                .ingress
+                .push(perm("udp", 4789, cidr("10.0.2.0/24")));
+        }
+        if let Ok(n) = &mut f.nacls {
+            let acl = n[SUBNET].clone();
+            n.insert(SUBNET2.into(), acl);
+        }
+        let t = tgw_facts(&mut f);
+        t.attachment.as_mut().unwrap().subnets.push(SUBNET2.into());
+        t.associations.push(Association {
+            attachment: "tgw-attach-1".into(),
+            subnet: SUBNET2.into(),
+            state: "associated".into(),
+        });
+        t.members = Some(Ok(vec![member("eni-r"), member("eni-h"), member("eni-b")]));
+        let e = f.efs.as_mut().unwrap();
+        let mut mt = e.mount_targets[SUBNET].clone();
+        mt.target.id = "fsmt-2".into();
+        mt.target.subnet = SUBNET2.into();
+        e.mount_targets.insert(SUBNET2.into(), mt);
+        f
+    }
+
+    fn set_state(f: &mut AwsFacts, id: &str, state: &str) {
+        if let Ok(v) = &mut f.instances {
+            v.iter_mut().find(|i| i.id == id).unwrap().state = state.into();
+        }
+    }
+
+    #[test]
+    fn a_healthy_pair_is_all_ok_and_one_router_does_not_use_the_pair_check() {
+        let checks = diagnose(&pair_cluster(), &pair_good());
+        for k in &checks {
+            assert_eq!(k.verdict, Verdict::Ok, "{k:#?}");
+        }
+        let p = get(&checks, ROUTER_PAIR);
+        assert!(
+            p.summary.contains(ROUTER) && p.summary.contains(ROUTER_B),
+            "{p:?}"
+        );
+        assert!(get(&checks, EFS_MOUNT).summary.contains("fsmt-2"));
+        let k = get(&diagnose(&cluster(), &good()), ROUTER_PAIR).clone();
+        assert_eq!(k.verdict, Verdict::Ok);
+        assert!(k.summary.starts_with("not used (one router)"), "{k:?}");
+    }
+
+    #[test]
+    fn a_failover_to_the_standby_is_healthy() {
+        let mut f = pair_good();
+        if let Ok(t) = &mut f.route_tables {
+            t[0].overlay_route.as_mut().unwrap().eni = Some("eni-b".into());
+        }
+        let checks = diagnose(&pair_cluster(), &f);
+        for k in &checks {
+            assert_eq!(k.verdict, Verdict::Ok, "{k:#?}");
+        }
+        assert!(get(&checks, ROUTER_PAIR)
+            .evidence
+            .iter()
+            .any(|e| e.contains(ROUTER_B)));
+    }
+
+    #[test]
+    fn one_router_down_warns_no_standby_both_down_fail() {
+        let c = pair_cluster();
+        // the standby stopped: the overlay still works, without a standby
+        let mut f = pair_good();
+        set_state(&mut f, ROUTER_B, "stopped");
+        let k = only(&c, &f, ROUTER_PAIR, Verdict::Warn);
+        assert!(k.summary.contains("no standby"), "{}", k.summary);
+        assert!(k.summary.contains(ROUTER_B), "{}", k.summary);
+        assert!(
+            k.fix.as_deref().unwrap().contains("start-instances"),
+            "{:?}",
+            k.fix
+        );
+        // the active one stopped and the routes still on it: said so
+        let mut f = pair_good();
+        set_state(&mut f, ROUTER, "stopped");
+        let k = only(&c, &f, ROUTER_PAIR, Verdict::Warn);
+        assert!(k.summary.contains("still routed to it"), "{}", k.summary);
+        // both
+        let mut f = pair_good();
+        set_state(&mut f, ROUTER, "stopped");
+        set_state(&mut f, ROUTER_B, "stopping");
+        let checks = diagnose(&c, &f);
+        let k = get(&checks, ROUTER_PAIR);
+        assert_eq!(k.verdict, Verdict::Fail);
+        assert!(k.summary.contains("double failure"), "{}", k.summary);
+        assert!(
+            k.summary
+                .contains("nothing carries traffic between the overlay and the VPC"),
+            "{}",
+            k.summary
+        );
+        assert!(k.fix.as_deref().unwrap().contains(ROUTER_B));
+        assert_eq!(exit_code(&checks), 1);
+        // the instances unreadable: unknown
+        let mut f = pair_good();
+        f.instances = Err("DescribeInstances: throttled".into());
+        let k = get(&diagnose(&c, &f), ROUTER_PAIR).clone();
+        assert_eq!(k.verdict, Verdict::Unknown);
+    }
+
+    #[test]
+    fn the_check_covers_every_router_of_a_pair() {
+        let mut f = pair_good();
+        f.routers[1].sdc = true;
+        let k = only(&pair_cluster(), &f, ROUTER_SDC, Verdict::Fail);
+        assert!(
+            k.summary.contains(ROUTER_B) && !k.summary.contains(ROUTER),
+            "{}",
+            k.summary
+        );
+        assert!(k.fix.as_deref().unwrap().contains(ROUTER_B));
+    }
+
+    #[test]
+    fn every_per_subnet_check_covers_the_second_subnet() {
+        let c = pair_cluster();
+        // VXLAN from the first subnet only
+        let mut f = pair_good();
+        if let Ok(g) = &mut f.groups {
+            g.get_mut("vtep")
+                .unwrap()
+                .ingress
+                .retain(|p| p.source != cidr("10.0.2.0/24"));
+        }
+        let k = only(&c, &f, SG_VXLAN, Verdict::Fail);
+        assert!(k.summary.contains("10.0.2.0/24"), "{}", k.summary);
+        assert!(k.fix.as_deref().unwrap().contains("--cidr 10.0.2.0/24"));
+        // the second subnet's ACL denies VXLAN from the first
+        let mut f = pair_good();
+        if let Ok(n) = &mut f.nacls {
+            n.insert(
+                SUBNET2.into(),
+                Nacl {
+                    id: "acl-2".into(),
+                    entries: vec![
+                        allow_all(100, false),
+                        allow_all(100, true),
+                        entry(10, false, "17", Some((4789, 4789)), "10.0.1.0/24", false),
+                    ],
+                },
+            );
+        }
+        let k = only(&c, &f, NACL, Verdict::Fail);
+        assert!(
+            k.summary.contains("acl-2") && k.summary.contains(SUBNET2),
+            "{}",
+            k.summary
+        );
+        assert!(
+            k.summary.contains("inbound UDP 4789 from 10.0.1.0/24"),
+            "{}",
+            k.summary
+        );
+        // the second subnet's own table lacks the route
+        let mut f = pair_good();
+        if let Ok(t) = &mut f.route_tables {
+            t.push(RouteTable {
+                id: "rtb-2".into(),
+                main: false,
+                subnets: vec![SUBNET2.into()],
+                overlay_route: None,
+            });
+        }
+        let checks = diagnose(&c, &f);
+        let k = get(&checks, ROUTES);
+        assert_eq!(k.verdict, Verdict::Fail);
+        assert!(
+            k.summary.contains("rtb-2") && k.summary.contains(SUBNET2),
+            "{}",
+            k.summary
+        );
+        // not associated with the domain
+        let mut f = pair_good();
+        tgw_facts(&mut f).associations.pop();
+        let k = get(&diagnose(&c, &f), TGW_DOMAIN).clone();
+        assert_eq!(k.verdict, Verdict::Fail);
+        assert!(k.summary.contains(SUBNET2), "{}", k.summary);
+        // not in the attachment
+        let mut f = pair_good();
+        tgw_facts(&mut f).attachment.as_mut().unwrap().subnets.pop();
+        let k = get(&diagnose(&c, &f), TGW_DOMAIN).clone();
+        assert!(k.summary.contains("does not include") && k.summary.contains(SUBNET2));
+        // no mount target there
+        let mut f = pair_good();
+        f.efs.as_mut().unwrap().mount_targets.remove(SUBNET2);
+        let k = only(&c, &f, EFS_MOUNT, Verdict::Fail);
+        assert!(
+            k.summary.contains(SUBNET2) && !k.summary.contains(SUBNET),
+            "{}",
+            k.summary
+        );
+        // a stranger there
+        let mut f = pair_good();
+        let mut s = inst("i-s", "eni-s", false);
+        s.enis[0].1 = SUBNET2.into();
+        if let Ok(v) = &mut f.instances {
+            v.push(s);
+        }
+        let k = only(&c, &f, STRANGERS, Verdict::Fail);
+        assert!(k.summary.contains("i-s"), "{}", k.summary);
     }
 }

@@ -1,4 +1,5 @@
-//! EFS: encrypted file system with provisioned throughput and a mount target in the overlay subnet.
+//! EFS: encrypted file system with provisioned throughput and a mount target in each overlay
+//! subnet (one per AZ).
 
 use anyhow::{bail, Result};
 use aws_sdk_efs::operation::create_file_system::CreateFileSystemError;
@@ -277,15 +278,25 @@ impl Op {
 /// mode). Returns its id (None in plan mode when it does not exist).
 pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>> {
     let cfg = &ctx.cluster.cfg;
-    let want = Want {
-        mibps: cfg.efs_throughput_mibps,
-        subnet: cfg.subnet_id.clone(),
-        security_group: efs_sg.map(str::to_string),
-    };
-    let op = plan_fs(&want, find(ctx).await?.as_ref(), ctx.name())?;
-    let Some(id) = execute(ctx, &want, None, &op).await? else {
-        // plan mode: the mount target comes with the file system
-        execute(ctx, &want, None, &Op::CreateMountTarget).await?;
+    // One Want per overlay subnet (EFS allows one mount target per AZ, the subnets are one per
+    // AZ); the file system steps use the first.
+    let wants: Vec<Want> = ctx
+        .cluster
+        .subnets
+        .iter()
+        .map(|s| Want {
+            mibps: cfg.efs_throughput_mibps,
+            subnet: s.clone(),
+            security_group: efs_sg.map(str::to_string),
+        })
+        .collect();
+    let want = &wants[0];
+    let op = plan_fs(want, find(ctx).await?.as_ref(), ctx.name())?;
+    let Some(id) = execute(ctx, want, None, &op).await? else {
+        // plan mode: the mount targets come with the file system
+        for w in &wants {
+            execute(ctx, w, None, &Op::CreateMountTarget).await?;
+        }
         return Ok(None);
     };
     ctx.settle(&format!("file system {id}"), || async {
@@ -293,19 +304,23 @@ pub async fn converge(ctx: &Ctx, efs_sg: Option<&str>) -> Result<Option<String>>
         Ok(if s == "available" { Ok(()) } else { Err(s) })
     })
     .await?;
-    let mt = observe_mount_target(ctx, &id, &want.subnet).await?;
-    let op = plan_mount_target(&want, mt.as_ref());
-    execute(ctx, &want, Some(&id), &op).await?;
-    ctx.settle(&format!("mount target of {id}"), || async {
-        let st = mount_targets(ctx, &id)
-            .await?
-            .into_iter()
-            .find(|m| m.subnet == want.subnet)
-            .map(|m| m.state)
-            .unwrap_or_else(|| "missing".into());
-        Ok(if st == "available" { Ok(()) } else { Err(st) })
-    })
-    .await?;
+    for w in &wants {
+        let mt = observe_mount_target(ctx, &id, &w.subnet).await?;
+        let op = plan_mount_target(w, mt.as_ref());
+        execute(ctx, w, Some(&id), &op).await?;
+    }
+    for w in &wants {
+        ctx.settle(&format!("mount target of {id} in {}", w.subnet), || async {
+            let st = mount_targets(ctx, &id)
+                .await?
+                .into_iter()
+                .find(|m| m.subnet == w.subnet)
+                .map(|m| m.state)
+                .unwrap_or_else(|| "missing".into());
+            Ok(if st == "available" { Ok(()) } else { Err(st) })
+        })
+        .await?;
+    }
     Ok(Some(id))
 }
 

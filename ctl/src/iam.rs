@@ -65,6 +65,7 @@ pub const BOOTSTRAP_ACTIONS: &[&str] = &[
     // teardown
     "ec2:DeleteSecurityGroup",
     "ec2:DeleteRoute",
+    "ec2:DeleteTags",
     "ec2:DisassociateTransitGatewayMulticastDomain",
     "ec2:DeleteTransitGatewayMulticastDomain",
     "ec2:DeleteTransitGatewayVpcAttachment",
@@ -111,6 +112,7 @@ pub fn agent_actions(flood: Flood) -> Vec<&'static str> {
 /// Actions whose side effects land on an existing resource and can be limited by tag.
 const TAG_SCOPED_PREFIXES: &[&str] = &[
     "ec2:DeleteSecurityGroup",
+    "ec2:DeleteTags",
     "ec2:RevokeSecurityGroupIngress",
     "ec2:DeleteTransitGateway",
     "ec2:DisassociateTransitGatewayMulticastDomain",
@@ -128,11 +130,13 @@ pub const SECRETS_ACTIONS: &[&str] = &[
 /// The router reads the route tables (no resource-level permission exists for Describe calls).
 pub const ROUTE_READ_ACTIONS: &[&str] = &["ec2:DescribeRouteTables"];
 
-/// Router HA: a standby router takes the overlay route over (`overlay_cidr -> its ENI`). IAM
-/// authorizes both on the route table alone (resource `route-table*`, condition keys
-/// `aws:ResourceTag/${TagKey}`, `ec2:ResourceTag/${TagKey}`, `ec2:RouteTableID`, `ec2:Vpc`), so
-/// they are limited to route tables tagged `overlay:cluster`.
-pub const ROUTE_TAKEOVER_ACTIONS: &[&str] = &["ec2:CreateRoute", "ec2:ReplaceRoute"];
+/// Router HA: a standby router takes the overlay route over (`overlay_cidr -> its ENI`) with
+/// ReplaceRoute, the only call it makes: bootstrap creates the routes (pointing at the first
+/// router), the router never does. IAM authorizes it on the route table alone (resource
+/// `route-table*`, condition keys `aws:ResourceTag/${TagKey}`, `ec2:ResourceTag/${TagKey}`,
+/// `ec2:RouteTableID`, `ec2:Vpc`), so it is limited to route tables tagged `overlay:cluster`
+/// (bootstrap tags every route table it manages).
+pub const ROUTE_TAKEOVER_ACTIONS: &[&str] = &["ec2:ReplaceRoute"];
 
 /// `Sid` of overlayctl's own policy.
 pub const SID_BOOTSTRAP: &str = "OverlayBootstrap";
@@ -559,7 +563,9 @@ access_cidr = "203.0.113.0/24"
         assert_eq!(strs(&read["Action"]), ["ec2:DescribeRouteTables"]);
         assert_eq!(read["Resource"], "*");
         let t = by_sid(&p, SID_ROUTE_TAKEOVER);
-        assert_eq!(strs(&t["Action"]), ["ec2:CreateRoute", "ec2:ReplaceRoute"]);
+        // the router moves routes, it never creates one
+        assert_eq!(strs(&t["Action"]), ["ec2:ReplaceRoute"]);
+        assert!(!actions(&p).contains(&"ec2:CreateRoute".to_string()));
         assert_eq!(t["Resource"], "arn:aws:ec2:eu-west-1:*:route-table/*");
         assert_eq!(
             t["Condition"],
@@ -570,6 +576,14 @@ access_cidr = "203.0.113.0/24"
         );
         // no deletion of routes, no other route-table change
         assert!(!actions(&p).iter().any(|a| a.contains("Delete")));
+        // exactly what the router calls: overlayd's actions, the route read and ReplaceRoute
+        let mut want: Vec<String> = agent_actions(Flood::Multicast)
+            .into_iter()
+            .chain(["ec2:DescribeRouteTables", "ec2:ReplaceRoute"])
+            .map(str::to_string)
+            .collect();
+        want.sort();
+        assert_eq!(actions(&p), want);
         // without a cluster name: any route table tagged for some overlay cluster
         let p = role_policy(PolicyRole::Router, None, Flood::Multicast, None);
         let t = by_sid(&p, SID_ROUTE_TAKEOVER);

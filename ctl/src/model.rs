@@ -193,6 +193,35 @@ pub fn desired_rules(role: &str, inp: &RuleInputs) -> Vec<Perm> {
     v
 }
 
+/// [`desired_rules`] of a cluster with several overlay subnets (one per AZ): every rule that
+/// names the subnet CIDR once per subnet in `subnet_cidrs`, the others once. Empty
+/// `subnet_cidrs`: `inp.subnet_cidr` alone.
+pub fn desired_rules_for_subnets(
+    role: &str,
+    inp: &RuleInputs,
+    subnet_cidrs: &[String],
+) -> Vec<Perm> {
+    let cidrs: Vec<String> = if subnet_cidrs.is_empty() {
+        vec![inp.subnet_cidr.clone()]
+    } else {
+        subnet_cidrs.to_vec()
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for c in cidrs {
+        let one = RuleInputs {
+            subnet_cidr: c,
+            ..inp.clone()
+        };
+        for p in desired_rules(role, &one) {
+            if seen.insert(p.key()) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 /// (missing, extra) rules: what to authorize and what to revoke.
 pub fn diff_rules(desired: &[Perm], observed: &[Perm]) -> (Vec<Perm>, Vec<Perm>) {
     let have: BTreeSet<_> = observed.iter().map(Perm::key).collect();
@@ -453,6 +482,39 @@ mod tests {
             overlay_cidr: "100.64.0.0/16".into(),
             group_ids: BTreeMap::new(),
             flood: Flood::Multicast,
+        }
+    }
+
+    #[test]
+    fn rules_naming_the_subnet_cover_every_subnet() {
+        let cidrs = ["10.0.1.0/24".to_string(), "10.0.2.0/24".to_string()];
+        let srcs = |role: &str, port: i32| -> Vec<Source> {
+            desired_rules_for_subnets(role, &inputs(), &cidrs)
+                .into_iter()
+                .filter(|p| p.from == port)
+                .map(|p| p.source)
+                .collect()
+        };
+        let c = |s: &str| Source::Cidr(s.into());
+        assert_eq!(srcs("vtep", 4789), [c("10.0.1.0/24"), c("10.0.2.0/24")]);
+        assert_eq!(srcs("mgmt", 8080), [c("10.0.1.0/24"), c("10.0.2.0/24")]);
+        assert_eq!(
+            srcs("mgmt", 8250),
+            [c("10.0.1.0/24"), c("100.64.0.0/16"), c("10.0.2.0/24")]
+        );
+        // the IGMP rule and those without the subnet come once
+        let v = desired_rules_for_subnets("vtep", &inputs(), &cidrs);
+        assert_eq!(v.iter().filter(|p| p.proto == "2").count(), 1);
+        assert_eq!(
+            desired_rules_for_subnets("router", &inputs(), &cidrs),
+            desired_rules("router", &inputs())
+        );
+        // one subnet (or none known): desired_rules
+        for one in [&cidrs[..1], &[][..]] {
+            assert_eq!(
+                desired_rules_for_subnets("mgmt", &inputs(), one),
+                desired_rules("mgmt", &inputs())
+            );
         }
     }
 

@@ -548,13 +548,10 @@ pub async fn converge(ctx: &Ctx, db_sg: Option<&str>, router_az: &str) -> Result
     Ok(Converged { db, mysql })
 }
 
-/// The DB subnet group over the two subnets. Returns its name.
+/// The DB subnet group over the overlay subnets and `second_subnet_id`. Returns its name.
 async fn subnet_group(ctx: &Ctx) -> Result<String> {
     let rds = &ctx.clients.rds;
-    let cfg = &ctx.cluster.cfg;
-    let want_subnets: BTreeSet<String> = [cfg.subnet_id.clone(), cfg.second_subnet_id.clone()]
-        .into_iter()
-        .collect();
+    let want_subnets: BTreeSet<String> = ctx.cluster.db_subnets().into_iter().collect();
     let sg_name = ctx.cluster.db_subnet_group();
     let op = plan_subnet_group(&want_subnets, find_subnet_group(ctx).await?);
     let call = async {

@@ -275,23 +275,18 @@ async fn tgw(ctx: &Ctx, found: ec2::FoundTgw) -> Result<()> {
     .await
 }
 
+/// The overlay routes that point at a router of the cluster (either of a pair) in the selected
+/// route tables, then the cluster tag of every route table of the VPC tagged for the cluster.
 async fn routes(ctx: &Ctx) -> Result<()> {
     let env = ec2::gather(ctx).await?;
-    if env.router_eni.is_empty() {
-        return Ok(());
-    }
+    let enis = env.router_enis();
     let cfg = &ctx.cluster.cfg;
     let tables = ec2::route_tables(ctx, &env).await;
     let out = ctx
         .clients
         .ec2
         .describe_route_tables()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("vpc-id")
-                .values(&cfg.vpc_id)
-                .build(),
-        )
+        .filters(ec2::filter("vpc-id", &cfg.vpc_id))
         .send()
         .await
         .map_err(|e| err("DescribeRouteTables", e))?;
@@ -299,12 +294,17 @@ async fn routes(ctx: &Ctx) -> Result<()> {
         let Some(id) = rt.route_table_id() else {
             continue;
         };
-        if !tables.iter().any(|t| t == id) {
+        let tagged = rt
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some(CLUSTER_TAG) && t.value() == Some(ctx.name()));
+        if !tagged && !tables.iter().any(|t| t == id) {
             continue;
         }
         let ours = rt.routes().iter().any(|r| {
             r.destination_cidr_block() == Some(cfg.overlay_cidr.as_str())
-                && r.network_interface_id() == Some(env.router_eni.as_str())
+                && r.network_interface_id()
+                    .is_some_and(|e| enis.iter().any(|x| x == e))
         });
         if ours {
             ctx.clients
@@ -321,6 +321,28 @@ async fn routes(ctx: &Ctx) -> Result<()> {
                 "ok",
                 Action::Delete,
                 &cfg.overlay_cidr,
+            );
+        }
+        if tagged {
+            ctx.clients
+                .ec2
+                .delete_tags()
+                .resources(id)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key(CLUSTER_TAG)
+                        .value(ctx.name())
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| err("DeleteTags", e))?;
+            ctx.record(
+                &format!("route/{id}/tag"),
+                Some(id),
+                "ok",
+                Action::Delete,
+                &format!("{CLUSTER_TAG}={}", ctx.name()),
             );
         }
     }

@@ -20,6 +20,9 @@ use serde_yaml::Value;
 const CLUSTER: &str = "parity";
 const REGION: &str = "eu-west-1";
 const ROUTE_TABLES: [&str; 2] = ["rtb-0123abcd", "rtb-0123456789abcdef0"];
+/// RouterHa's second overlay subnet (another zone) and its CIDR.
+const SUBNET2: &str = "subnet-89abcdef";
+const SUBNET2_CIDR: &str = "10.0.2.0/24";
 
 /// overlayctl's view of the same cluster (its defaults: EFS throughput, DB class and storage).
 fn ctl_cluster() -> config::Cluster {
@@ -42,6 +45,22 @@ access_cidr = "203.0.113.0/24"
 /// The values of a stack made from template `t`: every parameter's default, the site-specific
 /// ones given, pseudo parameters, and `Ref`/`GetAtt` of every resource as placeholders.
 fn stack(t: &Template) -> Stack {
+    stack_with(t, &[])
+}
+
+/// cluster.yaml with RouterHa: two routers, the second overlay subnet.
+fn ha_stack(t: &Template) -> Stack {
+    stack_with(
+        t,
+        &[
+            ("RouterHa", "true"),
+            ("SecondOverlaySubnetId", SUBNET2),
+            ("SecondOverlaySubnetCidr", SUBNET2_CIDR),
+        ],
+    )
+}
+
+fn stack_with(t: &Template, extra: &[(&str, &str)]) -> Stack {
     let sha = "ab".repeat(32);
     let mut s = Stack::of(
         t,
@@ -62,6 +81,9 @@ fn stack(t: &Template) -> Stack {
         ],
     );
     s.set_list("RouteTableIds", &ROUTE_TABLES);
+    for (k, v) in extra {
+        s.set(k, v);
+    }
     s.finish(t)
 }
 
@@ -151,8 +173,12 @@ fn perms(sg: &Value) -> Vec<Perm> {
 fn security_groups_are_overlayctls() {
     let cluster = ctl_cluster();
     let mut compared = 0;
-    for t in both() {
-        let s = stack(&t);
+    let with_ha = |t: Template| {
+        let ha = (t.name == "cluster.yaml").then(|| (cfn::load(&t.name), true));
+        std::iter::once((t, false)).chain(ha)
+    };
+    for (t, ha) in both().into_iter().flat_map(with_ha) {
+        let s = if ha { ha_stack(&t) } else { stack(&t) };
         let groups = t.resources_of_type("AWS::EC2::SecurityGroup");
         let by_role: BTreeMap<String, String> = groups
             .iter()
@@ -185,12 +211,32 @@ fn security_groups_are_overlayctls() {
                 &role
             };
             let mut want = model::desired_rules(model_role, &inputs);
+            if ha {
+                // RouterHa: each rule from the nodes' subnet also from the second one
+                let second = RuleInputs {
+                    subnet_cidr: SUBNET2_CIDR.into(),
+                    access_cidr: inputs.access_cidr.clone(),
+                    overlay_cidr: inputs.overlay_cidr.clone(),
+                    group_ids: inputs.group_ids.clone(),
+                    flood: Flood::Multicast,
+                };
+                let from_second = Source::Cidr(SUBNET2_CIDR.into());
+                want.extend(
+                    model::desired_rules(model_role, &second)
+                        .into_iter()
+                        .filter(|r| r.source == from_second),
+                );
+            }
             want.sort();
-            assert_eq!(perms(&p), want, "{}: {id} ({role})", t.name);
+            want.dedup();
+            assert_eq!(perms(&p), want, "{}: {id} ({role}, ha {ha})", t.name);
             compared += 1;
         }
     }
-    assert_eq!(compared, 6, "five cluster groups and the standalone one");
+    assert_eq!(
+        compared, 11,
+        "five cluster groups (one AZ, RouterHa) and the standalone one"
+    );
 }
 
 #[test]
@@ -219,6 +265,7 @@ fn tags_and_names_are_overlayctls() {
                 continue;
             }
             let ty = scalar(&r["Type"]);
+            // RouterHa's resources are tagged as their single-AZ twins (checked here too)
             let p = props(&t, &id, &s);
             let tags = tags_of(&p);
             let untagged = [
@@ -486,12 +533,21 @@ fn instance_roles_are_overlayctl_iam_policy() {
             let which = PolicyRole::parse(which)
                 .unwrap_or_else(|| panic!("iam-policy has no role {which}"));
             let want = overlay_ctl::iam::role_policy(which, Some(REGION), flood, Some(CLUSTER));
-            assert_eq!(
-                serde_json::Value::Array(statements),
-                want["Statement"],
-                "{}: {id} ({role})",
-                t.name
-            );
+            let mut want_statements = want["Statement"].as_array().unwrap().clone();
+            if role == "router" {
+                let take = |v: &mut Vec<serde_json::Value>| {
+                    let i = v
+                        .iter()
+                        .position(|st| st["Sid"] == overlay_ctl::iam::SID_ROUTE_TAKEOVER)
+                        .unwrap_or_else(|| panic!("{id}: no route takeover statement"));
+                    v.remove(i)
+                };
+                route_takeover_is_role_policys_scoped_to_the_tables(
+                    &take(&mut statements),
+                    &take(&mut want_statements),
+                );
+            }
+            assert_eq!(statements, want_statements, "{}: {id} ({role})", t.name);
             assert_eq!(doc["Version"], want["Version"]);
             let trust = serde_json::to_value(&p["AssumeRolePolicyDocument"]).unwrap();
             assert_eq!(
@@ -500,6 +556,42 @@ fn instance_roles_are_overlayctl_iam_policy() {
             );
         }
     }
+}
+
+/// The one documented difference from `iam::role_policy`: the router's takeover names exactly
+/// the tables of RouteTableIds (region: the RequestedRegion condition) instead of every table
+/// tagged with the cluster (CloudFormation cannot tag existing tables). Same Sid, effect and
+/// actions; the same condition but the tag.
+fn route_takeover_is_role_policys_scoped_to_the_tables(
+    got: &serde_json::Value,
+    want: &serde_json::Value,
+) {
+    for k in ["Sid", "Effect", "Action"] {
+        assert_eq!(got[k], want[k], "OverlayRouteTakeover.{k}");
+    }
+    let mut keys: Vec<&String> = got.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["Action", "Condition", "Effect", "Resource", "Sid"]);
+    // role_policy's pattern arn:aws:ec2:REGION:*:route-table/* with each table for the last *
+    let pattern = want["Resource"].as_str().unwrap();
+    let prefix = pattern
+        .strip_suffix('*')
+        .unwrap()
+        .replace(&format!(":{REGION}:"), ":*:");
+    let tables: Vec<serde_json::Value> = ROUTE_TABLES
+        .iter()
+        .map(|t| format!("{prefix}{t}").into())
+        .collect();
+    assert_eq!(got["Resource"], serde_json::Value::Array(tables));
+    let mut cond = want["Condition"].clone();
+    let tag = format!("aws:ResourceTag/{CLUSTER_TAG}");
+    let removed = cond["StringEquals"].as_object_mut().unwrap().remove(&tag);
+    assert_eq!(removed, Some(CLUSTER.into()), "role_policy scopes by tag");
+    assert_eq!(got["Condition"], cond, "the region condition, not the tag");
+    assert_eq!(
+        got["Condition"]["StringEquals"]["aws:RequestedRegion"],
+        REGION
+    );
 }
 
 #[test]
@@ -616,6 +708,9 @@ fn user_data_users(t: &Template, s: &Stack) -> Vec<(String, String, String)> {
         if ty != "AWS::EC2::Instance" && ty != "AWS::AutoScaling::AutoScalingGroup" {
             continue;
         }
+        if id.starts_with("Fn::ForEach") || !t.exists(&id, s) {
+            continue;
+        }
         let p = props(t, &id, s);
         let lt = scalar(&p["LaunchTemplate"]["LaunchTemplateId"]);
         v.push((lt.trim_start_matches("ref:").to_string(), id, role_of(&p)));
@@ -628,8 +723,12 @@ const COMMON: &str = "# --- common part";
 #[test]
 fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
     let mut commons = BTreeMap::new();
-    for t in both() {
-        let s = stack(&t);
+    let with_ha = |t: Template| {
+        let ha = (t.name == "cluster.yaml").then(|| (cfn::load(&t.name), true));
+        std::iter::once((t, false)).chain(ha)
+    };
+    for (t, ha) in both().into_iter().flat_map(with_ha) {
+        let s = if ha { ha_stack(&t) } else { stack(&t) };
         for (lt, user, role) in user_data_users(&t, &s) {
             let p = props(&t, &lt, &s);
             let ud = scalar(&p["LaunchTemplateData"]["UserData"]);
@@ -637,7 +736,7 @@ fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
             let (head, common) = ud
                 .split_once(COMMON)
                 .unwrap_or_else(|| panic!("{lt}: no {COMMON:?} line"));
-            commons.insert(format!("{}:{lt}", t.name), common.to_string());
+            commons.insert(format!("{}:{lt}:ha={ha}", t.name), common.to_string());
             // the role's lines: who it is, which resource it signals, overlayd's configuration
             let var = |name: &str| {
                 head.lines()
@@ -676,11 +775,227 @@ fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
     }
     assert_eq!(
         commons.len(),
-        4,
-        "router, management, hosts, standalone: {commons:?}"
+        4 + 4,
+        "router, management, hosts, standalone; RouterHa: both routers, management, hosts: {:?}",
+        commons.keys()
     );
     let first = commons.values().next().unwrap().clone();
     for (k, c) in &commons {
         assert_eq!(c, &first, "{k}: the common part differs");
     }
+}
+
+/// overlayd.toml of a launch template's rendered user-data (the head's `overlayd_toml='...'`).
+fn rendered_toml(t: &Template, s: &Stack, lt: &str) -> (String, toml::Value) {
+    let p = props(t, lt, s);
+    let ud = scalar(&p["LaunchTemplateData"]["UserData"]);
+    let text = ud
+        .split_once("overlayd_toml='")
+        .and_then(|(_, r)| r.split_once("'\n"))
+        .map(|(x, _)| x.to_string())
+        .unwrap_or_else(|| panic!("{lt}: no overlayd_toml"));
+    let conf = toml::from_str(&text).unwrap_or_else(|e| panic!("{lt}: {e}\n{text}"));
+    (ud, conf)
+}
+
+/// RouterHa's resources: the second router and everything of the second subnet.
+const HA_ONLY: [&str; 5] = [
+    "MulticastAssociation2",
+    "MountTarget2",
+    "RouterInterface2",
+    "Router2LaunchTemplate",
+    "Router2",
+];
+
+#[test]
+fn router_ha_renders_two_routers_naming_each_other_across_two_subnets() {
+    let t = cfn::load("cluster.yaml");
+    let s = ha_stack(&t);
+    for id in HA_ONLY {
+        assert!(t.exists(id, &s), "{id}");
+    }
+    let vip = t.default("RouterOverlayIp");
+    let (r1, r2) = (t.default("Router1OverlayIp"), t.default("Router2OverlayIp"));
+    let prefix = t
+        .default("OverlayCidr")
+        .split_once('/')
+        .unwrap()
+        .1
+        .to_string();
+    // each router: its own address, the other as ha_peer, the VIP; router 1 wins the first election
+    for (lt, me, peer, priority) in [
+        ("RouterLaunchTemplate", &r1, &r2, Some(110)),
+        ("Router2LaunchTemplate", &r2, &r1, None),
+    ] {
+        let (_, c) = rendered_toml(&t, &s, lt);
+        assert_eq!(c["role"].as_str(), Some("router"), "{lt}");
+        assert_eq!(
+            c["address"].as_str(),
+            Some(format!("{me}/{prefix}").as_str()),
+            "{lt}"
+        );
+        assert_eq!(c["ha_peer"].as_str(), Some(peer.as_str()), "{lt}");
+        assert_eq!(c["ha_vip"].as_str(), Some(vip.as_str()), "{lt}");
+        assert_eq!(
+            c.get("ha_priority").and_then(|p| p.as_integer()),
+            priority,
+            "{lt}"
+        );
+        assert_eq!(c["nat"].as_bool(), Some(true), "{lt}");
+    }
+    assert!(r1 != r2 && r1 != vip && r2 != vip);
+    // the hosts and the management server route through the VIP
+    for lt in ["HostLaunchTemplate", "ManagementLaunchTemplate"] {
+        let (_, c) = rendered_toml(&t, &s, lt);
+        assert_eq!(c["gateway"].as_str(), Some(vip.as_str()), "{lt}");
+    }
+    // the second router: own ENI in the second subnet, source/dest check off, router 2's template
+    let eni = props(&t, "RouterInterface2", &s);
+    assert_eq!(eni["SourceDestCheck"], Value::Bool(false));
+    assert_eq!(scalar(&eni["SubnetId"]), SUBNET2);
+    assert_eq!(
+        eni["GroupSet"],
+        props(&t, "RouterInterface", &s)["GroupSet"]
+    );
+    let r = props(&t, "Router2", &s);
+    assert_eq!(
+        scalar(&r["NetworkInterfaces"][0]["NetworkInterfaceId"]),
+        "ref:RouterInterface2"
+    );
+    assert_eq!(
+        scalar(&r["LaunchTemplate"]["LaunchTemplateId"]),
+        "ref:Router2LaunchTemplate"
+    );
+    let lt2 = props(&t, "Router2LaunchTemplate", &s);
+    assert_eq!(
+        lt2["LaunchTemplateData"]["IamInstanceProfile"],
+        props(&t, "RouterLaunchTemplate", &s)["LaunchTemplateData"]["IamInstanceProfile"],
+        "one router role for both"
+    );
+    // both subnets: TGW attachment and multicast association, EFS mount targets, the hosts
+    let both_subnets = Value::Sequence(vec!["subnet-0123abcd".into(), SUBNET2.into()]);
+    assert_eq!(
+        props(&t, "TransitGatewayAttachment", &s)["SubnetIds"],
+        both_subnets
+    );
+    for (id, subnet) in [
+        ("MulticastAssociation", "subnet-0123abcd"),
+        ("MulticastAssociation2", SUBNET2),
+        ("MountTarget", "subnet-0123abcd"),
+        ("MountTarget2", SUBNET2),
+    ] {
+        assert_eq!(scalar(&props(&t, id, &s)["SubnetId"]), subnet, "{id}");
+    }
+    let assoc = props(&t, "MulticastAssociation2", &s);
+    assert_eq!(
+        scalar(&assoc["TransitGatewayAttachmentId"]),
+        "ref:TransitGatewayAttachment"
+    );
+    assert_eq!(
+        props(&t, "MountTarget2", &s)["SecurityGroups"],
+        props(&t, "MountTarget", &s)["SecurityGroups"]
+    );
+    assert_eq!(props(&t, "Hosts", &s)["VPCZoneIdentifier"], both_subnets);
+    // the routes still start at router 1 (the active router moves them)
+    for r in cfn::expand_foreach(&t, &s).values() {
+        assert_eq!(
+            scalar(&r["Properties"]["NetworkInterfaceId"]),
+            "ref:RouterInterface"
+        );
+    }
+    let outputs = t.section("Outputs");
+    for (k, want) in [
+        ("Router2InstanceId", "ref:Router2"),
+        ("RouterVip", vip.as_str()),
+    ] {
+        assert_eq!(scalar(&outputs[k]["Condition"]), "HasRouterHa", "{k}");
+        assert_eq!(eval_str(&outputs[k]["Value"], &s), want, "{k}");
+    }
+}
+
+/// RouterHa's hosts (two subnets): overlay network + the offset in the VPC, computed by the
+/// host head before overlayd.toml is written (IMDS stubbed), so equal offsets in the two
+/// subnets never collide; and without RouterHa the head is the single-AZ one (address auto).
+#[test]
+fn router_ha_hosts_take_their_vpc_offset_and_never_collide() {
+    let t = cfn::load("cluster.yaml");
+    let s = ha_stack(&t);
+    let (ud, _) = rendered_toml(&t, &s, "HostLaunchTemplate");
+    let head = ud.split_once(COMMON).unwrap().0;
+    let run = |ip: &str| -> String {
+        let script = format!(
+            "curl() {{ case \"$*\" in *api/token*) echo token ;; *local-ipv4*) echo {ip} ;; *) return 22 ;; esac; }}\n{head}\nprintf '%s' \"$overlayd_toml\"\n"
+        );
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let conf: toml::Value = toml::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
+        conf["address"].as_str().unwrap().to_string()
+    };
+    // VpcCidr 10.0.0.0/16, OverlayCidr 10.101.0.0/16 (the defaults)
+    assert_eq!(run("10.0.1.57"), "10.101.1.57/16");
+    assert_eq!(run("10.0.2.57"), "10.101.2.57/16");
+    assert_eq!(run("10.0.2.4"), "10.101.2.4/16");
+    let fixed = [
+        t.default("RouterOverlayIp"),
+        t.default("Router1OverlayIp"),
+        t.default("Router2OverlayIp"),
+        t.default("ManagementOverlayIp"),
+    ];
+    for ip in ["10.0.1.4", "10.0.1.254", "10.0.2.4", "10.0.2.254"] {
+        let a = run(ip);
+        assert!(
+            !fixed.iter().any(|f| a.starts_with(&format!("{f}/"))),
+            "{ip} -> {a}"
+        );
+    }
+    // without IMDS the address is invalid, so that `overlayd validate` fails (no silent auto)
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "curl() {{ return 7; }}\n{head}\nprintf '%s' \"$overlayd_toml\"\n"
+        ))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("address = \"no-local-ipv4-from-imds\""));
+
+    let single = stack(&t);
+    let (ud, c) = rendered_toml(&t, &single, "HostLaunchTemplate");
+    assert_eq!(c["address"].as_str(), Some("auto"));
+    assert!(
+        !ud.contains("ipnum"),
+        "single-AZ hosts: no VPC offset block"
+    );
+    assert!(ud.contains(&format!("cluster = \"{CLUSTER}\"'\n{COMMON}")));
+}
+
+#[test]
+fn single_az_default_has_no_second_router_and_renders_as_before() {
+    let t = cfn::load("cluster.yaml");
+    assert_eq!(t.default("RouterHa"), "false");
+    assert_eq!(t.default("SecondOverlaySubnetId"), "");
+    let s = stack(&t);
+    for id in HA_ONLY {
+        assert!(!t.exists(id, &s), "{id} exists without RouterHa");
+    }
+    let (ud, c) = rendered_toml(&t, &s, "RouterLaunchTemplate");
+    let router_ip = t.default("RouterOverlayIp");
+    assert_eq!(
+        c["address"].as_str(),
+        Some(format!("{router_ip}/16").as_str())
+    );
+    assert!(!ud.contains("ha_"), "no ha_* keys");
+    assert!(ud.contains("nat_exceptions = [\"10.0.0.0/16\"]'\n"));
+    for lt in ["HostLaunchTemplate", "ManagementLaunchTemplate"] {
+        let (_, c) = rendered_toml(&t, &s, lt);
+        assert_eq!(c["gateway"].as_str(), Some(router_ip.as_str()), "{lt}");
+    }
+    let one = Value::Sequence(vec!["subnet-0123abcd".into()]);
+    assert_eq!(props(&t, "TransitGatewayAttachment", &s)["SubnetIds"], one);
+    assert_eq!(props(&t, "Hosts", &s)["VPCZoneIdentifier"], one);
+    let vtep = props(&t, "VtepSecurityGroup", &s);
+    assert_eq!(vtep["SecurityGroupIngress"].as_sequence().unwrap().len(), 2);
 }

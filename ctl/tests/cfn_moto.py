@@ -16,6 +16,9 @@ resource is compared, with describe calls, against the values the template gives
 expressions evaluated with the stack's parameters and the created resources' ids).
 
 The steps (each reported with its evidence):
+  * conditions: Fn::If is replaced by its branch and resources/outputs whose Condition is false
+    are left out (moto fails on an Fn::If -> AWS::NoValue list item); the template is deployed
+    twice, as one zone (the defaults) and with RouterHa=true (second router, second subnet);
   * scope: the Transit Gateway part (AWS::EC2::TransitGateway*) is dropped, with the DependsOn
     entries and outputs that name it; the probe reports what moto does with it;
   * SSM-typed parameters: their Default is removed (moto resolves the default path even when a
@@ -73,6 +76,7 @@ STACK_TIMEOUT = 20.0  # seconds; moto creates a stack within the CreateStack cal
 VPC_CIDR = "10.0.0.0/16"
 SUBNET_CIDR = "10.0.0.0/22"
 SECOND_SUBNET_CIDR = "10.0.4.0/22"
+SECOND_OVERLAY_SUBNET_CIDR = "10.0.8.0/22"  # RouterHa's second overlay subnet (the second zone)
 ACCESS_CIDR = "203.0.113.0/24"
 PACKAGE_URL = "https://example.invalid/overlayd_0.1.0-1_amd64.deb"  # never fetched: no instance runs
 IMAGE_PARAMETER_PATHS = ("/aws/service/ami-amazon-linux-latest",)
@@ -600,7 +604,10 @@ class Site:
         self.subnet = ec2.create_subnet(VpcId=self.vpc, CidrBlock=SUBNET_CIDR, AvailabilityZone=zones[0])["Subnet"]
         self.second = ec2.create_subnet(VpcId=self.vpc, CidrBlock=SECOND_SUBNET_CIDR,
                                         AvailabilityZone=zones[1])["Subnet"]
+        self.overlay2 = ec2.create_subnet(VpcId=self.vpc, CidrBlock=SECOND_OVERLAY_SUBNET_CIDR,
+                                          AvailabilityZone=zones[1])["Subnet"]
         self.tables = [ec2.create_route_table(VpcId=self.vpc)["RouteTable"]["RouteTableId"] for _ in range(2)]
+        self.ha_tables = [ec2.create_route_table(VpcId=self.vpc)["RouteTable"]["RouteTableId"] for _ in range(2)]
         self.probe_table = ec2.create_route_table(VpcId=self.vpc)["RouteTable"]["RouteTableId"]
         self.image_path, self.image_id = self._image()
 
@@ -634,6 +641,11 @@ class Site:
             "PackageUrl": PACKAGE_URL,
             "PackageSha256": hashlib.sha256(b"").hexdigest(),
         }
+
+    def ha_params(self, cluster, tables=None):
+        """params() with RouterHa: the second router and the second overlay subnet."""
+        return dict(self.params(cluster, tables), RouterHa="true", SecondOverlaySubnetId=self.overlay2["SubnetId"],
+                    SecondOverlaySubnetCidr=SECOND_OVERLAY_SUBNET_CIDR)
 
     def pseudo(self, stack_name="", stack_id=""):
         return {
@@ -926,6 +938,92 @@ class Step:
         return []
 
 
+def resolve_conditions(x, env):
+    """x with every Fn::If replaced by its branch for env's conditions (AWS::NoValue removed)."""
+    if isinstance(x, list):
+        return [v for v in (resolve_conditions(i, env) for i in x) if v is not NO_VALUE]
+    if not isinstance(x, dict):
+        return x
+    if len(x) == 1:
+        ((k, v),) = x.items()
+        if k == "Fn::If":
+            cond, yes, no = v
+            return resolve_conditions(yes if env.condition(cond) else no, env)
+        if k == "Ref" and v == "AWS::NoValue":
+            return NO_VALUE
+    out = {}
+    for k, v in x.items():
+        r = resolve_conditions(v, env)
+        if r is not NO_VALUE:
+            out[k] = r
+    return out
+
+
+def uses_conditions(t):
+    def has_if(x):
+        if isinstance(x, list):
+            return any(has_if(i) for i in x)
+        if isinstance(x, dict):
+            return "Fn::If" in x or any(has_if(v) for v in x.values())
+        return False
+    sections = [t.get("Resources", {}), t.get("Outputs", {})]
+    return bool(t.get("Conditions")) and (
+        any(has_if(sec) for sec in sections)
+        or any(isinstance(r, dict) and "Condition" in r for sec in sections for r in sec.values()))
+
+
+class Conditions(Step):
+    """The stack's conditions applied here: Fn::If replaced by its branch, resources and outputs
+    whose Condition is false left out (as CloudFormation does)."""
+
+    name = "conditions"
+    title = "Fn::If and resource/output Conditions resolved with the stack's parameters"
+
+    def applies(self, t):
+        return uses_conditions(t)
+
+    def apply(self, t, params, ctx, log):
+        t = copy.deepcopy(t)
+        env = ctx.site.env(t, params)
+        for section in ("Resources", "Outputs"):
+            for k in list(t.get(section, {})):
+                r = t[section][k]
+                if isinstance(r, dict) and "Condition" in r:
+                    cond = r.pop("Condition")
+                    if not env.condition(cond):
+                        del t[section][k]
+                        log.append(("condition", k, r.get("Type"), "left out: condition %s is false" % cond))
+                        continue
+                t[section][k] = resolve_conditions(t[section][k], env)
+        t.pop("Conditions", None)
+        log.append(("condition", "Conditions", None, "resolved: %s" % ", ".join(
+            "%s=%s" % (c, str(env.condition(c)).lower()) for c in sorted(env.conditions))))
+        return t
+
+    def probe(self, t, ctx, prober):
+        def has_novalue_item(x):
+            if isinstance(x, list):
+                return any(isinstance(i, dict) and "Fn::If" in i and {"Ref": "AWS::NoValue"} in i["Fn::If"][1:]
+                           for i in x) or any(has_novalue_item(i) for i in x)
+            if isinstance(x, dict):
+                return any(has_novalue_item(v) for v in x.values())
+            return False
+        ids = sorted(k for k, r in t["Resources"].items() if isinstance(r, dict) and has_novalue_item(r))
+        if not ids:
+            return ["no Fn::If with an AWS::NoValue list item: nothing to prove"]
+        a_t = restrict(t, ids[:1])
+        a_t.pop("Transform", None)
+        a = prober.run("cond-a", a_t)
+        b = prober.run("cond-b", self.apply(a_t, prober.params, ctx, []))
+        if a.complete:
+            raise ClaimError("%s with an Fn::If -> AWS::NoValue list item deployed: moto handles it now; "
+                             "remove this step" % ids[0])
+        if not b.complete:
+            raise ClaimError("%s with its conditions resolved: %s" % (ids[0], b.summary()))
+        return ["%s as written (an Fn::If -> AWS::NoValue list item): %s" % (ids[0], a.summary()),
+                "%s with the conditions resolved here: %s" % (ids[0], b.summary())]
+
+
 class ScopeTransitGateway(Step):
     name = "tgw"
     title = "the Transit Gateway part is out of scope"
@@ -937,7 +1035,11 @@ class ScopeTransitGateway(Step):
         return bool(self.ids(t))
 
     def apply(self, t, params, ctx, log):
-        return drop_resources(t, self.ids(t), "out of scope: the non-Transit-Gateway part is deployed", log=log)
+        # a Ref to a dropped one (the hosts' wait for the second subnet's association) becomes a
+        # placeholder: what refers to them stays
+        ids = self.ids(t)
+        return drop_resources(t, ids, "out of scope: the non-Transit-Gateway part is deployed",
+                              refs={i: "dropped-" + i for i in ids}, log=log)
 
     def probe(self, t, ctx, prober):
         ids = self.ids(t)
@@ -1377,7 +1479,7 @@ class ParameterGroups(Step):
         return lines
 
 
-STEPS = [ScopeTransitGateway(), SsmParameterDefault(), RulePorts(), LanguageExtensions(), Instances(),
+STEPS = [Conditions(), ScopeTransitGateway(), SsmParameterDefault(), RulePorts(), LanguageExtensions(), Instances(),
          Secrets(), DynamicReferences(), ParameterGroups()]
 
 
@@ -2103,6 +2205,37 @@ def main(argv):
     v.run()
     v.routes_cover_tables()
 
+    # 3b. the same template with RouterHa (second router, second overlay subnet), its own cluster
+    ha_params = site.ha_params(cluster + "-ha", site.ha_tables)
+    errors = validate_params(original, ha_params)
+    if errors:
+        for e in errors:
+            print("  FAIL parameter (RouterHa) " + e)
+        return 1
+    ha_log = []
+    try:
+        ha_derived = derive(original, ha_params, ctx, log=ha_log)
+    except (DeployError, Unresolved) as e:
+        print("FAIL deriving the RouterHa template: %s" % e)
+        return 1
+    ha_name = stack_name + "-ha"
+    print("deploying %s (RouterHa=true, second overlay subnet %s): %d resources, %d outputs" % (
+        ha_name, site.overlay2["SubnetId"], len(ha_derived["Resources"]), len(ha_derived.get("Outputs", {}))))
+    ha_out = deploy(aws, ha_name, ha_derived, ha_params, progress=True)
+    if not ha_out.complete:
+        print("FAIL stack %s: %s" % (ha_name, ha_out.summary()))
+        return 1
+    print("  %s in %.2f s, %d resources" % (ha_out.status, ha_out.seconds, len(ha_out.resources)))
+    print("verifying the RouterHa stack with describe calls:")
+    ha_v = Verifier(aws, site, ctx, ha_derived, original, ha_params, ha_out, report)
+    ha_v.run()
+    ha_v.routes_cover_tables()
+    for k in ("RouterInterface2", "MountTarget2", "Router2LaunchTemplate"):
+        report.eq("stack %s" % ha_name, "%s created (RouterHa)" % k, True, k in ha_out.resources)
+    for k in ("RouterInterface2", "MountTarget2", "Router2LaunchTemplate"):
+        report.eq("stack %s" % stack_name, "%s left out (one zone)" % k, False, k in out.resources)
+    log += [x for x in ha_log if x[0] == "condition"]
+
     # 4. the summary
     fates = getattr(STEPS[0], "fates", {})
     print()
@@ -2117,7 +2250,7 @@ def main(argv):
             print("  - output %s: %s" % (k, why))
     print("adapted:")
     for kind, k, rtype, why in log:
-        if kind in ("dependson", "parameter", "rule", "transform", "foreach", "getatt", "dynamic"):
+        if kind in ("condition", "dependson", "parameter", "rule", "transform", "foreach", "getatt", "dynamic"):
             print("  - %s: %s" % (k, why))
     print("created through the service APIs in the stack's place (from the template's own properties):")
     for kind, k, rtype, why in log:

@@ -341,7 +341,7 @@ async fn clean_cluster_every_check_is_ok_and_doctor_only_reads() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout
-            .contains("11 checks: 11 ok, 0 warn, 0 fail, 0 unknown"),
+            .contains("12 checks: 12 ok, 0 warn, 0 fail, 0 unknown"),
         "{}",
         r.stdout
     );
@@ -887,6 +887,165 @@ async fn bad_input_exits_2_naming_the_field_and_calls_nothing_that_mutates() {
     let r = overlayctl(&fx.emu, &["doctor", "--config", "/nonexistent.toml"]);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("--config"), "{}", r.stderr);
+}
+
+const ROUTER_PAIR: &str = "router.pair";
+
+async fn stop(sdk: &Sdk, id: &str) {
+    sdk.ec2
+        .stop_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn start(sdk: &Sdk, id: &str) {
+    sdk.ec2
+        .start_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A multi-AZ cluster with a router pair (its own emulator: the shared fixture has one router):
+/// healthy → every check ok; the standby stopped → `router.pair` warns "no standby" (and only
+/// it); both stopped → it fails "double failure"; a failover to b is healthy; every per-subnet
+/// check names the second subnet's fault.
+#[tokio::test]
+async fn router_pair_standby_down_warns_both_down_fails() {
+    let Some(emu) = Emulator::start() else { return };
+    let sdk = sdk(&emu).await;
+    let s = seed_pair(&sdk).await;
+    let cfg = write_config(&emu, "pair.toml", &config_text_pair(&s));
+    let r = overlayctl(&emu, &["bootstrap", "--config", &cfg, "-q"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let doms = sdk
+        .ec2
+        .describe_transit_gateway_multicast_domains()
+        .filters(tag_filter())
+        .send()
+        .await
+        .unwrap();
+    let domain = doms.transit_gateway_multicast_domains()[0]
+        .transit_gateway_multicast_domain_id()
+        .unwrap()
+        .to_string();
+    for r in &s.routers {
+        join(&emu, &sdk, &domain, r).await;
+    }
+    let [a, b] = &s.routers;
+
+    let healthy = doctor(&emu, &cfg);
+    assert_eq!(healthy.code, 0, "{}", healthy.json);
+    for id in overlay_ctl::doctor::CHECK_IDS {
+        assert_eq!(healthy.verdict(id), "ok", "{id}: {}", healthy.json);
+    }
+    assert!(healthy.summary(ROUTER_PAIR).contains(a) && healthy.summary(ROUTER_PAIR).contains(b));
+    assert!(
+        healthy.evidence(TGW_DOMAIN).contains(&s.subnets[1]),
+        "{}",
+        healthy.json
+    );
+    assert!(
+        healthy.evidence(EFS_MOUNT).contains(&s.subnets[1]),
+        "{}",
+        healthy.json
+    );
+
+    // the standby down: a warning, nothing fails (the overlay still flows through a)
+    stop(&sdk, b).await;
+    let one = doctor(&emu, &cfg);
+    start(&sdk, b).await;
+    assert_eq!(one.code, 0, "a warning alone exits 0: {}", one.json);
+    // b is no group member while it is stopped: tgw.members does not count stopped instances
+    one.only(ROUTER_PAIR, "warn");
+    let sum = one.summary(ROUTER_PAIR);
+    assert!(
+        sum.contains("no standby") && sum.contains(b.as_str()),
+        "{sum}"
+    );
+    assert!(
+        one.json
+            .to_string()
+            .contains("start-instances --instance-ids"),
+        "{}",
+        one.json
+    );
+
+    // both down: the double failure fails
+    stop(&sdk, a).await;
+    stop(&sdk, b).await;
+    let both = doctor(&emu, &cfg);
+    start(&sdk, a).await;
+    start(&sdk, b).await;
+    assert_eq!(both.code, 1, "{}", both.json);
+    assert_eq!(both.verdict(ROUTER_PAIR), "fail", "{}", both.json);
+    let sum = both.summary(ROUTER_PAIR);
+    assert!(
+        sum.contains("double failure")
+            && sum.contains("nothing carries traffic between the overlay and the VPC"),
+        "{sum}"
+    );
+
+    // after a failover to b (its ReplaceRoute), everything is ok again
+    let eni_b = primary_eni(&sdk, b).await;
+    let rts = sdk
+        .ec2
+        .describe_route_tables()
+        .filters(f("vpc-id", &[&s.vpc]))
+        .send()
+        .await
+        .unwrap();
+    for rt in rts.route_tables() {
+        sdk.ec2
+            .replace_route()
+            .route_table_id(rt.route_table_id().unwrap())
+            .destination_cidr_block("100.64.0.0/16")
+            .network_interface_id(&eni_b)
+            .send()
+            .await
+            .unwrap();
+    }
+    let after = doctor(&emu, &cfg);
+    assert_eq!(after.code, 0, "{}", after.json);
+    for id in overlay_ctl::doctor::CHECK_IDS {
+        assert_eq!(after.verdict(id), "ok", "{id}: {}", after.json);
+    }
+    assert!(
+        after.evidence(ROUTER_PAIR).contains(&eni_b),
+        "{}",
+        after.json
+    );
+
+    // the second subnet's mount target gone: named
+    let fss = sdk.efs.describe_file_systems().send().await.unwrap();
+    let fs = fss.file_systems()[0].file_system_id().to_string();
+    let mts = sdk
+        .efs
+        .describe_mount_targets()
+        .file_system_id(&fs)
+        .send()
+        .await
+        .unwrap();
+    let mt = mts
+        .mount_targets()
+        .iter()
+        .find(|m| m.subnet_id() == s.subnets[1])
+        .unwrap()
+        .mount_target_id()
+        .to_string();
+    sdk.efs
+        .delete_mount_target()
+        .mount_target_id(&mt)
+        .send()
+        .await
+        .unwrap();
+    let d = doctor(&emu, &cfg);
+    assert_eq!(d.code, 1, "{}", d.json);
+    d.only(EFS_MOUNT, "fail");
+    assert!(d.summary(EFS_MOUNT).contains(&s.subnets[1]), "{}", d.json);
 }
 
 #[test]

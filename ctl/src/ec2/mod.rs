@@ -12,7 +12,7 @@ use anyhow::Result;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 
 use crate::aws::{code, err};
-use crate::config::Facts;
+use crate::config::{Facts, SubnetFact};
 use crate::ctx::Ctx;
 
 pub mod router;
@@ -47,20 +47,129 @@ fn not_found(code: Option<String>) -> bool {
         .unwrap_or(false)
 }
 
+/// One router instance as EC2 has it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouterEnv {
+    pub id: String,
+    /// Its primary network interface.
+    pub eni: String,
+    pub az: String,
+    pub subnet: String,
+    /// Source/destination check on.
+    pub sdc: bool,
+}
+
 /// Everything read about the environment the operator gave us.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     pub facts: Facts,
-    pub subnet_cidr: String,
-    pub router_az: String,
-    pub router_eni: String,
-    pub router_sdc: bool,
+    /// The CIDR of each overlay subnet that exists ([`crate::config::Cluster::subnets`] order).
+    pub subnet_cidrs: Vec<String>,
+    /// The routers that exist, in [`crate::config::Cluster::routers`] order.
+    pub routers: Vec<RouterEnv>,
     pub vpc_cidrs: Vec<String>,
+}
+
+impl Env {
+    /// The first router's primary interface (where new routes point), empty when unknown.
+    pub fn router_eni(&self) -> String {
+        self.routers
+            .first()
+            .map(|r| r.eni.clone())
+            .unwrap_or_default()
+    }
+    /// The first router's availability zone (the database's).
+    pub fn router_az(&self) -> String {
+        self.routers
+            .first()
+            .map(|r| r.az.clone())
+            .unwrap_or_default()
+    }
+    /// The primary interfaces of every router.
+    pub fn router_enis(&self) -> Vec<String> {
+        self.routers
+            .iter()
+            .filter(|r| !r.eni.is_empty())
+            .map(|r| r.eni.clone())
+            .collect()
+    }
+}
+
+async fn describe_subnet(ctx: &Ctx, id: &str) -> Result<Option<SubnetFact>> {
+    match ctx
+        .clients
+        .ec2
+        .describe_subnets()
+        .subnet_ids(id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.subnets().first().map(|s| {
+            (
+                id.to_string(),
+                s.vpc_id().unwrap_or_default().to_string(),
+                s.availability_zone().unwrap_or_default().to_string(),
+                s.cidr_block()
+                    .unwrap_or_default()
+                    .parse()
+                    .unwrap_or_else(|_| "0.0.0.0/32".parse().unwrap()),
+            )
+        })),
+        Err(e) if not_found(code(&e)) => Ok(None),
+        Err(e) => Err(err("DescribeSubnets", e)),
+    }
+}
+
+async fn describe_router(ctx: &Ctx, id: &str) -> Result<Option<(RouterEnv, String)>> {
+    match ctx
+        .clients
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .map(|i| {
+                let primary = i
+                    .network_interfaces()
+                    .iter()
+                    .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+                    .or_else(|| i.network_interfaces().first());
+                let subnet = primary
+                    .and_then(|n| n.subnet_id())
+                    .or(i.subnet_id())
+                    .unwrap_or_default()
+                    .to_string();
+                let r = RouterEnv {
+                    id: id.to_string(),
+                    eni: primary
+                        .and_then(|n| n.network_interface_id())
+                        .unwrap_or_default()
+                        .to_string(),
+                    az: i
+                        .placement()
+                        .and_then(|p| p.availability_zone())
+                        .unwrap_or_default()
+                        .to_string(),
+                    subnet,
+                    sdc: i.source_dest_check().unwrap_or(true),
+                };
+                (r, i.vpc_id().unwrap_or_default().to_string())
+            })),
+        Err(e) if not_found(code(&e)) => Ok(None),
+        Err(e) => Err(err("DescribeInstances", e)),
+    }
 }
 
 pub async fn gather(ctx: &Ctx) -> Result<Env> {
     let ec2 = &ctx.clients.ec2;
-    let cfg = &ctx.cluster.cfg;
+    let cluster = &ctx.cluster;
+    let cfg = &cluster.cfg;
     let mut env = Env::default();
     match ec2.describe_vpcs().vpc_ids(&cfg.vpc_id).send().await {
         Ok(out) => {
@@ -86,63 +195,24 @@ pub async fn gather(ctx: &Ctx) -> Result<Env> {
         Err(e) if not_found(code(&e)) => {}
         Err(e) => return Err(err("DescribeVpcs", e)),
     }
-    for (which, id) in [(0, &cfg.subnet_id), (1, &cfg.second_subnet_id)] {
-        match ec2.describe_subnets().subnet_ids(id).send().await {
-            Ok(out) => {
-                if let Some(s) = out.subnets().first() {
-                    let cidr = s.cidr_block().unwrap_or_default().to_string();
-                    let fact = (
-                        id.clone(),
-                        s.vpc_id().unwrap_or_default().to_string(),
-                        s.availability_zone().unwrap_or_default().to_string(),
-                        cidr.parse()
-                            .unwrap_or_else(|_| "0.0.0.0/32".parse().unwrap()),
-                    );
-                    if which == 0 {
-                        env.subnet_cidr = cidr;
-                        env.facts.subnet = Some(fact);
-                    } else {
-                        env.facts.second_subnet = Some(fact);
-                    }
-                }
-            }
-            Err(e) if not_found(code(&e)) => {}
-            Err(e) => return Err(err("DescribeSubnets", e)),
+    for id in &cluster.subnets {
+        let fact = describe_subnet(ctx, id).await?;
+        if let Some(f) = &fact {
+            env.subnet_cidrs.push(f.3.to_string());
         }
+        env.facts.subnets.push(fact);
     }
-    match ec2
-        .describe_instances()
-        .instance_ids(&cfg.router_instance_id)
-        .send()
-        .await
-    {
-        Ok(out) => {
-            if let Some(i) = out.reservations().iter().flat_map(|r| r.instances()).next() {
-                let primary = i
-                    .network_interfaces()
-                    .iter()
-                    .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
-                    .or_else(|| i.network_interfaces().first());
-                let subnet = primary
-                    .and_then(|n| n.subnet_id())
-                    .or(i.subnet_id())
-                    .unwrap_or_default()
-                    .to_string();
-                env.router_eni = primary
-                    .and_then(|n| n.network_interface_id())
-                    .unwrap_or_default()
-                    .to_string();
-                env.router_az = i
-                    .placement()
-                    .and_then(|p| p.availability_zone())
-                    .unwrap_or_default()
-                    .to_string();
-                env.router_sdc = i.source_dest_check().unwrap_or(true);
-                env.facts.router = Some((subnet, i.vpc_id().unwrap_or_default().to_string()));
+    if let Some(second) = &cfg.second_subnet_id {
+        env.facts.second_subnet = describe_subnet(ctx, second).await?;
+    }
+    for id in &cluster.routers {
+        match describe_router(ctx, id).await? {
+            Some((r, vpc)) => {
+                env.facts.routers.push(Some((r.subnet.clone(), vpc)));
+                env.routers.push(r);
             }
+            None => env.facts.routers.push(None),
         }
-        Err(e) if not_found(code(&e)) => {}
-        Err(e) => return Err(err("DescribeInstances", e)),
     }
     if env.facts.vpc_exists {
         let out = ec2

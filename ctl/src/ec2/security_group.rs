@@ -253,14 +253,14 @@ pub async fn converge(ctx: &Ctx, env: &Env) -> Result<BTreeMap<String, String>> 
         .map(|(r, g)| (r.clone(), g.id.clone()))
         .collect();
     let inputs = RuleInputs {
-        subnet_cidr: env.subnet_cidr.clone(),
+        subnet_cidr: env.subnet_cidrs.first().cloned().unwrap_or_default(),
         access_cidr: ctx.cluster.cfg.access_cidr.clone(),
         overlay_cidr: ctx.cluster.cfg.overlay_cidr.clone(),
         group_ids: ids.clone(),
         flood: ctx.cluster.flood,
     };
     for role in model::SG_ROLES {
-        let want = model::desired_rules(role, &inputs);
+        let want = model::desired_rules_for_subnets(role, &inputs, &env.subnet_cidrs);
         execute(ctx, &plan_ingress(role, want, found.get(role))).await?;
     }
     Ok(ids)

@@ -292,10 +292,11 @@ pub enum Op {
         id: String,
         state: String,
     },
-    /// The attachment exists but not on the overlay subnet.
-    AddSubnet {
+    /// The attachment exists but lacks some of the overlay subnets.
+    AddSubnets {
         id: String,
         state: String,
+        add: Vec<String>,
     },
     CreateAttachment,
     KeepDomain {
@@ -304,11 +305,27 @@ pub enum Op {
     },
     CreateDomain,
     KeepAssociation {
+        subnet: String,
         state: String,
     },
-    Associate,
+    Associate {
+        subnet: String,
+    },
     /// Plan mode: the attachment or the domain is still to be created, and the association with it.
-    AssociateAfterCreation,
+    AssociateAfterCreation {
+        subnet: String,
+    },
+    /// A subnet no longer in the cluster file: its association through our attachment goes...
+    Disassociate {
+        subnet: String,
+        state: String,
+    },
+    /// ... then the subnet leaves the attachment.
+    RemoveSubnets {
+        id: String,
+        state: String,
+        remove: Vec<String>,
+    },
 }
 
 /// The transit gateway: keep or create. Multicast support can only be chosen at creation, so one
@@ -328,19 +345,45 @@ pub fn plan_tgw(found: Option<&FoundTgw>, cluster: &str) -> Result<Op> {
     })
 }
 
-/// The VPC attachment: keep, add the overlay subnet to it, or create it.
-pub fn plan_attachment(found: Option<&FoundAttachment>, subnet: &str) -> Op {
-    match found {
-        None => Op::CreateAttachment,
-        Some(a) if a.subnets.iter().any(|s| s == subnet) => Op::KeepAttachment {
+/// The VPC attachment: keep, add the overlay subnets it lacks, or create it on all of them.
+pub fn plan_attachment(found: Option<&FoundAttachment>, subnets: &[String]) -> Op {
+    let Some(a) = found else {
+        return Op::CreateAttachment;
+    };
+    let add: Vec<String> = subnets
+        .iter()
+        .filter(|s| !a.subnets.contains(s))
+        .cloned()
+        .collect();
+    if add.is_empty() {
+        Op::KeepAttachment {
             id: a.id.clone(),
             state: a.state.clone(),
-        },
-        Some(a) => Op::AddSubnet {
+        }
+    } else {
+        Op::AddSubnets {
             id: a.id.clone(),
             state: a.state.clone(),
-        },
+            add,
+        }
     }
+}
+
+/// The subnets of the attachment that are not overlay subnets (any more): removed, after their
+/// associations (see [`plan_stale_associations`]).
+pub fn plan_removal(found: Option<&FoundAttachment>, subnets: &[String]) -> Option<Op> {
+    let a = found?;
+    let remove: Vec<String> = a
+        .subnets
+        .iter()
+        .filter(|s| !subnets.contains(s))
+        .cloned()
+        .collect();
+    (!remove.is_empty()).then(|| Op::RemoveSubnets {
+        id: a.id.clone(),
+        state: a.state.clone(),
+        remove,
+    })
 }
 
 /// The multicast domain: keep or create. Its options cannot change in place: different ones are
@@ -365,30 +408,56 @@ pub fn plan_domain(found: Option<&FoundDomain>) -> Result<Op> {
     })
 }
 
-/// The association of our subnet through our attachment: one that is live (not going away or
+fn live_association(state: &str) -> bool {
+    !matches!(
+        state,
+        "disassociated" | "disassociating" | "failed" | "rejected"
+    )
+}
+
+/// The association of `subnet` through our attachment: one that is live (not going away or
 /// refused) is kept, else the subnet is associated.
 pub fn plan_association(have: &[Association], attachment: &str, subnet: &str) -> Op {
-    let live = have.iter().find(|a| {
-        a.attachment == attachment
-            && a.subnet == subnet
-            && !matches!(
-                a.state.as_str(),
-                "disassociated" | "disassociating" | "failed" | "rejected"
-            )
-    });
+    let live = have
+        .iter()
+        .find(|a| a.attachment == attachment && a.subnet == subnet && live_association(&a.state));
     match live {
         Some(a) => Op::KeepAssociation {
+            subnet: subnet.to_string(),
             state: a.state.clone(),
         },
-        None => Op::Associate,
+        None => Op::Associate {
+            subnet: subnet.to_string(),
+        },
     }
 }
 
+/// Live associations through our attachment of subnets that are not overlay subnets (any more).
+pub fn plan_stale_associations(
+    have: &[Association],
+    attachment: &str,
+    subnets: &[String],
+) -> Vec<Op> {
+    have.iter()
+        .filter(|a| {
+            a.attachment == attachment
+                && !subnets.contains(&a.subnet)
+                && live_association(&a.state)
+                && a.state != "disassociating"
+        })
+        .map(|a| Op::Disassociate {
+            subnet: a.subnet.clone(),
+            state: a.state.clone(),
+        })
+        .collect()
+}
+
 impl Op {
-    /// The report line of this step; `subnet` is the overlay subnet, `domain` the domain's id
-    /// where known.
-    pub fn item(&self, subnet: &str, domain: Option<&str>) -> Item {
+    /// The report line of this step; `subnets` are the overlay subnets, `domain` the domain's
+    /// id where known.
+    pub fn item(&self, subnets: &[String], domain: Option<&str>) -> Item {
         let domain = domain.unwrap_or("-");
+        let all = subnets.join(", ");
         match self {
             Op::KeepTgw { id, state } => Item::new(
                 "transit-gateway",
@@ -405,17 +474,24 @@ impl Op {
                 "multicast on",
             ),
             Op::KeepAttachment { id, state } => {
-                Item::new("tgw-attachment", Some(id), state, Action::Keep, subnet)
+                Item::new("tgw-attachment", Some(id), state, Action::Keep, &all)
             }
-            Op::AddSubnet { id, state } => Item::new(
+            Op::AddSubnets { id, state, add } => Item::new(
                 "tgw-attachment",
                 Some(id),
                 state,
                 Action::Change,
-                &format!("add {subnet}"),
+                &format!("add {}", add.join(", ")),
+            ),
+            Op::RemoveSubnets { id, state, remove } => Item::new(
+                "tgw-attachment",
+                Some(id),
+                state,
+                Action::Change,
+                &format!("remove {}", remove.join(", ")),
             ),
             Op::CreateAttachment => {
-                Item::new("tgw-attachment", None, "absent", Action::Create, subnet)
+                Item::new("tgw-attachment", None, "absent", Action::Create, &all)
             }
             Op::KeepDomain { id, state } => Item::new(
                 "multicast-domain",
@@ -431,26 +507,33 @@ impl Op {
                 Action::Create,
                 OPTIONS_DETAIL,
             ),
-            Op::KeepAssociation { state } => Item::new(
+            Op::KeepAssociation { subnet, state } => Item::new(
                 "multicast-association",
                 Some(subnet),
                 state,
                 Action::Keep,
                 domain,
             ),
-            Op::Associate => Item::new(
+            Op::Associate { subnet } => Item::new(
                 "multicast-association",
                 Some(subnet),
                 "absent",
                 Action::Create,
                 domain,
             ),
-            Op::AssociateAfterCreation => Item::new(
+            Op::AssociateAfterCreation { subnet } => Item::new(
                 "multicast-association",
                 None,
                 "absent",
                 Action::Create,
                 subnet,
+            ),
+            Op::Disassociate { subnet, state } => Item::new(
+                "multicast-association",
+                Some(subnet),
+                state,
+                Action::Delete,
+                &format!("{domain} (not an overlay subnet any more)"),
             ),
         }
     }
@@ -478,17 +561,22 @@ pub async fn unused(ctx: &Ctx) -> Result<String> {
 /// Converges the chain link by link. Returns the ids known at the end (in plan mode, None for
 /// what does not exist yet).
 pub async fn converge(ctx: &Ctx) -> Result<TgwIds> {
-    let subnet = ctx.cluster.cfg.subnet_id.clone();
+    let subnets = ctx.cluster.subnets.clone();
     let mut ids = TgwIds::default();
 
     let op = plan_tgw(find_tgw(ctx).await?.as_ref(), ctx.name())?;
     ids.tgw = execute(ctx, &ids, &op).await?;
+    let after_creation = |subnets: &[String]| {
+        subnets
+            .iter()
+            .map(|s| Op::AssociateAfterCreation { subnet: s.clone() })
+            .collect::<Vec<_>>()
+    };
     let Some(tgw) = ids.tgw.clone() else {
-        for op in [
-            Op::CreateAttachment,
-            Op::CreateDomain,
-            Op::AssociateAfterCreation,
-        ] {
+        for op in [Op::CreateAttachment, Op::CreateDomain]
+            .into_iter()
+            .chain(after_creation(&subnets))
+        {
             execute(ctx, &ids, &op).await?;
         }
         return Ok(ids);
@@ -499,31 +587,66 @@ pub async fn converge(ctx: &Ctx) -> Result<TgwIds> {
     })
     .await?;
 
-    let op = plan_attachment(find_attachment(ctx, &tgw).await?.as_ref(), &subnet);
+    let found_att = find_attachment(ctx, &tgw).await?;
+    let op = plan_attachment(found_att.as_ref(), &subnets);
     ids.attachment = execute(ctx, &ids, &op).await?;
 
     let op = plan_domain(find_domain(ctx, &tgw).await?.as_ref())?;
     ids.domain = execute(ctx, &ids, &op).await?;
 
     let (Some(att), Some(domain)) = (ids.attachment.clone(), ids.domain.clone()) else {
-        execute(ctx, &ids, &Op::AssociateAfterCreation).await?;
+        for op in after_creation(&subnets) {
+            execute(ctx, &ids, &op).await?;
+        }
         return Ok(ids);
     };
-    let op = plan_association(&associations(ctx, &domain).await?, &att, &subnet);
-    execute(ctx, &ids, &op).await?;
-    ctx.settle(
-        &format!("association of {subnet} with {domain}"),
-        || async {
-            let st = associations(ctx, &domain)
-                .await?
-                .into_iter()
-                .find(|a| a.subnet == subnet)
-                .map(|a| a.state)
-                .unwrap_or_else(|| "missing".into());
-            Ok(if st == "associated" { Ok(()) } else { Err(st) })
-        },
-    )
-    .await?;
+    let have = associations(ctx, &domain).await?;
+    for subnet in &subnets {
+        let op = plan_association(&have, &att, subnet);
+        execute(ctx, &ids, &op).await?;
+    }
+    for subnet in &subnets {
+        ctx.settle(
+            &format!("association of {subnet} with {domain}"),
+            || async {
+                let st = associations(ctx, &domain)
+                    .await?
+                    .into_iter()
+                    .find(|a| &a.subnet == subnet && a.attachment == att)
+                    .map(|a| a.state)
+                    .unwrap_or_else(|| "missing".into());
+                Ok(if st == "associated" { Ok(()) } else { Err(st) })
+            },
+        )
+        .await?;
+    }
+    // Subnets dropped from the cluster file: disassociated, then out of the attachment.
+    let stale = plan_stale_associations(&have, &att, &subnets);
+    for op in &stale {
+        execute(ctx, &ids, op).await?;
+    }
+    if let Some(op) = plan_removal(found_att.as_ref(), &subnets) {
+        if !stale.is_empty() {
+            ctx.settle(&format!("disassociation from {domain}"), || async {
+                let left = associations(ctx, &domain)
+                    .await?
+                    .into_iter()
+                    .filter(|a| {
+                        a.attachment == att
+                            && !subnets.contains(&a.subnet)
+                            && a.state != "disassociated"
+                    })
+                    .count();
+                Ok(if left == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{left} left"))
+                })
+            })
+            .await?;
+        }
+        execute(ctx, &ids, &op).await?;
+    }
     Ok(ids)
 }
 
@@ -532,7 +655,8 @@ pub async fn converge(ctx: &Ctx) -> Result<TgwIds> {
 async fn execute(ctx: &Ctx, ids: &TgwIds, op: &Op) -> Result<Option<String>> {
     let ec2 = &ctx.clients.ec2;
     let cfg = &ctx.cluster.cfg;
-    let item = op.item(&cfg.subnet_id, ids.domain.as_deref());
+    let subnets = &ctx.cluster.subnets;
+    let item = op.item(subnets, ids.domain.as_deref());
     let need = |what: &str, v: &Option<String>| {
         v.clone()
             .ok_or_else(|| anyhow::anyhow!("{what} missing before {:?}", op))
@@ -543,7 +667,7 @@ async fn execute(ctx: &Ctx, ids: &TgwIds, op: &Op) -> Result<Option<String>> {
             | Op::KeepAttachment { .. }
             | Op::KeepDomain { .. }
             | Op::KeepAssociation { .. }
-            | Op::AssociateAfterCreation => Done::nothing(),
+            | Op::AssociateAfterCreation { .. } => Done::nothing(),
             Op::CreateTgw => {
                 let out = ec2
                     .create_transit_gateway()
@@ -560,10 +684,19 @@ async fn execute(ctx: &Ctx, ids: &TgwIds, op: &Op) -> Result<Option<String>> {
                 let id = out.transit_gateway().and_then(|t| t.transit_gateway_id());
                 Done::created(id.unwrap_or_default(), "pending")
             }
-            Op::AddSubnet { id, .. } => {
+            Op::AddSubnets { id, add, .. } => {
                 ec2.modify_transit_gateway_vpc_attachment()
                     .transit_gateway_attachment_id(id)
-                    .add_subnet_ids(&cfg.subnet_id)
+                    .set_add_subnet_ids(Some(add.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| err("ModifyTransitGatewayVpcAttachment", e))?;
+                Done::nothing()
+            }
+            Op::RemoveSubnets { id, remove, .. } => {
+                ec2.modify_transit_gateway_vpc_attachment()
+                    .transit_gateway_attachment_id(id)
+                    .set_remove_subnet_ids(Some(remove.clone()))
                     .send()
                     .await
                     .map_err(|e| err("ModifyTransitGatewayVpcAttachment", e))?;
@@ -574,7 +707,7 @@ async fn execute(ctx: &Ctx, ids: &TgwIds, op: &Op) -> Result<Option<String>> {
                     .create_transit_gateway_vpc_attachment()
                     .transit_gateway_id(need("transit gateway", &ids.tgw)?)
                     .vpc_id(&cfg.vpc_id)
-                    .subnet_ids(&cfg.subnet_id)
+                    .set_subnet_ids(Some(subnets.clone()))
                     .tag_specifications(tag_spec(
                         ctx,
                         ResourceType::TransitGatewayAttachment,
@@ -614,7 +747,7 @@ async fn execute(ctx: &Ctx, ids: &TgwIds, op: &Op) -> Result<Option<String>> {
                     .and_then(|d| d.transit_gateway_multicast_domain_id());
                 Done::created(id.unwrap_or_default(), "pending")
             }
-            Op::Associate => {
+            Op::Associate { subnet } => {
                 let att = need("attachment", &ids.attachment)?;
                 let domain = need("multicast domain", &ids.domain)?;
                 // AWS refuses the association until both ends are available.
@@ -631,10 +764,22 @@ async fn execute(ctx: &Ctx, ids: &TgwIds, op: &Op) -> Result<Option<String>> {
                 ec2.associate_transit_gateway_multicast_domain()
                     .transit_gateway_multicast_domain_id(&domain)
                     .transit_gateway_attachment_id(&att)
-                    .subnet_ids(&cfg.subnet_id)
+                    .subnet_ids(subnet)
                     .send()
                     .await
                     .map_err(|e| err("AssociateTransitGatewayMulticastDomain", e))?;
+                Done::nothing()
+            }
+            Op::Disassociate { subnet, .. } => {
+                let att = need("attachment", &ids.attachment)?;
+                let domain = need("multicast domain", &ids.domain)?;
+                ec2.disassociate_transit_gateway_multicast_domain()
+                    .transit_gateway_multicast_domain_id(&domain)
+                    .transit_gateway_attachment_id(&att)
+                    .subnet_ids(subnet)
+                    .send()
+                    .await
+                    .map_err(|e| err("DisassociateTransitGatewayMulticastDomain", e))?;
                 Done::nothing()
             }
         })
@@ -668,21 +813,52 @@ mod tests {
         );
     }
 
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
     #[test]
-    fn attachment_gains_the_overlay_subnet_when_it_lacks_it() {
+    fn attachment_gains_the_overlay_subnets_it_lacks_and_loses_the_others() {
         let att = |subnets: &[&str]| FoundAttachment {
             id: "tgw-attach-1".into(),
             state: "available".into(),
-            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            subnets: v(subnets),
         };
-        assert_eq!(plan_attachment(None, "subnet-1"), Op::CreateAttachment);
+        assert_eq!(
+            plan_attachment(None, &v(&["subnet-1"])),
+            Op::CreateAttachment
+        );
         assert!(matches!(
-            plan_attachment(Some(&att(&["subnet-2", "subnet-1"])), "subnet-1"),
+            plan_attachment(Some(&att(&["subnet-2", "subnet-1"])), &v(&["subnet-1"])),
             Op::KeepAttachment { .. }
         ));
-        let op = plan_attachment(Some(&att(&["subnet-2"])), "subnet-1");
-        assert!(matches!(op, Op::AddSubnet { .. }));
-        assert_eq!(op.item("subnet-1", None).detail, "add subnet-1");
+        let op = plan_attachment(Some(&att(&["subnet-2"])), &v(&["subnet-1"]));
+        assert!(matches!(op, Op::AddSubnets { .. }));
+        assert_eq!(op.item(&v(&["subnet-1"]), None).detail, "add subnet-1");
+        // one subnet per AZ: the attachment takes all of them
+        let both = v(&["subnet-1", "subnet-2"]);
+        let op = plan_attachment(Some(&att(&["subnet-1"])), &both);
+        assert_eq!(
+            op,
+            Op::AddSubnets {
+                id: "tgw-attach-1".into(),
+                state: "available".into(),
+                add: v(&["subnet-2"])
+            }
+        );
+        assert_eq!(
+            Op::CreateAttachment.item(&both, None).detail,
+            "subnet-1, subnet-2"
+        );
+        // a subnet no longer listed leaves the attachment
+        assert_eq!(
+            plan_removal(Some(&att(&["subnet-1", "subnet-2"])), &both),
+            None
+        );
+        assert_eq!(plan_removal(None, &both), None);
+        let op = plan_removal(Some(&att(&["subnet-1", "subnet-3"])), &both).unwrap();
+        assert_eq!(op.item(&both, None).detail, "remove subnet-3");
+        assert_eq!(op.item(&both, None).action, Action::Change);
     }
 
     #[test]
@@ -711,7 +887,10 @@ mod tests {
             subnet: subnet.into(),
             state: state.into(),
         };
-        assert_eq!(plan_association(&[], "att-1", "subnet-1"), Op::Associate);
+        let assoc = Op::Associate {
+            subnet: "subnet-1".into(),
+        };
+        assert_eq!(plan_association(&[], "att-1", "subnet-1"), assoc);
         assert_eq!(
             plan_association(
                 &[a("att-1", "subnet-1", "associating")],
@@ -719,27 +898,59 @@ mod tests {
                 "subnet-1"
             ),
             Op::KeepAssociation {
+                subnet: "subnet-1".into(),
                 state: "associating".into()
             }
         );
         for gone in ["disassociated", "disassociating", "failed", "rejected"] {
             assert_eq!(
                 plan_association(&[a("att-1", "subnet-1", gone)], "att-1", "subnet-1"),
-                Op::Associate,
+                assoc,
                 "{gone}"
             );
         }
         assert_eq!(
             plan_association(&[a("att-2", "subnet-1", "associated")], "att-1", "subnet-1"),
-            Op::Associate
+            assoc
         );
         // the report: known association by subnet with the domain as detail
-        let it = Op::Associate.item("subnet-1", Some("dom-1"));
+        let it = assoc.item(&v(&["subnet-1"]), Some("dom-1"));
         assert_eq!(
             (it.id.as_deref(), it.detail.as_str()),
             (Some("subnet-1"), "dom-1")
         );
-        let it = Op::AssociateAfterCreation.item("subnet-1", None);
+        let it = Op::AssociateAfterCreation {
+            subnet: "subnet-1".into(),
+        }
+        .item(&v(&["subnet-1"]), None);
         assert_eq!((it.id, it.detail.as_str()), (None, "subnet-1"));
+    }
+
+    #[test]
+    fn associations_of_subnets_no_longer_listed_go() {
+        let a = |att: &str, subnet: &str, state: &str| Association {
+            attachment: att.into(),
+            subnet: subnet.into(),
+            state: state.into(),
+        };
+        let have = [
+            a("att-1", "subnet-1", "associated"),
+            a("att-1", "subnet-2", "associated"),
+            a("att-1", "subnet-3", "associated"),
+            a("att-1", "subnet-4", "disassociated"),
+            a("att-2", "subnet-5", "associated"),
+        ];
+        let ops = plan_stale_associations(&have, "att-1", &v(&["subnet-1", "subnet-2"]));
+        assert_eq!(
+            ops,
+            vec![Op::Disassociate {
+                subnet: "subnet-3".into(),
+                state: "associated".into()
+            }]
+        );
+        assert_eq!(ops[0].item(&[], Some("d")).action, Action::Delete);
+        assert!(
+            plan_stale_associations(&have[..2], "att-1", &v(&["subnet-1", "subnet-2"])).is_empty()
+        );
     }
 }

@@ -66,6 +66,18 @@ impl Template {
             .get(name)
             .unwrap_or_else(|| panic!("{}: no parameter {name}", self.name))
     }
+    /// Whether resource `id` exists in the stack: no `Condition`, or its condition is true.
+    pub fn exists(&self, id: &str, s: &Stack) -> bool {
+        match self.resource(id).get("Condition") {
+            None => true,
+            Some(c) => {
+                let c = scalar(c);
+                *s.conditions
+                    .get(&c)
+                    .unwrap_or_else(|| panic!("{}: {id}: no condition {c}", self.name))
+            }
+        }
+    }
     /// A parameter's default as a string.
     pub fn default(&self, name: &str) -> String {
         scalar(

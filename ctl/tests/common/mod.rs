@@ -382,6 +382,57 @@ access_cidr = "203.0.113.0/24"
     )
 }
 
+/// A multi-AZ cluster's environment: a VPC, one overlay subnet per AZ (10.0.1.0/24 in
+/// eu-west-1a, 10.0.2.0/24 in eu-west-1b) and a router pair, one router in each.
+#[derive(Debug, Clone)]
+pub struct SeedPair {
+    pub vpc: String,
+    pub subnets: [String; 2],
+    pub routers: [String; 2],
+}
+
+pub async fn seed_pair(sdk: &Sdk) -> SeedPair {
+    let s = seed(sdk).await;
+    let b = run_instance(sdk, &s.subnet2).await;
+    SeedPair {
+        vpc: s.vpc,
+        subnets: [s.subnet, s.subnet2],
+        routers: [s.router, b],
+    }
+}
+
+/// The cluster file of a [`SeedPair`]: `subnet_ids` and `router_instance_ids`, no
+/// `second_subnet_id` (the subnets span two AZs).
+pub fn config_text_pair(s: &SeedPair) -> String {
+    format!(
+        r#"name = "lab1"
+region = "{REGION}"
+vpc_id = "{}"
+subnet_ids = ["{}", "{}"]
+overlay_cidr = "100.64.0.0/16"
+multicast_group = "239.1.1.1"
+router_instance_ids = ["{}", "{}"]
+access_cidr = "203.0.113.0/24"
+"#,
+        s.vpc, s.subnets[0], s.subnets[1], s.routers[0], s.routers[1]
+    )
+}
+
+/// The primary interface of instance `id`.
+pub async fn primary_eni(sdk: &Sdk, id: &str) -> String {
+    let out = sdk
+        .ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+    out.reservations()[0].instances()[0].network_interfaces()[0]
+        .network_interface_id()
+        .unwrap()
+        .to_string()
+}
+
 pub fn write_config(emu: &Emulator, name: &str, text: &str) -> String {
     let p = emu.dir.path().join(name);
     std::fs::write(&p, text).unwrap();
