@@ -365,13 +365,18 @@ fn router_pair(d: &Desired, f: &Facts) -> Check {
                     .map(|e| format!(", error: {e}"))
                     .unwrap_or_default()
             ));
-            if t.error.is_some() {
+            if let Some(e) = &t.error {
+                let unreachable = e.contains("dispatch failure") || e.contains("timed out");
                 return check(
                     id,
                     Verdict::Fail,
                     "active, but the VPC routes were not moved here: VPC traffic to the overlay goes to the other router".into(),
                     evidence,
-                    Some("the router role needs ec2:DescribeRouteTables and ec2:ReplaceRoute on the cluster's route tables (overlayctl iam-policy --for router); the error above names the call"),
+                    Some(if unreachable {
+                        "the EC2 API does not answer from here: check the router's way to it (a NAT or internet gateway, or an interface VPC endpoint for ec2) and AWS_ENDPOINT_URL_EC2 if set"
+                    } else {
+                        "the router role needs ec2:DescribeRouteTables and ec2:ReplaceRoute on the cluster's route tables (overlayctl iam-policy --for router); the error above names the call"
+                    }),
                 );
             }
         }

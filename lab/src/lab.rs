@@ -213,6 +213,13 @@ pub fn up(a: UpArgs) -> Result<u8> {
     if let Some(e) = &a.aws_endpoint {
         check_endpoint(e)?;
     }
+    if a.routers == 2 && !a.daemon && !a.instances {
+        return Err(usage(
+            "--routers 2: needs --daemon or --instances (keepalived runs under overlayd run; \
+             `overlayd apply` starts no daemon)"
+                .to_string(),
+        ));
+    }
     if a.flood == "multicast" && a.peer_discovery != "static" {
         return Err(usage(format!(
             "--peer-discovery {}: only with --flood unicast (multicast flooding has no peers)",

@@ -182,8 +182,8 @@ pub struct UpArgs {
     pub accept_igmpv3: bool,
     /// Routers: 1, or 2 for router HA ("router" and "router2" with their own overlay
     /// addresses .3/.4, VRRP by keepalived over the overlay, the hosts' gateway 10.101.0.1
-    /// the VIP of the active one; needs --daemon)
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2), requires_if("2", "daemon"))]
+    /// the VIP of the active one; needs --daemon or --instances)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub routers: u8,
     /// Availability zones: 1, or 2 for a multi-AZ cluster: a second node subnet 10.0.4.0/22
     /// (bridge `ul2`) holding the second half of the hosts and router2; the subnets are

@@ -123,6 +123,12 @@ pub(crate) fn overlayd_toml(t: &Topology, n: &Node) -> String {
         t.vni,
         n.subnet_dns(),
     );
+    if let Some(peer) = t.ha_peer_of(n) {
+        s.push_str(&format!(
+            "ha_peer = \"{peer}\"\nha_vip = \"{}\"\n",
+            topo::OVERLAY_ROUTER
+        ));
+    }
     if n.role == Role::Router {
         // as the README recommends for a router: masquerade what leaves for the internet,
         // not what stays in the VPC (the client's subnet is inside 10.0.0.0/16)

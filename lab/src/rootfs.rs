@@ -37,12 +37,15 @@ pub const PACKAGES: &[&str] = &[
     "libvirt-clients",
     "qemu-system-x86",
     "nfs-common",
+    // router HA: overlayd runs keepalived as its child (the package's own unit stays off)
+    "keepalived",
 ];
 
 /// Units the image's packages enable that no plain lab node runs: libvirt's (kvm-host enables
 /// and configures them) and NFS's RPC services. Disabled once in the image, so a node boots as
 /// fast as before and listens on nothing it did not ask for.
 pub const UNITS_OFF: &[&str] = &[
+    "keepalived.service",
     "libvirtd.service",
     "libvirtd.socket",
     "libvirtd-ro.socket",

@@ -188,7 +188,10 @@ fn lab_two_azs_five_hosts_each_full_matrix() {
         String::from_utf8_lossy(&o.stdout).contains("port u-h6 grp 239.255.0.1")
     };
     let ip = |args: &[&str]| {
-        let o = std::process::Command::new("ip").args(args).output().unwrap();
+        let o = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "ip {args:?}: {}", text(&o));
     };
     ip(&["-n", &vpc, "link", "set", "u-h6", "down"]);

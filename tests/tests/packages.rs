@@ -157,6 +157,7 @@ fn deb_contents_and_maintainer_scripts() {
     }
     let info = out(Command::new("dpkg-deb").arg("-f").arg(&deb));
     assert!(info.contains("Depends: nftables\n"), "{info}");
+    assert!(info.contains("Recommends: keepalived\n"), "{info}");
     let ctl = out(Command::new("dpkg-deb")
         .arg("-f")
         .arg(dir.join("overlayctl_0.1.0-1_amd64.deb")));
@@ -214,6 +215,12 @@ fn rpm_metadata() {
         .filter(|l| !l.starts_with("rpmlib(") && *l != "/bin/sh" && !l.starts_with("config("))
         .collect();
     assert_eq!(deps, ["nftables"], "overlayd's only dependency:\n{req}");
+    let rec = out(Command::new("rpm").arg("-qp").arg("--recommends").arg(&rpm));
+    assert_eq!(
+        rec.trim(),
+        "keepalived",
+        "the router pair's keepalived:\n{rec}"
+    );
     let ctl_req = out(Command::new("rpm")
         .arg("-qpR")
         .arg(dir.join("overlayctl-0.1.0-1.x86_64.rpm")));

@@ -103,7 +103,9 @@ fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
 /// A ping stream: `PROBES` echoes every 100 ms from namespace `ns` to `dst`.
 fn ping(ns: &str, dst: &str) -> Result<std::process::Child> {
     let c = Command::new("ip")
-        .args(["netns", "exec", ns, "ping", "-q", "-n", "-i", "0.1", "-W", "1"])
+        .args([
+            "netns", "exec", ns, "ping", "-q", "-n", "-i", "0.1", "-W", "1",
+        ])
         .args(["-c", &PROBES.to_string(), dst])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -173,7 +175,9 @@ pub(super) fn failover(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         }
     }
     // moto behind the shim, on a free loopback port
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let emu_path = ctx.a.aws_emulator.clone();
     let emu = Command::new(&emu_path)
         .args([&port.to_string(), "--exit-with-parent"])
@@ -418,7 +422,11 @@ pub(super) fn failover(ctx: &Ctx, sec: &mut Section) -> Result<()> {
                 rs.iter().filter(|r| r.tcp_survived).count(),
                 rs.len()
             ),
-            format!("{}/{}", rs.iter().filter(|r| r.route_moved).count(), rs.len()),
+            format!(
+                "{}/{}",
+                rs.iter().filter(|r| r.route_moved).count(),
+                rs.len()
+            ),
             format!(
                 "{}/{}",
                 rs.iter().filter(|r| r.stayed_backup).count(),
@@ -441,7 +449,12 @@ pub(super) fn failover(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     );
     sec.check(
         "route at the new active router's ENI; the recovered router stays backup",
-        if all_moved { "every failover" } else { "not every failover" }.into(),
+        if all_moved {
+            "every failover"
+        } else {
+            "not every failover"
+        }
+        .into(),
         all_moved,
         None,
     );

@@ -96,7 +96,11 @@ pub struct BenchArgs {
     pub failovers: usize,
     /// Failure modes of the failover benchmark, comma-separated: link-cut (the router's VPC
     /// link down), kill-9 (every process in it; its kernel still forwards), power-off (both).
-    #[arg(long, value_delimiter = ',', default_value = "link-cut,kill-9,power-off")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "link-cut,kill-9,power-off"
+    )]
     pub failover_modes: Vec<String>,
     /// Failover benchmark: milliseconds between moto's route changing and the lab's VPC
     /// router following it (AWS applies a replaced route after a delay of its own).
