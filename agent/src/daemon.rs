@@ -119,6 +119,8 @@ struct Loop {
     ha_active: Option<bool>,
     /// The underlay's carrier at the last reconcile (None before the first).
     underlay_carrier: Option<bool>,
+    /// Router HA: whether keepalived may send gratuitous ARP (probed once).
+    garp: Option<Result<(), String>>,
     keepalived: Option<crate::ha::Supervisor>,
     /// While active: the route takeover task's flag (cleared on becoming backup) and report.
     takeover: Option<Takeover>,
@@ -170,6 +172,17 @@ impl Loop {
         if let Some(e) = &error {
             tracing::error!(error = %e, "router HA: keepalived not running");
         }
+        let garp_error = self
+            .garp
+            .get_or_insert_with(|| {
+                let r = crate::ha::probe_packet_socket();
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "router HA");
+                }
+                r
+            })
+            .clone()
+            .err();
         let st = crate::ha::HaStatus {
             vip: Some(spec.vip),
             peer: Some(spec.peer),
@@ -182,6 +195,7 @@ impl Loop {
             keepalived_pid: k.pid(),
             keepalived_restarts: k.starts.saturating_sub(1),
             error,
+            garp_error,
             takeover: None,
         };
         let active = self.ha_active == Some(true);
@@ -631,6 +645,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         peers: None,
         ha_active: None,
         underlay_carrier: None,
+        garp: None,
         keepalived: None,
         takeover: None,
     };

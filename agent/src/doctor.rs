@@ -339,6 +339,16 @@ fn router_pair(d: &Desired, f: &Facts) -> Check {
             );
         }
     }
+    if let Some(e) = &st.garp_error {
+        evidence.push(e.clone());
+        return check(
+            id,
+            Verdict::Fail,
+            "keepalived cannot announce the VIP (no gratuitous ARP): a failover would leave the hosts sending to the old router".into(),
+            evidence,
+            Some("install -D -m 644 /usr/share/overlayd/router-pair.conf /etc/systemd/system/overlayd.service.d/router-pair.conf && systemctl daemon-reload && systemctl restart overlayd"),
+        );
+    }
     let peer_up = match &f.ha_peer_ping {
         Some(Ok(rtt)) => {
             evidence.push(format!(
@@ -1374,6 +1384,12 @@ mod tests {
         let (v, s) = verdict_of(&d, &f, "router.pair");
         assert_eq!(v, Verdict::Fail, "{s}");
         assert!(s.contains("both routers"), "{s}");
+        // no packet socket for the gratuitous ARP (the unit without the drop-in)
+        let (d, mut f) = pair_router(true);
+        f.ha.as_mut().unwrap().garp_error = Some("no packet socket".into());
+        let (v, s) = verdict_of(&d, &f, "router.pair");
+        assert_eq!(v, Verdict::Fail, "{s}");
+        assert!(s.contains("gratuitous ARP"), "{s}");
         // keepalived not running, or no daemon at all
         let (d, mut f) = pair_router(false);
         f.ha.as_mut().unwrap().keepalived_pid = None;

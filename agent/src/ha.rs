@@ -175,8 +175,31 @@ pub struct HaStatus {
     /// keepalived (re)starts after the first.
     pub keepalived_restarts: u64,
     pub error: Option<String>,
+    /// Why keepalived cannot send its gratuitous ARP for the VIP: overlayd's own sandbox
+    /// forbids packet sockets (the unit without the router-pair drop-in). None: it can.
+    #[serde(default)]
+    pub garp_error: Option<String>,
     /// The last route takeover of this router (while active).
     pub takeover: Option<crate::takeover::TakeoverReport>,
+}
+
+/// Whether this process may open a packet socket (AF_PACKET), as keepalived — overlayd's
+/// child, in the same sandbox — does for its gratuitous ARP. Err: why not.
+pub fn probe_packet_socket() -> Result<(), String> {
+    // SAFETY: socket(2); closed at once.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!(
+            "no packet socket ({}): keepalived cannot send the gratuitous ARP for the VIP, so \
+             after a failover the hosts keep sending to the old router until their ARP entry \
+             expires; install the drop-in /usr/share/overlayd/router-pair.conf \
+             (docs/router-ha.md)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fd was just opened by us.
+    unsafe { libc::close(fd) };
+    Ok(())
 }
 
 /// Whether `spec`'s VIP is on its bridge in `o`: this router is the active one.

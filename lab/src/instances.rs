@@ -356,6 +356,17 @@ pub fn install(c: &Container, deb: &Path, config: &str) -> Result<f64> {
         Duration::from_secs(180),
     )?;
     fs::write(c.root().join("etc/overlayd/overlayd.toml"), config)?;
+    if config.lines().any(|l| l.starts_with("ha_peer")) {
+        // a router of a pair: the package's drop-in, as docs/router-ha.md tells operators
+        let d = c.root().join("etc/systemd/system/overlayd.service.d");
+        fs::create_dir_all(&d)?;
+        fs::copy(
+            c.root().join("usr/share/overlayd/router-pair.conf"),
+            d.join("router-pair.conf"),
+        )
+        .with_context(|| format!("{}: the package's router-pair.conf", c.node))?;
+        c.run(&["systemctl", "daemon-reload"], Duration::from_secs(60))?;
+    }
     let t0 = Instant::now();
     c.run(
         &["systemctl", "enable", "--now", "overlayd"],

@@ -630,5 +630,27 @@ fn router_pair_under_systemd() {
             assert!(summary.starts_with(want), "{r}: {c}");
         }
     }
+    // without the routers' drop-in the sandbox forbids the packet socket: overlayd says so
+    n.ok(
+        a,
+        &[
+            "sh",
+            "-c",
+            "rm /etc/systemd/system/overlayd.service.d/router-pair.conf && systemctl daemon-reload && systemctl restart overlayd",
+        ],
+    );
+    let v = doctor(a);
+    let c = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "router.pair")
+        .unwrap()
+        .clone();
+    assert_eq!(c["verdict"], "fail", "{a} without the drop-in: {c}");
+    assert!(
+        c["summary"].as_str().unwrap().contains("gratuitous ARP"),
+        "{a} without the drop-in: {c}"
+    );
     drop(lab);
 }

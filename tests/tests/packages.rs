@@ -152,6 +152,7 @@ fn deb_contents_and_maintainer_scripts() {
         "./usr/share/fish/vendor_completions.d/overlayd.fish",
         "./usr/share/doc/overlayd/operations.md",
         "./usr/share/doc/overlayd/copyright",
+        "./usr/share/overlayd/router-pair.conf",
     ] {
         assert!(list.contains(f), "{f} not in {}:\n{list}", deb.display());
     }
