@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-fn checksum(b: &[u8]) -> u16 {
+/// The Internet checksum (RFC 1071) of `b` (ICMP here, IGMP in [`crate::igmp_report`]).
+pub(crate) fn checksum(b: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     for c in b.chunks(2) {
         let w = if c.len() == 2 {
@@ -47,7 +48,7 @@ pub fn is_reply(pkt: &[u8], from: Ipv4Addr, id: u16) -> bool {
     }
 }
 
-fn sockaddr(a: Ipv4Addr) -> libc::sockaddr_in {
+pub(crate) fn sockaddr(a: Ipv4Addr) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,

@@ -12,21 +12,10 @@
 
 use std::net::Ipv4Addr;
 
+use crate::icmp::{checksum, sockaddr};
+
 /// IGMPv2 membership report.
 const V2_REPORT: u8 = 0x16;
-
-/// The Internet checksum (RFC 1071) of `b`.
-pub fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in b.chunks(2) {
-        let w = u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]);
-        sum += u32::from(w);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// The 8 bytes of an IGMPv2 report for `group`.
 pub fn v2_report(group: Ipv4Addr) -> [u8; 8] {
@@ -88,14 +77,7 @@ pub fn send(device: &str, index: u32, group: Ipv4Addr) -> std::io::Result<()> {
         &[0x94u8, 0x04, 0, 0],
     )?;
     let pkt = v2_report(group);
-    let dst = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(group.octets()),
-        },
-        sin_zero: [0; 8],
-    };
+    let dst = sockaddr(group);
     // SAFETY: pkt and dst are valid for the lengths passed.
     let n = unsafe {
         libc::sendto(

@@ -248,16 +248,25 @@ pub struct RouteTarget {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAction {
-    Keep,
+    /// The route points at the router whose ENI is the n-th of `router_enis`.
+    Keep(usize),
     Create,
     /// Replace, saying what the route pointed at before.
     Replace(String),
 }
 
-pub fn route_action(existing: Option<&RouteTarget>, router_eni: &str) -> RouteAction {
+/// What the overlay route of one table needs. `router_enis`: the routers' ENIs, the first
+/// being where new and replaced routes point; a route at any of them is kept (with a router
+/// pair, the standby moves the route to itself on failover, and a re-run must not undo that).
+pub fn route_action(existing: Option<&RouteTarget>, router_enis: &[&str]) -> RouteAction {
+    let at = |t: &RouteTarget| {
+        t.eni
+            .as_deref()
+            .and_then(|e| router_enis.iter().position(|r| !r.is_empty() && *r == e))
+    };
     match existing {
         None => RouteAction::Create,
-        Some(t) if t.eni.as_deref() == Some(router_eni) => RouteAction::Keep,
+        Some(t) if at(t).is_some() => RouteAction::Keep(at(t).unwrap_or(0)),
         Some(t) => RouteAction::Replace(
             t.eni
                 .clone()
@@ -584,18 +593,23 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route_action(None, "eni-1"), RouteAction::Create);
+        assert_eq!(route_action(None, &["eni-1"]), RouteAction::Create);
         let mine = RouteTarget {
             eni: Some("eni-1".into()),
             other: None,
         };
-        assert_eq!(route_action(Some(&mine), "eni-1"), RouteAction::Keep);
+        assert_eq!(route_action(Some(&mine), &["eni-1"]), RouteAction::Keep(0));
+        // a router pair: a route at the second router (after a failover) is kept too
+        assert_eq!(
+            route_action(Some(&mine), &["eni-0", "eni-1"]),
+            RouteAction::Keep(1)
+        );
         let igw = RouteTarget {
             eni: None,
             other: Some("igw-9".into()),
         };
         assert_eq!(
-            route_action(Some(&igw), "eni-1"),
+            route_action(Some(&igw), &["eni-1"]),
             RouteAction::Replace("igw-9".into())
         );
         let other = RouteTarget {
@@ -603,7 +617,7 @@ mod tests {
             other: Some("i-2".into()),
         };
         assert_eq!(
-            route_action(Some(&other), "eni-1"),
+            route_action(Some(&other), &["eni-1"]),
             RouteAction::Replace("eni-2".into())
         );
     }

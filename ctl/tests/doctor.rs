@@ -120,17 +120,7 @@ async fn setup(emu: Emulator) -> Fixture {
     assert_eq!(r.code, 0, "{}", r.all());
     let host = run_instance(&sdk, &seed.subnet).await;
     tag(&sdk, &host, &[(TAG, "lab1"), ("Name", "host1")]).await;
-    let doms = sdk
-        .ec2
-        .describe_transit_gateway_multicast_domains()
-        .filters(tag_filter())
-        .send()
-        .await
-        .unwrap();
-    let domain = doms.transit_gateway_multicast_domains()[0]
-        .transit_gateway_multicast_domain_id()
-        .unwrap()
-        .to_string();
+    let domain = tagged_domain(&sdk).await;
     let assoc = sdk
         .ec2
         .get_transit_gateway_multicast_domain_associations()
@@ -921,17 +911,7 @@ async fn router_pair_standby_down_warns_both_down_fails() {
     let cfg = write_config(&emu, "pair.toml", &config_text_pair(&s));
     let r = overlayctl(&emu, &["bootstrap", "--config", &cfg, "-q"]);
     assert_eq!(r.code, 0, "{}", r.all());
-    let doms = sdk
-        .ec2
-        .describe_transit_gateway_multicast_domains()
-        .filters(tag_filter())
-        .send()
-        .await
-        .unwrap();
-    let domain = doms.transit_gateway_multicast_domains()[0]
-        .transit_gateway_multicast_domain_id()
-        .unwrap()
-        .to_string();
+    let domain = tagged_domain(&sdk).await;
     for r in &s.routers {
         join(&emu, &sdk, &domain, r).await;
     }

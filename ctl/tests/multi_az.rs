@@ -62,16 +62,7 @@ async fn verify_multi_az(sdk: &Sdk, s: &SeedPair) {
     let have: BTreeSet<String> = atts[0].subnet_ids().iter().cloned().collect();
     assert_eq!(have, want, "attachment subnets");
     let att = atts[0].transit_gateway_attachment_id().unwrap();
-    let doms = ec2
-        .describe_transit_gateway_multicast_domains()
-        .filters(tag_filter())
-        .send()
-        .await
-        .unwrap();
-    let domain = doms.transit_gateway_multicast_domains()[0]
-        .transit_gateway_multicast_domain_id()
-        .unwrap()
-        .to_string();
+    let domain = tagged_domain(sdk).await;
     let assoc = ec2
         .get_transit_gateway_multicast_domain_associations()
         .transit_gateway_multicast_domain_id(&domain)
@@ -148,19 +139,7 @@ async fn verify_multi_az(sdk: &Sdk, s: &SeedPair) {
     assert_eq!(cidrs_of("-mgmt", 8080), both);
 
     // the database's subnet group: the two subnets (no second_subnet_id needed)
-    let g = sdk
-        .rds
-        .describe_db_subnet_groups()
-        .db_subnet_group_name("overlay-lab1-db")
-        .send()
-        .await
-        .unwrap();
-    let subnets: BTreeSet<String> = g.db_subnet_groups()[0]
-        .subnets()
-        .iter()
-        .map(|s| s.subnet_identifier().unwrap().to_string())
-        .collect();
-    assert_eq!(subnets, want);
+    assert_eq!(db_subnet_group_subnets(sdk).await, want);
 }
 
 #[tokio::test]

@@ -41,12 +41,6 @@ impl Want {
     pub fn eni(&self) -> &str {
         self.routers.first().map(|r| r.1.as_str()).unwrap_or("")
     }
-    fn is_router_eni(&self, eni: &str) -> Option<&str> {
-        self.routers
-            .iter()
-            .find(|(_, e)| !e.is_empty() && e == eni)
-            .map(|(i, _)| i.as_str())
-    }
 }
 
 /// One route table as AWS has it: the overlay CIDR's route and its `overlay:cluster` tag.
@@ -131,33 +125,19 @@ pub fn plan(want: &Want, have: &Observed) -> Result<Vec<Op>> {
             bail!("route table {table} disappeared");
         };
         let table = table.clone();
-        let on_router = existing
-            .route
-            .as_ref()
-            .and_then(|r| r.eni.as_deref())
-            .and_then(|e| {
-                want.is_router_eni(e)
-                    .map(|i| (e.to_string(), i.to_string()))
-            });
-        ops.push(match on_router {
-            Some((eni, instance)) => Op::KeepRoute {
+        let enis: Vec<&str> = want.routers.iter().map(|r| r.1.as_str()).collect();
+        ops.push(match model::route_action(existing.route.as_ref(), &enis) {
+            RouteAction::Keep(n) => Op::KeepRoute {
                 table: table.clone(),
-                eni,
-                instance,
+                eni: want.routers[n].1.clone(),
+                instance: want.routers[n].0.clone(),
             },
-            None => match model::route_action(existing.route.as_ref(), want.eni()) {
-                RouteAction::Keep => Op::KeepRoute {
-                    table: table.clone(),
-                    eni: want.eni().to_string(),
-                    instance: want.routers[0].0.clone(),
-                },
-                RouteAction::Create => Op::CreateRoute {
-                    table: table.clone(),
-                },
-                RouteAction::Replace(old) => Op::ReplaceRoute {
-                    table: table.clone(),
-                    old,
-                },
+            RouteAction::Create => Op::CreateRoute {
+                table: table.clone(),
+            },
+            RouteAction::Replace(old) => Op::ReplaceRoute {
+                table: table.clone(),
+                old,
             },
         });
         ops.push(match existing.cluster_tag.as_deref() {

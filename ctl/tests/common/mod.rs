@@ -463,6 +463,37 @@ pub fn tag_filter() -> aws_sdk_ec2::types::Filter {
 
 /// After teardown: no live resource tagged for the cluster (TGW chain, security groups, EFS,
 /// RDS, secrets).
+/// The id of the cluster's (tagged) multicast domain.
+pub async fn tagged_domain(sdk: &Sdk) -> String {
+    let doms = sdk
+        .ec2
+        .describe_transit_gateway_multicast_domains()
+        .filters(tag_filter())
+        .send()
+        .await
+        .unwrap();
+    doms.transit_gateway_multicast_domains()[0]
+        .transit_gateway_multicast_domain_id()
+        .unwrap()
+        .to_string()
+}
+
+/// The subnets of cluster lab1's database subnet group.
+pub async fn db_subnet_group_subnets(sdk: &Sdk) -> BTreeSet<String> {
+    let g = sdk
+        .rds
+        .describe_db_subnet_groups()
+        .db_subnet_group_name("overlay-lab1-db")
+        .send()
+        .await
+        .unwrap();
+    g.db_subnet_groups()[0]
+        .subnets()
+        .iter()
+        .map(|s| s.subnet_identifier().unwrap().to_string())
+        .collect()
+}
+
 pub async fn nothing_tagged_left(sdk: &Sdk) {
     let ec2 = &sdk.ec2;
     let live = |s: Option<&str>| !matches!(s, Some("deleted") | Some("deleting"));
@@ -801,19 +832,10 @@ pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
     }
 
     // RDS
-    let sg = sdk
-        .rds
-        .describe_db_subnet_groups()
-        .db_subnet_group_name("overlay-lab1-db")
-        .send()
-        .await
-        .unwrap();
-    let subnets: BTreeSet<_> = sg.db_subnet_groups()[0]
-        .subnets()
-        .iter()
-        .map(|s| s.subnet_identifier().unwrap().to_string())
-        .collect();
-    assert_eq!(subnets, [seed.subnet.clone(), seed.subnet2.clone()].into());
+    assert_eq!(
+        db_subnet_group_subnets(sdk).await,
+        [seed.subnet.clone(), seed.subnet2.clone()].into()
+    );
     let params = sdk
         .rds
         .describe_db_parameters()

@@ -40,20 +40,16 @@ const PROBE_S: f64 = 0.1;
 const PROBES: usize = 90;
 const FAULT_AFTER: Duration = Duration::from_millis(1500);
 
-fn ns_out(ns: &str, cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", &format!("ip netns exec {ns} {cmd}")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
-
 fn sh(cmd: &str) -> String {
     Command::new("sh")
         .args(["-c", cmd])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+fn ns_out(ns: &str, cmd: &str) -> String {
+    sh(&format!("ip netns exec {ns} {cmd}"))
 }
 
 fn holds_vip(p: &str, r: &str) -> bool {
@@ -77,15 +73,14 @@ fn ip_of(r: &str) -> &'static str {
 }
 
 /// moto's overlay route target (ENI), through the shim.
-fn moto_target(port: u16) -> Option<String> {
-    let out = Command::new("curl")
-        .args([
-            "-sf",
-            &format!("http://127.0.0.1:{port}/_shim/routes?region=eu-west-1&cidr=10.101.0.0/16"),
-        ])
-        .output()
-        .ok()?;
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+fn moto_target(url: &str) -> Option<String> {
+    let body = crate::imds::http_to_moto(
+        url,
+        "GET",
+        "/_shim/routes?region=eu-west-1&cidr=10.101.0.0/16",
+    )
+    .ok()?;
+    let v: Value = serde_json::from_str(&body).ok()?;
     v["routes"][0]["target"].as_str().map(str::to_string)
 }
 
@@ -163,7 +158,7 @@ struct Run {
 
 pub(super) fn failover(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     let p = format!("{}h", ctx.prefix);
-    for tool in ["keepalived", "curl", "iperf3", "python3"] {
+    for tool in ["keepalived", "iperf3", "python3"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -188,12 +183,7 @@ pub(super) fn failover(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     track(emu.id());
     let url = format!("http://127.0.0.1:{port}");
     if !wait_until(Duration::from_secs(60), || {
-        Command::new("curl")
-            .args(["-sf", &format!("{url}/_shim/calls")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        crate::imds::http_to_moto(&url, "GET", "/_shim/calls").is_ok()
     }) {
         bail!("{} did not answer on {url} within 60 s", emu_path.display());
     }
@@ -231,7 +221,7 @@ pub(super) fn failover(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         if holds_vip(&p, other(a)) {
             return Some(format!("{} holds the VIP too", other(a)));
         }
-        let m = moto_target(port);
+        let m = moto_target(&url);
         if m.as_deref() != Some(eni(a).as_str()) {
             return Some(format!("moto's route at {m:?}, not {a}'s {}", eni(a)));
         }
@@ -321,7 +311,7 @@ pub(super) fn failover(ctx: &Ctx, sec: &mut Section) -> Result<()> {
             untrack(srv.id());
             let route_moved = wait_until(Duration::from_secs(10), || {
                 holds_vip(&p, b)
-                    && moto_target(port).as_deref() == Some(eni(b).as_str())
+                    && moto_target(&url).as_deref() == Some(eni(b).as_str())
                     && vpc_route(&p).contains(ip_of(b))
             });
             // back: the link, and (as systemd's Restart= would) the daemon

@@ -552,7 +552,7 @@ fn fetch_moto(endpoint: &str, region: &str) -> Result<serde_json::Value> {
 
 /// One plain-HTTP request without a body to the shim at `endpoint` (http://IP:PORT); the
 /// body of a 200 answer.
-fn http_to_moto(endpoint: &str, method: &str, path: &str) -> Result<String> {
+pub(crate) fn http_to_moto(endpoint: &str, method: &str, path: &str) -> Result<String> {
     let hostport = endpoint
         .strip_prefix("http://")
         .context("only http:// endpoints")?
