@@ -208,9 +208,23 @@ pub async fn exec_one(h: &netlink::Nl, op: &Op, state_dir: &Path) -> Result<(), 
             underlay,
             mtu,
             master,
+            local,
+            learning,
         } => {
-            netlink::create_vtep(h, name, *vni, *port, *group, underlay, *mtu, master).await?;
+            let v = netlink::VtepArgs {
+                vni: *vni,
+                port: *port,
+                group: *group,
+                local: *local,
+                learning: *learning,
+            };
+            netlink::create_vtep(h, name, &v, underlay, *mtu, master).await?;
         }
+        Op::SetBridgePort {
+            name,
+            neigh_suppress,
+            learning,
+        } => netlink::set_bridge_port(h, name, *neigh_suppress, *learning).await?,
         Op::SetFloodList { vtep, add, remove } => {
             netlink::set_flood_list(h, vtep, add, remove).await?;
         }

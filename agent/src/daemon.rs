@@ -58,7 +58,13 @@ pub struct Status {
     pub igmp_queries: Option<crate::igmp_queries::QueryLog>,
     /// Router HA (None without `ha_peer`).
     pub ha: Option<crate::ha::HaStatus>,
+    /// flood = evpn: the BGP EVPN speaker as FRR reports it (read every
+    /// [`EVPN_READ_EVERY`]).
+    pub evpn: Option<crate::evpn::EvpnStatus>,
 }
+
+/// How often `overlayd run` asks FRR for its state (three vtysh calls).
+pub const EVPN_READ_EVERY: Duration = Duration::from_secs(10);
 
 pub struct Shared {
     pub status: Mutex<Status>,
@@ -124,9 +130,67 @@ struct Loop {
     keepalived: Option<crate::ha::Supervisor>,
     /// While active: the route takeover task's flag (cleared on becoming backup) and report.
     takeover: Option<Takeover>,
+    /// flood = evpn: FRR, and when its state was last read (a read in flight: Some(None)).
+    frr: Option<crate::evpn::Supervisor>,
+    frr_read: Option<Instant>,
+    frr_reading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Loop {
+    /// flood = evpn: FRR running with the current configuration; its state read now and then
+    /// (off the loop: vtysh is a child process).
+    fn evpn_tick(&mut self) {
+        let spec = self
+            .shared
+            .status
+            .lock()
+            .unwrap()
+            .desired
+            .as_ref()
+            .and_then(|d| d.evpn.clone());
+        let Some(spec) = spec else {
+            if let Some(mut f) = self.frr.take() {
+                f.stop();
+            }
+            self.shared.status.lock().unwrap().evpn = None;
+            return;
+        };
+        let f = self.frr.get_or_insert_with(crate::evpn::Supervisor::new);
+        let error = f.ensure(&spec).err();
+        if let Some(e) = &error {
+            tracing::error!(error = %e, "evpn: FRR not running");
+        }
+        let (restarts, pids) = (f.starts.saturating_sub(1), f.pids());
+        {
+            let mut s = self.shared.status.lock().unwrap();
+            let st = s.evpn.get_or_insert_with(Default::default);
+            st.frr_restarts = restarts;
+            st.frr_pids = pids;
+            if error.is_some() {
+                st.error = error.clone();
+            }
+        }
+        let due = self.frr_read.is_none_or(|t| t.elapsed() >= EVPN_READ_EVERY);
+        use std::sync::atomic::Ordering::SeqCst;
+        if due && error.is_none() && !self.frr_reading.swap(true, SeqCst) {
+            self.frr_read = Some(Instant::now());
+            let shared = self.shared.clone();
+            let flag = self.frr_reading.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut st = crate::evpn::EvpnStatus::default();
+                crate::evpn::read_status(&spec, &mut st);
+                let mut s = shared.status.lock().unwrap();
+                if let Some(old) = &s.evpn {
+                    st.frr_restarts = old.frr_restarts;
+                    st.frr_pids = old.frr_pids.clone();
+                }
+                shared.metrics.evpn(&st);
+                s.evpn = Some(st);
+                flag.store(false, SeqCst);
+            });
+        }
+    }
+
     /// Router HA: keepalived running with the current configuration, and the status.
     async fn ha_tick(&mut self) {
         let spec = self
@@ -585,6 +649,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             peers: peer_status(&cfg),
             igmp_queries: None,
             ha: None,
+            evpn: None,
         }),
         metrics: crate::metrics::Metrics::new(cfg.role.as_str()),
     });
@@ -648,6 +713,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
         garp: None,
         keepalived: None,
         takeover: None,
+        frr: None,
+        frr_read: None,
+        frr_reading: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
     let (peer_tx, mut peer_rx) = tokio::sync::mpsc::unbounded_channel::<crate::peers::Report>();
     let kick = Arc::new(tokio::sync::Notify::new());
@@ -661,6 +729,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
     tracing::info!(role = %lp.cfg.role, bridge = %lp.cfg.bridge, "overlayd run: starting");
     lp.reconcile(true, "start").await;
     lp.ha_tick().await;
+    lp.evpn_tick();
     let mut ha_timer = tokio::time::interval(Duration::from_secs(1));
     ha_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut queries_tried = false;
@@ -694,7 +763,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                 dirty = Some((overrun, if overrun { "overrun" } else { "event" }));
             }
             _ = resync.tick() => { dirty = Some((true, "resync")); }
-            _ = ha_timer.tick() => { lp.ha_tick().await; }
+            _ = ha_timer.tick() => { lp.ha_tick().await; lp.evpn_tick(); }
             _ = async { match backoff_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 lp.backoff = lp.backoff.map(|(_, d)| (Instant::now(), d));
                 dirty = Some((true, "retry"));
@@ -769,8 +838,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
             if !paused && !in_backoff {
                 lp.reconcile(full, trigger).await;
                 lp.ha_tick().await;
+                lp.evpn_tick();
             }
         }
+    }
+    if let Some(mut f) = lp.frr.take() {
+        // spawned FRR stops with overlayd: its peers withdraw this node's routes at once
+        f.stop();
     }
     tracing::info!("stopping; the overlay stays up (use `overlayd down` to remove it)");
     sd_notify("STOPPING=1");

@@ -148,8 +148,26 @@ pub fn desired_with(
 
     let mut sysctls = Vec::new();
     let unicast = cfg.flood == Flood::Unicast;
+    let evpn_cfg = cfg.evpn.as_ref().filter(|_| cfg.flood == Flood::Evpn);
+    // EVPN: the VTEP's tunnel source is the underlay's (first) address, which FRR
+    // advertises as this node's VTEP.
+    let local = match evpn_cfg {
+        None => None,
+        Some(_) => Some(
+            obs.addrs_of(ul.index)
+                .map(|a| a.addr.addr())
+                .next()
+                .ok_or_else(|| {
+                    fact_err(
+                        "underlay",
+                        &underlay,
+                        "flood = evpn needs the underlay's address (the VTEP's tunnel source) and it has none yet",
+                    )
+                })?,
+        ),
+    };
     let vtep = if cfg.role.has_vtep() {
-        if !unicast {
+        if cfg.flood.uses_group() {
             // Must be written before the VTEP joins its group: the first report goes out
             // as IGMPv3 otherwise, which a Transit Gateway ignores.
             sysctls.push(SysctlSpec {
@@ -163,17 +181,20 @@ pub fn desired_with(
             name: cfg.vtep.clone(),
             vni: cfg.vni,
             port: cfg.port,
-            group: if unicast {
-                None
-            } else {
+            group: if cfg.flood.uses_group() {
                 Some(
                     cfg.group
                         .expect("validated: group present for multicast VTEPs"),
                 )
+            } else {
+                None
             },
             underlay: underlay.clone(),
             mtu,
             tx_checksum_off: cfg.vtep_tx_checksum_off,
+            local,
+            learning: evpn_cfg.is_none(),
+            neigh_suppress: evpn_cfg.is_some(),
         })
     } else {
         None
@@ -235,6 +256,35 @@ pub fn desired_with(
         exceptions: cfg.nat_exceptions.clone(),
     });
 
+    let evpn = match (evpn_cfg, &vtep, local) {
+        (Some(e), Some(v), Some(local)) => {
+            let own: Vec<Ipv4Net> = obs.addrs_of(ul.index).map(|a| a.addr).collect();
+            Some(crate::evpn::EvpnSpec {
+                asn: e.asn,
+                router_id: local,
+                local,
+                vni: v.vni,
+                bridge: cfg.bridge.clone(),
+                vtep: v.name.clone(),
+                reflector: e.reflector,
+                reflectors: e
+                    .reflectors
+                    .iter()
+                    .copied()
+                    .filter(|r| !own.iter().any(|a| a.addr() == *r))
+                    .collect(),
+                listen: if e.listen.is_empty() {
+                    own.iter().map(|a| a.trunc()).take(1).collect()
+                } else {
+                    e.listen.clone()
+                },
+                hold_secs: e.hold_secs,
+                frr: e.frr,
+                frr_dir: e.frr_dir.display().to_string(),
+            })
+        }
+        _ => None,
+    };
     let ha_underlay = underlay.clone();
     Ok(Desired {
         role: cfg.role,
@@ -262,6 +312,7 @@ pub fn desired_with(
             advert_ms: h.advert_ms,
             preempt: h.preempt,
         }),
+        evpn,
         hosts_file: cfg.hosts_file.display().to_string(),
         resolv_conf: cfg.resolv_conf.display().to_string(),
     })

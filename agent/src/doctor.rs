@@ -133,6 +133,8 @@ pub struct Facts {
     /// Router HA: one echo to the peer's overlay address, and (on the backup) one to the VIP.
     pub ha_peer_ping: Option<Result<Duration, String>>,
     pub ha_vip_ping: Option<Result<Duration, String>>,
+    /// flood = evpn: FRR's state, read by doctor itself (vtysh; None: not read).
+    pub evpn: Option<crate::evpn::EvpnStatus>,
 }
 
 /// The TGW's multicast frames carry at most 8500 bytes: the VTEP's inner MTU + 50.
@@ -192,6 +194,9 @@ pub fn diagnose(d: &Desired, f: &Facts) -> Vec<Check> {
         v.push(igmp_queries(f));
     }
     v.push(igmp_max_memberships(f));
+    if d.evpn.is_some() {
+        v.push(evpn_bgp(d, f));
+    }
     v.push(remote_vteps(d, f));
     v.push(gateway_reachable(d, f));
     v.push(return_path(d, f));
@@ -1127,6 +1132,124 @@ fn remote_vteps(d: &Desired, f: &Facts) -> Check {
     )
 }
 
+/// flood = evpn: the node's BGP sessions to the reflectors (a reflector: from its clients)
+/// and what they brought: the VNI, its remote VTEPs (type-3) and MACs (type-2).
+fn evpn_bgp(d: &Desired, f: &Facts) -> Check {
+    let id = "evpn.bgp";
+    let Some(spec) = &d.evpn else {
+        return check(id, Verdict::Ok, "flood is not evpn".into(), vec![], None);
+    };
+    let fix_frr = match spec.frr {
+        crate::config::FrrMode::Systemd => {
+            "overlayd writes FRR's files and starts frr.service: `systemctl status frr`, `journalctl -u frr -u overlayd`"
+        }
+        crate::config::FrrMode::Spawn => {
+            "`overlayd run` runs zebra and bgpd: is it running? its log names FRR's errors"
+        }
+    };
+    let Some(st) = &f.evpn else {
+        return check(
+            id,
+            Verdict::Unknown,
+            "FRR's state not read".into(),
+            vec![],
+            None,
+        );
+    };
+    let mut evidence = vec![format!(
+        "AS {}, {}; {}/{} sessions Established; {} VNI(s), {} remote VTEP(s), {} local and {} remote MAC(s)",
+        st.asn,
+        if st.reflector { "route reflector" } else { "client" },
+        st.sessions_up,
+        st.sessions,
+        st.vnis,
+        st.remote_vteps,
+        st.local_macs,
+        st.remote_macs
+    )];
+    if !st.down.is_empty() {
+        evidence.push(format!("not Established: {}", st.down.join(", ")));
+    }
+    if let Some(e) = &st.error {
+        evidence.push(e.clone());
+        return check(
+            id,
+            Verdict::Fail,
+            "FRR does not answer: this node learns no MAC and floods to nobody".into(),
+            evidence,
+            Some(fix_frr),
+        );
+    }
+    let tcp179 = "TCP 179 must pass between the nodes and the reflectors (security group: overlayctl doctor's sg.vtep.bgp); check evpn_reflectors here and evpn_listen on the reflectors";
+    if st.sessions_up == 0 {
+        let summary = if st.reflector && spec.reflectors.is_empty() && st.sessions == 0 {
+            "route reflector without clients: no node has connected".to_string()
+        } else {
+            format!(
+                "no BGP session Established ({} configured or accepted): no MAC or flood list from the fabric",
+                st.sessions
+            )
+        };
+        let verdict = if st.reflector && st.sessions == 0 {
+            Verdict::Warn
+        } else {
+            Verdict::Fail
+        };
+        return check(id, verdict, summary, evidence, Some(tcp179));
+    }
+    if st.vnis == 0 {
+        return check(
+            id,
+            Verdict::Fail,
+            format!(
+                "zebra knows no VNI: {} is not seen as VNI {} of {} (advertise-all-vni)",
+                spec.vtep, spec.vni, spec.bridge
+            ),
+            evidence,
+            Some(
+                "the vtep check says why the VTEP is not right; overlayd repairs it while it runs",
+            ),
+        );
+    }
+    let missing: Vec<String> = spec
+        .reflectors
+        .iter()
+        .map(|r| r.to_string())
+        .filter(|r| st.down.iter().any(|d| d.starts_with(&format!("{r}:"))))
+        .collect();
+    if !missing.is_empty() {
+        return check(
+            id,
+            Verdict::Warn,
+            format!(
+                "reflector {} not reachable over BGP: the fabric converges through the other(s), without redundancy",
+                missing.join(", ")
+            ),
+            evidence,
+            Some(tcp179),
+        );
+    }
+    if st.remote_vteps == 0 {
+        return check(
+            id,
+            Verdict::Warn,
+            "sessions up, but no remote VTEP advertised yet: a fabric of one node".into(),
+            evidence,
+            Some("normal while this is the only node; else the other nodes' evpn.bgp"),
+        );
+    }
+    check(
+        id,
+        Verdict::Ok,
+        format!(
+            "{}/{} BGP session(s) Established; {} remote VTEP(s), {} remote MAC(s) from BGP",
+            st.sessions_up, st.sessions, st.remote_vteps, st.remote_macs
+        ),
+        evidence,
+        None,
+    )
+}
+
 fn link_local_routes(d: &Desired, f: &Facts) -> Check {
     let wanted: Vec<_> = d
         .routes
@@ -1322,8 +1445,77 @@ mod tests {
             ha: None,
             ha_peer_ping: None,
             ha_vip_ping: None,
+            evpn: d.evpn.as_ref().map(|e| crate::evpn::EvpnStatus {
+                asn: e.asn,
+                reflector: e.reflector,
+                frr: "spawn".into(),
+                reflectors: e.reflectors.clone(),
+                sessions_up: e.reflectors.len().max(1) as u32,
+                sessions: e.reflectors.len().max(1) as u32,
+                vnis: 1,
+                remote_vteps: 3,
+                local_macs: 1,
+                remote_macs: 3,
+                ..Default::default()
+            }),
         };
         (d, f)
+    }
+
+    #[test]
+    fn evpn_bgp_names_frr_down_no_session_a_lost_reflector_and_no_vni() {
+        let evpn = [("flood", "evpn"), ("evpn_reflectors", "10.0.1.4,10.0.1.6")];
+        let (d, f) = healthy(Role::Host, &evpn);
+        assert!(d.evpn.is_some());
+        let (v, s) = verdict_of(&d, &f, "evpn.bgp");
+        assert_eq!(v, Verdict::Ok, "{s}");
+        let (d0, f0) = healthy(Role::Host, &[]);
+        assert!(diagnose(&d0, &f0).iter().all(|c| c.id != "evpn.bgp"));
+
+        let mut g = f.clone();
+        g.evpn.as_mut().unwrap().error = Some("vtysh: failed to connect to any daemons".into());
+        let (v, s) = verdict_of(&d, &g, "evpn.bgp");
+        assert_eq!(v, Verdict::Fail);
+        assert!(s.contains("FRR does not answer"), "{s}");
+
+        let mut g = f.clone();
+        {
+            let e = g.evpn.as_mut().unwrap();
+            e.sessions_up = 0;
+            e.down = vec!["10.0.1.4: Active".into(), "10.0.1.6: Connect".into()];
+        }
+        let (v, s) = verdict_of(&d, &g, "evpn.bgp");
+        assert_eq!(v, Verdict::Fail);
+        assert!(s.contains("no BGP session Established"), "{s}");
+
+        let mut g = f.clone();
+        {
+            let e = g.evpn.as_mut().unwrap();
+            e.sessions_up = 1;
+            e.down = vec!["10.0.1.6: Active".into()];
+        }
+        let (v, s) = verdict_of(&d, &g, "evpn.bgp");
+        assert_eq!(v, Verdict::Warn);
+        assert!(s.contains("reflector 10.0.1.6"), "{s}");
+
+        let mut g = f.clone();
+        g.evpn.as_mut().unwrap().vnis = 0;
+        let (v, s) = verdict_of(&d, &g, "evpn.bgp");
+        assert_eq!(v, Verdict::Fail);
+        assert!(s.contains("zebra knows no VNI"), "{s}");
+
+        let mut g = f.clone();
+        g.evpn = None;
+        assert_eq!(verdict_of(&d, &g, "evpn.bgp").0, Verdict::Unknown);
+
+        // a reflector nobody has connected to yet: a warning, not a failure
+        let (d, mut f) = healthy(Role::Router, &[("flood", "evpn")]);
+        {
+            let e = f.evpn.as_mut().unwrap();
+            e.sessions_up = 0;
+            e.sessions = 0;
+        }
+        assert_eq!(verdict_of(&d, &f, "evpn.bgp").0, Verdict::Warn);
     }
 
     /// A router of a pair (10.101.0.3, peer .4, VIP .1), healthy: keepalived running, the

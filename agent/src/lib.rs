@@ -17,6 +17,7 @@ pub mod desired;
 pub mod doctor;
 pub mod error;
 pub mod ethtool;
+pub mod evpn;
 pub mod files;
 pub mod ha;
 pub mod icmp;

@@ -261,6 +261,11 @@ async fn doctor(
         ha,
         ha_peer_ping,
         ha_vip_ping,
+        evpn: d.evpn.as_ref().map(|spec| {
+            let mut st = overlay_agent::evpn::EvpnStatus::default();
+            overlay_agent::evpn::read_status(spec, &mut st);
+            st
+        }),
     };
     for key in [
         format!("net/ipv4/conf/{}/force_igmp_version", d.underlay),
@@ -395,6 +400,10 @@ fn main() -> ExitCode {
                                 d.bridge.address,
                                 d.bridge.mtu,
                                 match (&d.vtep, &d.flood_list) {
+                                    (Some(v), None) if d.evpn.is_some() => format!(
+                                        ", {} vni {} port {}, BGP EVPN (FRR)",
+                                        v.name, v.vni, v.port
+                                    ),
                                     (Some(v), None) => format!(
                                         ", {} vni {} group {} port {}",
                                         v.name,
@@ -571,9 +580,10 @@ fn print_desired(d: &overlay_agent::model::Desired) {
             "vtep:      {} vni {} {} dstport {} dev {}",
             v.name,
             v.vni,
-            match v.group {
-                Some(g) => format!("group {g}"),
-                None => "unicast flooding".to_string(),
+            match (v.group, v.local) {
+                (Some(g), _) => format!("group {g}"),
+                (None, Some(l)) => format!("local {l} nolearning, neigh_suppress (BGP EVPN)"),
+                (None, None) => "unicast flooding".to_string(),
             },
             v.port,
             v.underlay
@@ -591,6 +601,38 @@ fn print_desired(d: &overlay_agent::model::Desired) {
             ),
             None => println!("peers:     not known yet (EC2 discovery has not answered)"),
         }
+    }
+    if let Some(e) = &d.evpn {
+        println!(
+            "evpn:      AS {} {}, peers {} (FRR {}, {})",
+            e.asn,
+            if e.reflector {
+                format!(
+                    "route reflector for {}",
+                    e.listen
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                "client".to_string()
+            },
+            if e.reflectors.is_empty() {
+                "none".to_string()
+            } else {
+                e.reflectors
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            match e.frr {
+                overlay_agent::config::FrrMode::Systemd => "frr.service",
+                overlay_agent::config::FrrMode::Spawn => "spawned",
+            },
+            e.frr_dir
+        );
     }
     if let Some(m) = d.gateway_mode {
         println!("gateway:   mode {m}");
@@ -667,6 +709,34 @@ fn print_daemon_status(v: &serde_json::Value) {
             p["last_error"]
                 .as_str()
                 .map(|e| format!("; FAILING (last good peers kept): {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(e) = v.get("evpn").filter(|e| !e.is_null()) {
+        println!(
+            "bgp:       {}/{} sessions up{}; vni count {}, {} remote VTEPs, {} local + {} remote MACs; FRR pids {}, {} restarts{}",
+            e["sessions_up"],
+            e["sessions"],
+            e["down"]
+                .as_array()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!(
+                    " (down: {})",
+                    d.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .unwrap_or_default(),
+            e["vnis"],
+            e["remote_vteps"],
+            e["local_macs"],
+            e["remote_macs"],
+            e["frr_pids"],
+            e["frr_restarts"],
+            e["error"]
+                .as_str()
+                .map(|x| format!("; ERROR: {x}"))
                 .unwrap_or_default()
         );
     }

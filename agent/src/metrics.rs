@@ -61,6 +61,8 @@ pub struct Metrics {
     peer_discoveries: Family<Labels, Counter>,
     peers: Gauge,
     peer_last_success: Gauge,
+    /// flood = evpn: FRR's state as last read.
+    evpn: Mutex<Option<crate::evpn::EvpnStatus>>,
 }
 
 /// What the kernel looks like at scrape time. `None` fields are left out of the exposition
@@ -186,6 +188,7 @@ impl Metrics {
             peer_last_success.clone(),
         );
         Metrics {
+            evpn: Mutex::new(None),
             peer_discoveries,
             peers,
             peer_last_success,
@@ -241,6 +244,11 @@ impl Metrics {
         }
     }
 
+    /// flood = evpn: FRR's state, exposed from the next scrape on.
+    pub fn evpn(&self, st: &crate::evpn::EvpnStatus) {
+        *lock(&self.evpn) = Some(st.clone());
+    }
+
     pub fn set_paused(&self, paused: bool) {
         self.paused.set(i64::from(paused));
     }
@@ -250,9 +258,53 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode_registry(&mut out, &self.registry);
         let _ = encode_registry(&mut out, &scrape_registry(*lock(&self.last), k));
+        if let Some(e) = lock(&self.evpn).as_ref() {
+            let _ = encode_registry(&mut out, &evpn_registry(e));
+        }
         let _ = encode_eof(&mut out);
         out
     }
+}
+
+/// flood = evpn: FRR's sessions, flood list and MACs.
+fn evpn_registry(e: &crate::evpn::EvpnStatus) -> Registry {
+    let mut r = Registry::default();
+    for (name, h, v) in [
+        (
+            "overlayd_evpn_sessions_up",
+            "BGP EVPN sessions Established.",
+            e.sessions_up,
+        ),
+        (
+            "overlayd_evpn_sessions",
+            "BGP EVPN sessions configured or accepted (dynamic).",
+            e.sessions,
+        ),
+        ("overlayd_evpn_vnis", "VNIs FRR's zebra knows.", e.vnis),
+        (
+            "overlayd_evpn_remote_vteps",
+            "Remote VTEPs in the VNI's flood list (type-3 routes).",
+            e.remote_vteps,
+        ),
+        (
+            "overlayd_evpn_local_macs",
+            "Local MACs of the VNI advertised (type-2).",
+            e.local_macs,
+        ),
+        (
+            "overlayd_evpn_remote_macs",
+            "Remote MACs of the VNI installed from BGP (type-2).",
+            e.remote_macs,
+        ),
+    ] {
+        r.register(name, help(h), ConstGauge::new(i64::from(v)));
+    }
+    r.register(
+        "overlayd_evpn_frr_restarts",
+        help("Times overlayd restarted FRR after the first start."),
+        ConstGauge::new(e.frr_restarts as i64),
+    );
+    r
 }
 
 /// The metrics of one scrape: only what is known (a standalone node has no VTEP).

@@ -55,6 +55,21 @@ pub struct VtepSpec {
     /// `vtep_tx_checksum = "off"`: transmit-checksum offload switched off (ethtool).
     #[serde(default)]
     pub tx_checksum_off: bool,
+    /// flood = evpn: the tunnel source (the underlay address FRR advertises as this VTEP);
+    /// None: the kernel picks per packet.
+    #[serde(default)]
+    pub local: Option<Ipv4Addr>,
+    /// The VTEP learns remote MACs from received frames (off with evpn: BGP installs them).
+    #[serde(default = "yes")]
+    pub learning: bool,
+    /// flood = evpn: the VTEP's bridge port answers ARP from the neighbour table
+    /// (neigh_suppress on) and learns nothing (learning off).
+    #[serde(default)]
+    pub neigh_suppress: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Unicast flooding: the peers the VTEP replicates broadcast/unknown frames to, one
@@ -197,6 +212,9 @@ pub struct Desired {
     /// Router HA (VRRP by keepalived, the VIP on the bridge): see [`crate::ha`].
     #[serde(default)]
     pub ha: Option<crate::ha::HaSpec>,
+    /// flood = evpn: the node's BGP EVPN speaker (FRR), see [`crate::evpn`].
+    #[serde(default)]
+    pub evpn: Option<crate::evpn::EvpnSpec>,
     pub hosts_file: String,
     pub resolv_conf: String,
 }
@@ -208,6 +226,15 @@ pub struct VxlanInfo {
     pub group: Option<Ipv4Addr>,
     pub dev: Option<u32>,
     pub learning: Option<bool>,
+    #[serde(default)]
+    pub local: Option<Ipv4Addr>,
+}
+
+/// A bridge port's flags (IFLA_BRPORT_*), as dumped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+pub struct BrPortInfo {
+    pub learning: Option<bool>,
+    pub neigh_suppress: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -228,6 +255,9 @@ pub struct Link {
     #[serde(default)]
     pub group: u32,
     pub vxlan: Option<VxlanInfo>,
+    /// The port's flags when the link is enslaved to a bridge.
+    #[serde(default)]
+    pub brport: Option<BrPortInfo>,
     /// Bridge STP state (0 = off).
     pub stp: Option<u32>,
     /// Bridge IGMP snooping (IFLA_BR_MCAST_SNOOPING).

@@ -58,6 +58,7 @@ pub(crate) fn bare() -> Observed {
                 mac: vec![0; 6],
                 alias: None,
                 vxlan: None,
+                brport: None,
                 stp: None,
                 mcast_snooping: None,
                 link: None,
@@ -74,6 +75,7 @@ pub(crate) fn bare() -> Observed {
                 mac: vec![2, 0, 0, 0, 0, 5],
                 alias: None,
                 vxlan: None,
+                brport: None,
                 stp: None,
                 mcast_snooping: None,
                 link: None,
@@ -121,6 +123,7 @@ pub(crate) fn converged(d: &Desired) -> Observed {
         mac: d.bridge.mac.to_vec(),
         alias: None,
         vxlan: None,
+        brport: None,
         stp: Some(0),
         mcast_snooping: Some(false),
         link: None,
@@ -146,7 +149,12 @@ pub(crate) fn converged(d: &Desired) -> Observed {
                 port: Some(v.port),
                 group: v.group,
                 dev: Some(2),
-                learning: Some(true),
+                learning: Some(v.learning),
+                local: v.local,
+            }),
+            brport: Some(BrPortInfo {
+                learning: Some(!v.neigh_suppress),
+                neigh_suppress: Some(v.neigh_suppress),
             }),
             stp: None,
             mcast_snooping: None,
@@ -166,6 +174,7 @@ pub(crate) fn converged(d: &Desired) -> Observed {
             mac: vec![2, 2, 2, 2, 2, 2],
             alias: None,
             vxlan: None,
+            brport: None,
             stp: None,
             mcast_snooping: None,
             link: Some(13),
@@ -182,6 +191,7 @@ pub(crate) fn converged(d: &Desired) -> Observed {
             mac: vec![2, 2, 2, 2, 2, 3],
             alias: None,
             vxlan: None,
+            brport: None,
             stp: None,
             mcast_snooping: None,
             link: Some(12),
@@ -584,6 +594,7 @@ fn foreign_bridge_ports_and_addresses_untouched() {
             mac: vec![0xfe, 0, 0, 0, 0, 1],
             alias: None,
             vxlan: None,
+            brport: None,
             stp: None,
             mcast_snooping: None,
             link: None,
@@ -718,6 +729,7 @@ fn down_removes_only_owned() {
         mac: vec![2; 6],
         alias: None,
         vxlan: None,
+        brport: None,
         stp: None,
         mcast_snooping: None,
         link: None,
@@ -774,6 +786,7 @@ fn foreign_link(index: u32, name: &str, kind: &str, master: Option<u32>) -> Link
         mac: vec![2, 9, 9, 9, 9, index as u8],
         alias: None,
         vxlan: None,
+        brport: None,
         stp: None,
         mcast_snooping: None,
         link: None,
@@ -803,7 +816,11 @@ pub(crate) fn cfg_with(role: Role, extra: &[(&'static str, &str)]) -> Config {
     if let Some(g) = base.gateway {
         o.set("gateway", vec![g.to_string()], Source::Flag);
     }
-    if let Some(g) = base.group {
+    // (a flood mode without a group takes none)
+    let groupless = extra
+        .iter()
+        .any(|(k, v)| *k == "flood" && *v != "multicast");
+    if let Some(g) = base.group.filter(|_| !groupless) {
         o.set("group", vec![g.to_string()], Source::Flag);
     }
     for (k, v) in extra {
@@ -1154,4 +1171,99 @@ fn vtep_tx_checksum_off_is_planned_until_observed_off_and_after_every_re_creatio
     let mut o = converged(&d);
     o.vtep_tx_checksum = Some(true);
     assert!(plan_apply(&d, &o).unwrap().is_empty());
+}
+
+// --- flood = evpn: the VTEP FRR drives
+
+fn evpn_host() -> Config {
+    cfg(&[
+        ("role", "host"),
+        ("underlay", "eth0"),
+        ("address", "10.101.0.10/16"),
+        ("gateway", "10.101.0.1"),
+        ("flood", "evpn"),
+        ("evpn_reflectors", "10.0.1.4,10.0.1.5"),
+        ("evpn_frr", "spawn"),
+    ])
+}
+
+#[test]
+fn evpn_host_gets_a_nolearning_vtep_on_its_underlay_address_with_arp_suppressed() {
+    let o = bare();
+    let d = desired(&evpn_host(), &o).unwrap();
+    let v = d.vtep.as_ref().unwrap();
+    assert_eq!(v.group, None);
+    assert_eq!(v.local, Some(ip("10.0.1.5")), "eth0's address");
+    assert!(!v.learning && v.neigh_suppress);
+    assert!(d.flood_list.is_none(), "zebra owns the flood list");
+    assert!(
+        !d.sysctls.iter().any(|s| s.key == igmp_key("eth0")),
+        "no IGMP without multicast"
+    );
+    let e = d.evpn.as_ref().unwrap();
+    // this node's own address is no peer of its own
+    assert_eq!(e.reflectors, vec![ip("10.0.1.4")]);
+    assert_eq!(
+        (e.local, e.router_id, e.vni),
+        (ip("10.0.1.5"), ip("10.0.1.5"), 100)
+    );
+    let p = plan_apply(&d, &o).unwrap();
+    let at = p
+        .ops
+        .iter()
+        .position(|x| {
+            matches!(
+                x,
+                Op::CreateVtep {
+                    group: None,
+                    local: Some(_),
+                    learning: false,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let port = p
+        .ops
+        .iter()
+        .position(|x| {
+            matches!(
+                x,
+                Op::SetBridgePort {
+                    neigh_suppress: true,
+                    learning: false,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    assert!(at < port, "the port's flags after it exists");
+    assert!(!p.ops.iter().any(|x| matches!(x, Op::SetFloodList { .. })));
+    // converged: nothing to do, whatever zebra has put in the FDB
+    let mut c = converged(&d);
+    c.flood_list = [ip("10.0.1.4"), ip("10.0.1.9")].into();
+    assert!(plan_apply(&d, &c).unwrap().ops.is_empty());
+}
+
+#[test]
+fn evpn_drift_port_flags_are_repaired_and_a_learning_vtep_is_recreated() {
+    let d = desired(&evpn_host(), &bare()).unwrap();
+    let mut o = converged(&d);
+    vtep_mut(&mut o).brport = Some(BrPortInfo {
+        learning: Some(true),
+        neigh_suppress: Some(false),
+    });
+    assert_eq!(kinds(&plan_apply(&d, &o).unwrap().ops), vec!["bridge_port"]);
+    let mut o = converged(&d);
+    vtep_mut(&mut o).vxlan.as_mut().unwrap().learning = Some(true);
+    let k = kinds(&plan_apply(&d, &o).unwrap().ops);
+    assert!(k.starts_with(&["delete_link", "create_vtep"]), "{k:?}");
+    let mut o = converged(&d);
+    vtep_mut(&mut o).vxlan.as_mut().unwrap().local = Some(ip("10.0.1.99"));
+    let k = kinds(&plan_apply(&d, &o).unwrap().ops);
+    assert!(k.contains(&"create_vtep"), "{k:?}");
+    // a multicast VTEP keeps learning on and its port alone
+    let (dm, om) = setup(Role::Host);
+    assert!(dm.vtep.as_ref().unwrap().learning);
+    assert!(plan_apply(&dm, &om).unwrap().ops.is_empty());
 }

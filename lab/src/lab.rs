@@ -226,8 +226,20 @@ pub fn up(a: UpArgs) -> Result<u8> {
             a.peer_discovery
         )));
     }
+    if a.flood == "evpn" && !a.daemon {
+        return Err(usage(
+            "--flood evpn: needs --daemon (`overlayd run` runs each node's FRR; `overlayd apply` starts no daemon)",
+        ));
+    }
+    if a.flood == "evpn" && a.peer_discovery != "static" {
+        return Err(usage(format!(
+            "--peer-discovery {}: not with --flood evpn (the nodes are given the reflectors)",
+            a.peer_discovery
+        )));
+    }
     let flood = match (a.flood.as_str(), a.peer_discovery.as_str()) {
         ("multicast", _) => topo::Flood::Multicast,
+        ("evpn", _) => topo::Flood::Evpn,
         (_, "static") => topo::Flood::UnicastStatic,
         _ => topo::Flood::UnicastEc2,
     };
@@ -1757,7 +1769,7 @@ fn reachability(t: &Topology, o: &ProbeOpts) -> Reach {
 /// the number of IGMPv3 reports the stand-in dropped.
 fn membership(t: &Topology) -> Result<Value> {
     if t.flood.unicast() {
-        return Ok(json!({ "flood": "unicast" }));
+        return Ok(json!({ "flood": t.flood.name() }));
     }
     let mut blocks: Vec<Value> = Vec::new();
     for br in t.bridges() {
@@ -1830,11 +1842,18 @@ fn render_membership(m: &Value) -> String {
         let _ = writeln!(s, "membership: unavailable: {}", e.as_str().unwrap_or("?"));
         return s;
     }
-    if m.get("flood").is_some() {
-        let _ = writeln!(
-            s,
-            "flooding: unicast (no TGW; the VPC drops all multicast; each VTEP replicates to its peers)"
-        );
+    if let Some(f) = m.get("flood") {
+        let _ = if f.as_str() == Some("evpn") {
+            writeln!(
+                s,
+                "flooding: evpn (no TGW; the VPC drops all multicast; FRR learns MACs and the flood list from the route reflectors)"
+            )
+        } else {
+            writeln!(
+                s,
+                "flooding: unicast (no TGW; the VPC drops all multicast; each VTEP replicates to its peers)"
+            )
+        };
         return s;
     }
     let _ = writeln!(

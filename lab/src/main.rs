@@ -239,7 +239,9 @@ pub struct UpArgs {
     pub aws_endpoint: Option<String>,
     /// multicast: the vpc bridge stands in for a Transit Gateway multicast domain. unicast:
     /// no TGW, the VPC drops every multicast frame and overlayd replicates to its peers.
-    #[arg(long, default_value = "multicast", value_parser = ["multicast", "unicast"])]
+    /// evpn: no TGW either; every node runs FRR (zebra + bgpd, spawned by `overlayd run`, so
+    /// --daemon) and the router(s) are its route reflectors.
+    #[arg(long, default_value = "multicast", value_parser = ["multicast", "unicast", "evpn"])]
     pub flood: String,
     /// With --flood unicast: static (every node is given every other node as a peer) or ec2
     /// (needs --aws-endpoint: peers from DescribeInstances through the lab's EC2 API relay on

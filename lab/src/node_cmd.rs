@@ -42,7 +42,9 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
                 "--address".into(),
                 format!("{}/{}", n.overlay_ip, topo::OVERLAY_LEN),
             ]);
-            if flood == topo::Flood::UnicastStatic {
+            if flood == topo::Flood::Evpn {
+                a.extend(evpn_flags(t, n));
+            } else if flood == topo::Flood::UnicastStatic {
                 let peers: Vec<String> = t
                     .nodes
                     .iter()
@@ -88,6 +90,34 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
             "--fqdn".into(),
             format!("{}.{}.lab.internal", n.name, t.prefix),
         ]);
+    }
+    a
+}
+
+/// flood = evpn: FRR spawned by overlayd in the node's run directory; every node peers with
+/// the router(s), which accept clients from the whole VPC.
+fn evpn_flags(t: &Topology, n: &Node) -> Vec<String> {
+    let reflectors: Vec<String> = t
+        .nodes
+        .iter()
+        .filter(|r| r.role == Role::Router)
+        .map(|r| r.underlay_ip.to_string())
+        .collect();
+    let mut a = vec![
+        "--flood".into(),
+        "evpn".into(),
+        "--evpn-frr".into(),
+        "spawn".into(),
+        "--evpn-frr-dir".into(),
+        node_dir(&t.prefix, &n.name)
+            .join("frr")
+            .to_string_lossy()
+            .into_owned(),
+        "--evpn-reflector-ip".into(),
+        reflectors.join(","),
+    ];
+    if n.role == Role::Router {
+        a.extend(["--evpn-listen".into(), topo::VPC_CIDR.into()]);
     }
     a
 }

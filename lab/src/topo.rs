@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 
 /// Underlay (the emulated VPC subnet of the overlay nodes): 10.0.0.0/22.
 pub const UNDERLAY_LEN: u8 = 22;
+/// The VPC (both node subnets, the client subnet).
+pub const VPC_CIDR: &str = "10.0.0.0/16";
 /// The VPC router's address in the node subnet (AWS: subnet base + 1).
 pub const UNDERLAY_GW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// The "Amazon DNS" address (subnet base + 2); handed to overlayd as `--dns`, nothing answers.
@@ -148,11 +150,22 @@ pub enum Flood {
     /// No TGW, peers from EC2 DescribeInstances (moto, through the lab's EC2 API relay);
     /// every node is configured from its instance tags alone.
     UnicastEc2,
+    /// No TGW, no flooding by the VPC: BGP EVPN through FRR in each node (overlayd run spawns
+    /// zebra and bgpd), the router(s) route reflectors.
+    Evpn,
 }
 
 impl Flood {
+    /// No multicast: the VPC drops every multicast frame (unicast or EVPN).
     pub fn unicast(self) -> bool {
         self != Flood::Multicast
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Flood::Multicast => "multicast",
+            Flood::UnicastStatic | Flood::UnicastEc2 => "unicast",
+            Flood::Evpn => "evpn",
+        }
     }
 }
 

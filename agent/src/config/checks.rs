@@ -413,11 +413,12 @@ pub(super) fn check_group(
     flood: Flood,
     warnings: &mut Vec<String>,
 ) -> Result<Option<Ipv4Addr>, ConfigError> {
-    if flood == Flood::Unicast {
+    if !flood.uses_group() {
+        let flood = flood.as_str();
         return match get(m, "group") {
             Some((v, Source::Tag)) => {
                 warnings.push(format!(
-                    "the overlay:group tag ({v}) is ignored: flood = unicast uses no multicast group"
+                    "the overlay:group tag ({v}) is ignored: flood = {flood} uses no multicast group"
                 ));
                 Ok(None)
             }
@@ -425,7 +426,7 @@ pub(super) fn check_group(
                 "group",
                 v,
                 Some(s),
-                "flood = unicast sends no multicast (the VTEP has no group); remove group, or use flood = multicast",
+                format!("flood = {flood} sends no multicast (the VTEP has no group); remove group, or use flood = multicast"),
             )),
             None => Ok(None),
         };
@@ -704,6 +705,184 @@ pub(super) fn check_ha(
     }))
 }
 
+const EVPN_KEYS: &[&str] = &[
+    "evpn_asn",
+    "evpn_reflector",
+    "evpn_reflectors",
+    "evpn_listen",
+    "evpn_hold_time",
+    "evpn_frr",
+    "evpn_frr_dir",
+];
+
+fn parse_bool(k: &str, v: &str, s: Source) -> Result<bool, ConfigError> {
+    match v {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(err(k, v, Some(s), "expected true or false")),
+    }
+}
+
+/// Whether `asn` is a private AS number (RFC 6996).
+pub fn private_asn(asn: u32) -> bool {
+    (64512..=65534).contains(&asn) || (4_200_000_000..=4_294_967_294).contains(&asn)
+}
+
+/// The `evpn_*` keys: only with flood = evpn on a role with a VTEP (so a half-switched
+/// configuration is caught); a node that is no reflector needs the reflectors.
+pub(super) fn check_evpn(
+    m: &Layers,
+    role: Role,
+    flood: Flood,
+) -> Result<Option<EvpnSettings>, ConfigError> {
+    if flood != Flood::Evpn || !role.has_vtep() {
+        for k in EVPN_KEYS {
+            let (vals, src) = list(m, k);
+            if let (Some(v), Some(s)) = (vals.first(), src) {
+                let why = if role.has_vtep() {
+                    "only for flood = evpn".to_string()
+                } else {
+                    format!("role {role} has no VTEP")
+                };
+                return Err(err(k, v, Some(s), why));
+            }
+        }
+        if flood == Flood::Evpn {
+            if let Some((v, s)) = get(m, "flood") {
+                return Err(err(
+                    "flood",
+                    v,
+                    Some(s),
+                    format!("role {role} has no VTEP, so no BGP EVPN speaker"),
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let asn = match get(m, "evpn_asn") {
+        None => 65000,
+        Some((v, s)) => {
+            let n = v
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| err("evpn_asn", v, Some(s), "not an AS number"))?;
+            if !private_asn(n) {
+                return Err(err(
+                    "evpn_asn",
+                    v,
+                    Some(s),
+                    "not a private AS number: use 64512..65534 or 4200000000..4294967294",
+                ));
+            }
+            n
+        }
+    };
+    let reflector = match get(m, "evpn_reflector") {
+        None => role == Role::Router,
+        Some((v, s)) => parse_bool("evpn_reflector", v, s)?,
+    };
+    let (vals, rsrc) = list(m, "evpn_reflectors");
+    let mut reflectors = Vec::new();
+    for v in &vals {
+        let a: Ipv4Addr = v.parse().map_err(|_| {
+            err(
+                "evpn_reflectors",
+                v,
+                rsrc,
+                "not an IPv4 address (a route reflector's underlay IP)",
+            )
+        })?;
+        if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+            return Err(err(
+                "evpn_reflectors",
+                v,
+                rsrc,
+                "not a unicast underlay address",
+            ));
+        }
+        if !reflectors.contains(&a) {
+            reflectors.push(a);
+        }
+    }
+    if !reflector && reflectors.is_empty() {
+        return Err(err(
+            "evpn_reflectors",
+            "",
+            None,
+            "flood = evpn needs the route reflectors' underlay IPs (the routers'), e.g. \
+             evpn_reflectors = [\"10.0.0.10\"]; or make this node one with evpn_reflector = true",
+        ));
+    }
+    let (vals, lsrc) = list(m, "evpn_listen");
+    let mut listen = Vec::new();
+    for v in &vals {
+        if !reflector {
+            return Err(err(
+                "evpn_listen",
+                v,
+                lsrc,
+                "only a route reflector listens for clients (evpn_reflector = true)",
+            ));
+        }
+        let n: Ipv4Net = v.parse().map_err(|_| {
+            err(
+                "evpn_listen",
+                v,
+                lsrc,
+                "not an IPv4 CIDR such as 10.0.0.0/16",
+            )
+        })?;
+        listen.push(n.trunc());
+    }
+    let hold_secs = match get(m, "evpn_hold_time") {
+        None => 9,
+        Some((v, s)) => match v.trim_end_matches('s').parse::<u16>() {
+            Ok(n) if n >= 3 => n,
+            _ => {
+                return Err(err(
+                    "evpn_hold_time",
+                    v,
+                    Some(s),
+                    "expected 3..65535 seconds",
+                ))
+            }
+        },
+    };
+    let frr = match get(m, "evpn_frr") {
+        None | Some(("systemd", _)) => FrrMode::Systemd,
+        Some(("spawn", _)) => FrrMode::Spawn,
+        Some((v, s)) => {
+            return Err(err(
+                "evpn_frr",
+                v,
+                Some(s),
+                "expected systemd (the distribution's frr.service) or spawn (overlayd runs zebra and bgpd)",
+            ))
+        }
+    };
+    let frr_dir = match get(m, "evpn_frr_dir") {
+        None => PathBuf::from(match frr {
+            FrrMode::Systemd => "/etc/frr",
+            FrrMode::Spawn => "/run/overlayd/frr",
+        }),
+        Some((v, s)) => {
+            if !v.starts_with('/') {
+                return Err(err("evpn_frr_dir", v, Some(s), "must be an absolute path"));
+            }
+            PathBuf::from(v)
+        }
+    };
+    Ok(Some(EvpnSettings {
+        asn,
+        reflector,
+        reflectors,
+        listen,
+        hold_secs,
+        frr,
+        frr_dir,
+    }))
+}
+
 /// `vtep_tx_checksum`: keep (the kernel's setting) or off; true when it is to be off.
 pub(super) fn check_vtep_tx_checksum(m: &Layers) -> Result<bool, ConfigError> {
     match get(m, "vtep_tx_checksum") {
@@ -831,8 +1010,9 @@ pub(super) fn check_flood(m: &Layers) -> Result<Flood, ConfigError> {
                 "flood",
                 v,
                 Some(s),
-                "expected multicast (a Transit Gateway multicast domain floods the group) or \
-                 unicast (one copy per peer, no TGW)",
+                "expected multicast (a Transit Gateway multicast domain floods the group), \
+                 unicast (one copy per peer, no TGW) or evpn (BGP EVPN through FRR and route \
+                 reflectors, no TGW)",
             )
         })?,
     })
@@ -867,8 +1047,10 @@ pub(super) fn check_peers(
     let (vals, psrc) = list(m, "peers");
     let disc = get(m, "peer_discovery");
     let interval = get(m, "peer_interval");
-    if flood == Flood::Multicast || !role.has_vtep() {
-        let why = if role.has_vtep() {
+    if flood != Flood::Unicast || !role.has_vtep() {
+        let why = if flood == Flood::Evpn && role.has_vtep() {
+            "flood = evpn has no peer list: every node peers with the route reflectors (evpn_reflectors)".to_string()
+        } else if role.has_vtep() {
             "only for flood = unicast".to_string()
         } else {
             format!("role {role} has no VTEP")
@@ -990,6 +1172,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     let igmp_max_memberships = check_igmp_max_memberships(m)?;
     let vtep_tx_checksum_off = check_vtep_tx_checksum(m)?;
     let ha = check_ha(m, role, address, overlay_cidr)?;
+    let evpn = check_evpn(m, role, flood)?;
     let (state_dir, hosts_file, resolv_conf, control_socket) = check_paths(m)?;
     let resync_interval_secs = check_resync_interval(m)?;
     let metrics_address = check_metrics_address(m)?;
@@ -1023,6 +1206,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
         igmp_max_memberships,
         vtep_tx_checksum_off,
         ha,
+        evpn,
         state_dir,
         hosts_file,
         resolv_conf,

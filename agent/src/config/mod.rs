@@ -198,6 +198,8 @@ pub enum Flood {
     Multicast,
     /// One copy per peer (head-end replication from an all-zeros FDB entry per peer).
     Unicast,
+    /// BGP EVPN (FRR): MACs and the flood list come from route reflectors; see [`crate::evpn`].
+    Evpn,
 }
 
 impl Flood {
@@ -205,9 +207,45 @@ impl Flood {
         match s {
             "multicast" => Some(Flood::Multicast),
             "unicast" => Some(Flood::Unicast),
+            "evpn" => Some(Flood::Evpn),
             _ => None,
         }
     }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flood::Multicast => "multicast",
+            Flood::Unicast => "unicast",
+            Flood::Evpn => "evpn",
+        }
+    }
+    /// Whether the VTEP floods to a multicast group (and so needs IGMPv2 on the underlay).
+    pub fn uses_group(self) -> bool {
+        self == Flood::Multicast
+    }
+}
+
+/// How FRR runs for flood = evpn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrrMode {
+    /// The distribution's frr.service: overlayd writes its files and restarts it.
+    Systemd,
+    /// zebra and bgpd as overlayd's children (one node per network namespace).
+    Spawn,
+}
+
+/// flood = evpn as configured (`evpn_*` keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnSettings {
+    pub asn: u32,
+    pub reflector: bool,
+    /// The reflectors' underlay IPs (this node's own address is skipped at run time).
+    pub reflectors: Vec<Ipv4Addr>,
+    /// Reflector: where clients may connect from (empty: the underlay's own subnet).
+    pub listen: Vec<Ipv4Net>,
+    pub hold_secs: u16,
+    pub frr: FrrMode,
+    pub frr_dir: PathBuf,
 }
 
 /// Where the peers of unicast flooding come from.
@@ -280,6 +318,8 @@ pub struct Config {
     pub vtep_tx_checksum_off: bool,
     /// Router HA (`ha_peer` given).
     pub ha: Option<HaSettings>,
+    /// flood = evpn (None otherwise, and for roles without a VTEP).
+    pub evpn: Option<EvpnSettings>,
     pub state_dir: PathBuf,
     pub hosts_file: PathBuf,
     pub resolv_conf: PathBuf,

@@ -51,8 +51,10 @@ pub struct Settings {
     #[arg(long, env = "OVERLAYD_GROUP", value_name = "IP")]
     pub group: Option<String>,
     /// How broadcast/unknown frames reach the other nodes: multicast (a Transit Gateway
-    /// multicast domain floods the group) or unicast (one copy per peer, from an all-zeros
-    /// FDB entry per peer; no TGW) [default: multicast]
+    /// multicast domain floods the group), unicast (one copy per peer, from an all-zeros
+    /// FDB entry per peer; no TGW) or evpn (a BGP EVPN speaker, FRR, learns the other
+    /// nodes' MACs and flood list from route reflectors; no TGW, no member cap)
+    /// [default: multicast]
     #[arg(long, env = "OVERLAYD_FLOOD", value_name = "MODE")]
     pub flood: Option<String>,
     /// flood = unicast: the peers' underlay IPs (repeatable; env: comma-separated)
@@ -137,6 +139,47 @@ pub struct Settings {
     /// cut) [default: false]
     #[arg(long, env = "OVERLAYD_HA_PREEMPT", value_name = "BOOL")]
     pub ha_preempt: Option<String>,
+    /// flood = evpn: the private BGP AS of the cluster, 64512..65534 or
+    /// 4200000000..4294967294 (iBGP: the same on every node) [default: 65000]
+    #[arg(long, env = "OVERLAYD_EVPN_ASN", value_name = "ASN")]
+    pub evpn_asn: Option<String>,
+    /// flood = evpn: this node is a route reflector (clients connect to it from
+    /// evpn_listen) [default: true for role router, else false]
+    #[arg(long, env = "OVERLAYD_EVPN_REFLECTOR", value_name = "BOOL")]
+    pub evpn_reflector: Option<String>,
+    /// flood = evpn: the route reflectors' underlay IPs (repeatable; env: comma-separated);
+    /// every node peers with each of them, never with the other hosts. A reflector's own
+    /// address in the list is skipped (the same list fits every node)
+    #[arg(
+        long = "evpn-reflector-ip",
+        env = "OVERLAYD_EVPN_REFLECTORS",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub evpn_reflectors: Vec<String>,
+    /// flood = evpn, reflector: the underlay CIDRs BGP clients may connect from
+    /// (repeatable) [default: the underlay's own subnet]
+    #[arg(
+        long = "evpn-listen",
+        env = "OVERLAYD_EVPN_LISTEN",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub evpn_listen: Vec<String>,
+    /// flood = evpn: BGP hold time in seconds, 3..65535 (keepalives every third of it); a
+    /// node that dies without a clean stop is withdrawn after this long [default: 9]
+    #[arg(long, env = "OVERLAYD_EVPN_HOLD_TIME", value_name = "SECS")]
+    pub evpn_hold_time: Option<String>,
+    /// flood = evpn: how FRR runs. systemd: overlayd writes /etc/frr/frr.conf and
+    /// /etc/frr/daemons and restarts frr.service when they change; spawn: overlayd runs
+    /// zebra and bgpd as its children (a node per network namespace, as in overlay-lab)
+    /// [default: systemd]
+    #[arg(long, env = "OVERLAYD_EVPN_FRR", value_name = "systemd|spawn")]
+    pub evpn_frr: Option<String>,
+    /// flood = evpn: FRR's directory (systemd: its configuration, spawn: configuration,
+    /// sockets and pid files) [default: /etc/frr with systemd, /run/overlayd/frr with spawn]
+    #[arg(long, env = "OVERLAYD_EVPN_FRR_DIR", value_name = "DIR")]
+    pub evpn_frr_dir: Option<String>,
     /// Where overlayd records what it changed [default: /var/lib/overlayd]
     #[arg(long, env = "OVERLAYD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<String>,

@@ -40,7 +40,7 @@ fn bad(pairs: Vec<(&'static str, &'static str)>, key: &str) {
 fn every_key_is_a_flag_an_env_var_and_a_file_key() {
     use clap::Args;
     let cmd = Settings::augment_args(clap::Command::new("t"));
-    assert_eq!(keys().len(), 38);
+    assert_eq!(keys().len(), 45);
     for k in keys() {
         let a = cmd.get_arguments().find(|a| a.get_id() == *k).unwrap();
         let env = a.get_env().unwrap().to_string_lossy().into_owned();
@@ -484,4 +484,131 @@ fn router_ha_needs_a_peer_and_three_distinct_overlay_addresses() {
         with(with(r, "address", "10.101.0.1/16"), "ha_peer", "10.101.0.4"),
         "ha_vip",
     );
+}
+
+#[test]
+fn evpn_keys() {
+    let base = || {
+        let mut h = host();
+        h.retain(|(k, _)| *k != "group");
+        h
+    };
+    let c = cfg(&[
+        base(),
+        vec![
+            ("flood", "evpn"),
+            ("evpn_reflectors", "10.0.0.4,10.0.4.4,10.0.0.4"),
+        ],
+    ]
+    .concat())
+    .unwrap();
+    let e = c.evpn.as_ref().unwrap();
+    assert_eq!(e.asn, 65000);
+    assert!(!e.reflector, "a host is a client by default");
+    assert_eq!(e.reflectors.len(), 2, "duplicates dropped");
+    assert_eq!(e.hold_secs, 9);
+    assert_eq!(e.frr, FrrMode::Systemd);
+    assert_eq!(e.frr_dir, PathBuf::from("/etc/frr"));
+    // the router is a reflector by default and needs no list
+    let r = vec![
+        ("role", "router"),
+        ("address", "10.101.0.1/16"),
+        ("underlay", "eth0"),
+    ];
+    let c = cfg(&[
+        r.clone(),
+        vec![("flood", "evpn"), ("evpn_listen", "10.0.0.0/16")],
+    ]
+    .concat())
+    .unwrap();
+    let e = c.evpn.unwrap();
+    assert!(e.reflector);
+    assert_eq!(e.listen, vec!["10.0.0.0/16".parse::<Ipv4Net>().unwrap()]);
+    let ok = cfg(&[
+        base(),
+        vec![
+            ("flood", "evpn"),
+            ("evpn_reflectors", "10.0.0.4"),
+            ("evpn_asn", "4200000001"),
+            ("evpn_frr", "spawn"),
+            ("evpn_hold_time", "30"),
+        ],
+    ]
+    .concat())
+    .unwrap();
+    let e = ok.evpn.unwrap();
+    assert_eq!(
+        (e.asn, e.frr, e.hold_secs),
+        (4_200_000_001, FrrMode::Spawn, 30)
+    );
+    assert_eq!(e.frr_dir, PathBuf::from("/run/overlayd/frr"));
+
+    let ev = |extra: Vec<(&'static str, &'static str)>| {
+        [base(), vec![("flood", "evpn")], extra].concat()
+    };
+    bad(ev(vec![]), "evpn_reflectors");
+    bad(ev(vec![("evpn_reflectors", "nope")]), "evpn_reflectors");
+    bad(
+        ev(vec![("evpn_reflectors", "224.0.0.5")]),
+        "evpn_reflectors",
+    );
+    bad(
+        ev(vec![
+            ("evpn_reflectors", "10.0.0.4"),
+            ("evpn_asn", "65001000"),
+        ]),
+        "evpn_asn",
+    );
+    bad(
+        ev(vec![("evpn_reflectors", "10.0.0.4"), ("evpn_asn", "3356")]),
+        "evpn_asn",
+    );
+    bad(
+        ev(vec![
+            ("evpn_reflectors", "10.0.0.4"),
+            ("evpn_hold_time", "2"),
+        ]),
+        "evpn_hold_time",
+    );
+    bad(
+        ev(vec![
+            ("evpn_reflectors", "10.0.0.4"),
+            ("evpn_frr", "docker"),
+        ]),
+        "evpn_frr",
+    );
+    bad(
+        ev(vec![
+            ("evpn_reflectors", "10.0.0.4"),
+            ("evpn_listen", "10.0.0.0/16"),
+        ]),
+        "evpn_listen",
+    );
+    bad(
+        ev(vec![
+            ("evpn_reflectors", "10.0.0.4"),
+            ("evpn_frr_dir", "frr"),
+        ]),
+        "evpn_frr_dir",
+    );
+    bad(
+        ev(vec![
+            ("group", "239.255.0.1"),
+            ("evpn_reflectors", "10.0.0.4"),
+        ]),
+        "group",
+    );
+    bad(
+        ev(vec![
+            ("peers", "10.0.0.11"),
+            ("evpn_reflectors", "10.0.0.4"),
+        ]),
+        "peers",
+    );
+    // evpn keys without flood = evpn: a half-switched configuration
+    bad(
+        [host(), vec![("evpn_reflectors", "10.0.0.4")]].concat(),
+        "evpn_reflectors",
+    );
+    bad([host(), vec![("evpn_asn", "65000")]].concat(), "evpn_asn");
 }

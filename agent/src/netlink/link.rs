@@ -5,7 +5,8 @@ use super::{nl_err, Nl, R};
 use crate::model::*;
 use futures::TryStreamExt;
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridge, InfoBridgePort, InfoData, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use rtnetlink::Handle;
 use rtnetlink::LinkUnspec;
@@ -23,6 +24,7 @@ fn parse_link(m: &LinkMessage) -> Link {
         alias: None,
         group: 0,
         vxlan: None,
+        brport: None,
         stp: None,
         mcast_snooping: None,
         link: None,
@@ -49,10 +51,22 @@ fn parse_link(m: &LinkMessage) -> Link {
                                     InfoVxlan::Group(g) => x.group = Some(*g),
                                     InfoVxlan::Link(d) => x.dev = Some(*d),
                                     InfoVxlan::Learning(b) => x.learning = Some(*b),
+                                    InfoVxlan::Local(a) => x.local = Some(*a),
                                     _ => {}
                                 }
                             }
                             l.vxlan = Some(x);
+                        }
+                        LinkInfo::PortData(InfoPortData::BridgePort(ps)) => {
+                            let mut bp = BrPortInfo::default();
+                            for e in ps {
+                                match e {
+                                    InfoBridgePort::Learning(b) => bp.learning = Some(*b),
+                                    InfoBridgePort::NeighSupress(b) => bp.neigh_suppress = Some(*b),
+                                    _ => {}
+                                }
+                            }
+                            l.brport = Some(bp);
                         }
                         LinkInfo::Data(InfoData::Bridge(b)) => {
                             for e in b {

@@ -20,7 +20,7 @@ pub use fdb::{dump_flood_list, dump_remote_vteps, set_flood_list};
 pub use link::{delete_link, dump_links, set_mac, set_master, set_mtu, set_owner, set_up};
 pub use route::{add_route, del_route, dump_routes, restore_route, route_get};
 pub use rule::{add_rule, del_rule, dump_rules};
-pub use vxlan::create_vtep;
+pub use vxlan::{create_vtep, set_bridge_port, VtepArgs};
 
 use crate::model::Link;
 use futures::TryStreamExt;

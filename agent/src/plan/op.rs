@@ -36,6 +36,16 @@ pub enum Op {
         underlay: String,
         mtu: u32,
         master: String,
+        /// flood = evpn: the tunnel source address.
+        local: Option<Ipv4Addr>,
+        /// Learn remote MACs from received frames (off with evpn).
+        learning: bool,
+    },
+    /// The VTEP's bridge port: neighbour suppression and learning (flood = evpn: on, off).
+    SetBridgePort {
+        name: String,
+        neigh_suppress: bool,
+        learning: bool,
     },
     /// Unicast flooding: add and remove all-zeros FDB entries on the VTEP, in one batch.
     SetFloodList {
@@ -140,13 +150,22 @@ impl fmt::Display for Op {
                 "create bridge {name} (mac {mac}, mtu {mtu}, stp off, igmp snooping {}, up)",
                 if *mcast_snooping { "on" } else { "off" }
             ),
-            Op::CreateVtep { name, vni, port, group, underlay, mtu, master } => write!(
+            Op::CreateVtep { name, vni, port, group, underlay, mtu, master, local, learning } => write!(
                 f,
-                "create vxlan {name} (vni {vni}, dstport {port}, {}, dev {underlay}, mtu {mtu}, master {master}, up)",
-                match group {
-                    Some(g) => format!("group {g}"),
-                    None => "no group: unicast flooding".to_string(),
-                }
+                "create vxlan {name} (vni {vni}, dstport {port}, {}{}, dev {underlay}, mtu {mtu}, master {master}{}, up)",
+                match (group, local) {
+                    (Some(g), _) => format!("group {g}"),
+                    (None, Some(_)) => "no group: BGP EVPN".to_string(),
+                    (None, None) => "no group: unicast flooding".to_string(),
+                },
+                local.map(|a| format!(", local {a}")).unwrap_or_default(),
+                if *learning { "" } else { ", nolearning" }
+            ),
+            Op::SetBridgePort { name, neigh_suppress, learning } => write!(
+                f,
+                "bridge port {name}: neigh_suppress {}, learning {}",
+                if *neigh_suppress { "on" } else { "off" },
+                if *learning { "on" } else { "off" }
             ),
             Op::SetFloodList { vtep, add, remove } => {
                 let few = |v: &[Ipv4Addr]| {
@@ -231,6 +250,7 @@ impl Op {
             Op::CreateBridge { .. } => "create_bridge",
             Op::CreateVtep { .. } => "create_vtep",
             Op::SetFloodList { .. } => "flood_list",
+            Op::SetBridgePort { .. } => "bridge_port",
             Op::CreateDummy { .. } => "create_dummy",
             Op::SetOwner { .. } => "owner",
             Op::SetMtu { .. } => "mtu",

@@ -42,10 +42,39 @@ pub(super) fn vtep_mismatch(l: &Link, v: &VtepSpec, underlay_index: Option<u32>)
     if x.dev != underlay_index || underlay_index.is_none() {
         return Some(format!("underlay device differs from {}", v.underlay));
     }
-    if x.learning == Some(false) {
-        return Some("learning is off".into());
+    if x.learning != Some(v.learning) {
+        return Some(format!(
+            "learning is {}",
+            if x.learning == Some(true) {
+                "on"
+            } else {
+                "off"
+            }
+        ));
+    }
+    if v.local.is_some() && x.local != v.local {
+        return Some(format!(
+            "local {} != {}",
+            show(x.local.map(|n| n.to_string())),
+            show(v.local.map(|n| n.to_string()))
+        ));
     }
     None
+}
+
+/// flood = evpn: the VTEP's bridge port suppresses ARP and learns nothing.
+fn bridge_port_ops(p: &mut Plan, v: &VtepSpec, have: Option<BrPortInfo>) {
+    if !v.neigh_suppress {
+        return;
+    }
+    let ok = have.is_some_and(|b| b.neigh_suppress == Some(true) && b.learning == Some(false));
+    if !ok {
+        p.ops.push(Op::SetBridgePort {
+            name: v.name.clone(),
+            neigh_suppress: true,
+            learning: false,
+        });
+    }
 }
 
 /// Drift of a port that is kept: MTU, master.
@@ -113,6 +142,12 @@ pub(super) fn plan_vtep(
                 create = true;
             } else {
                 keep_port(p, o, l, v.mtu, &br.name, bridge_created);
+                // a port (re-)enslaved starts with the bridge's defaults
+                let fresh = p
+                    .ops
+                    .iter()
+                    .any(|op| matches!(op, Op::SetMaster { name, .. } if *name == v.name));
+                bridge_port_ops(p, v, if fresh { None } else { l.brport });
                 sysctl_op(p, o, &disable_ipv6_key(&v.name), "1", false, false);
                 set_up(p, l);
             }
@@ -127,7 +162,10 @@ pub(super) fn plan_vtep(
             underlay: v.underlay.clone(),
             mtu: v.mtu,
             master: br.name.clone(),
+            local: v.local,
+            learning: v.learning,
         });
+        bridge_port_ops(p, v, None);
         // Created enslaved and up in one netlink request.
         sysctl_op(p, o, &disable_ipv6_key(&v.name), "1", false, true);
     }

@@ -1,0 +1,705 @@
+//! flood = evpn: the node's BGP EVPN speaker is FRR (zebra + bgpd). overlayd renders FRR's
+//! whole configuration from its own (pure, here), runs it, and reads its state back.
+//!
+//! - Every node is an iBGP speaker of one private AS with `advertise-all-vni` (zebra finds
+//!   the VNI from the VTEP enslaved to the bridge) and `advertise-svi-ip` (the bridge's own
+//!   MAC and address, the node's overlay identity, become type-2 routes; without it a
+//!   node's MAC is never advertised, every frame to it is unknown unicast and flooded).
+//! - Nodes peer only with the route reflectors (`evpn_reflectors`), never with each other.
+//!   A reflector accepts clients from `evpn_listen` (`bgp listen range`: it needs no list of
+//!   hosts) and peers with the other reflectors as ordinary iBGP peers. The reflectors
+//!   share one cluster id, so a route reflected by one is not reflected again by the other.
+//! - FRR runs as the distribution's `frr.service` (`evpn_frr = systemd`: overlayd writes
+//!   `frr.conf` and `daemons` and restarts the unit when they change) or as overlayd's own
+//!   children (`spawn`: zebra and bgpd with their configuration, sockets and pid files in
+//!   `evpn_frr_dir`, one node per network namespace as in overlay-lab).
+//!
+//! The data plane is the kernel's: zebra installs the remote MACs as `extern_learn` FDB
+//! entries and the flood list (type-3 routes) as all-zeros entries on the VTEP; overlayd
+//! plans neither (they are zebra's).
+
+use crate::config::FrrMode;
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Marks the files overlayd owns.
+pub const MARKER: &str = "# Written by overlayd from its own configuration: edits are overwritten.";
+
+/// What the node's BGP speaker is to be (from the configuration and the underlay).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnSpec {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// The VTEP's tunnel source.
+    pub local: Ipv4Addr,
+    pub vni: u32,
+    pub bridge: String,
+    pub vtep: String,
+    pub reflector: bool,
+    /// The reflectors to peer with (this node's own address taken out).
+    pub reflectors: Vec<Ipv4Addr>,
+    /// Reflector: the ranges clients connect from.
+    pub listen: Vec<Ipv4Net>,
+    pub hold_secs: u16,
+    pub frr: FrrMode,
+    pub frr_dir: String,
+}
+
+impl EvpnSpec {
+    pub fn keepalive_secs(&self) -> u16 {
+        (self.hold_secs / 3).max(1)
+    }
+    /// The reflectors' common cluster id (derived from the AS: the same on every reflector).
+    pub fn cluster_id(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.asn)
+    }
+}
+
+/// The dynamic-neighbour limit of a reflector (FRR's default, 100, is the very limit this
+/// mode exists to pass).
+pub const LISTEN_LIMIT: u32 = 5000;
+pub const CLIENTS: &str = "OVERLAY_CLIENTS";
+
+fn header(s: &mut String, spec: &EvpnSpec) {
+    let _ = writeln!(s, "{MARKER}");
+    let _ = writeln!(
+        s,
+        "# BGP EVPN for VNI {} ({} on {}): AS {}, {}.",
+        spec.vni,
+        spec.vtep,
+        spec.bridge,
+        spec.asn,
+        if spec.reflector {
+            "route reflector"
+        } else {
+            "route-reflector client"
+        }
+    );
+}
+
+/// zebra's part (spawn: zebra.conf).
+pub fn zebra_conf(spec: &EvpnSpec, log: &str) -> String {
+    let mut s = String::new();
+    header(&mut s, spec);
+    let _ = writeln!(s, "hostname overlayd-{}", spec.local);
+    let _ = writeln!(s, "log {log} informational");
+    s
+}
+
+/// bgpd's part (spawn: bgpd.conf; systemd: the rest of frr.conf).
+pub fn bgpd_conf(spec: &EvpnSpec, log: &str) -> String {
+    let (k, h) = (spec.keepalive_secs(), spec.hold_secs);
+    let mut s = String::new();
+    header(&mut s, spec);
+    let _ = writeln!(s, "hostname overlayd-{}", spec.local);
+    let _ = writeln!(s, "log {log} informational");
+    let _ = writeln!(s, "router bgp {}", spec.asn);
+    let _ = writeln!(s, " bgp router-id {}", spec.router_id);
+    let _ = writeln!(s, " no bgp default ipv4-unicast");
+    let _ = writeln!(s, " bgp log-neighbor-changes");
+    let _ = writeln!(s, " timers bgp {k} {h}");
+    // a joining node's routes go out at once, not after the default 1 s of coalescing
+    let _ = writeln!(s, " coalesce-time 100");
+    if spec.reflector {
+        let _ = writeln!(s, " bgp cluster-id {}", spec.cluster_id());
+        let _ = writeln!(s, " bgp listen limit {LISTEN_LIMIT}");
+        let _ = writeln!(s, " neighbor {CLIENTS} peer-group");
+        let _ = writeln!(s, " neighbor {CLIENTS} remote-as {}", spec.asn);
+        let _ = writeln!(s, " neighbor {CLIENTS} timers {k} {h}");
+        for n in &spec.listen {
+            let _ = writeln!(s, " bgp listen range {n} peer-group {CLIENTS}");
+        }
+    }
+    for r in &spec.reflectors {
+        let _ = writeln!(s, " neighbor {r} remote-as {}", spec.asn);
+        let _ = writeln!(s, " neighbor {r} timers {k} {h}");
+        // retry a refused connection every second (FRR's default is 120 s)
+        let _ = writeln!(s, " neighbor {r} timers connect 1");
+    }
+    let _ = writeln!(s, " address-family l2vpn evpn");
+    if spec.reflector {
+        let _ = writeln!(s, "  neighbor {CLIENTS} activate");
+        let _ = writeln!(s, "  neighbor {CLIENTS} route-reflector-client");
+    }
+    for r in &spec.reflectors {
+        let _ = writeln!(s, "  neighbor {r} activate");
+    }
+    let _ = writeln!(s, "  advertise-all-vni");
+    let _ = writeln!(s, "  advertise-svi-ip");
+    let _ = writeln!(s, " exit-address-family");
+    let _ = writeln!(s, "exit");
+    s
+}
+
+/// systemd: the integrated frr.conf (zebra's and bgpd's parts in one file).
+pub fn frr_conf(spec: &EvpnSpec) -> String {
+    let mut s = zebra_conf(spec, "syslog");
+    for l in bgpd_conf(spec, "syslog").lines() {
+        if l.starts_with('#') || l.starts_with("hostname") || l.starts_with("log ") {
+            continue;
+        }
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
+}
+
+/// systemd: FRR's `daemons` file with bgpd switched on (zebra always runs); everything else
+/// as the operator or the package left it. None: nothing to change.
+pub fn daemons_file(existing: &str) -> Option<String> {
+    let mut found = false;
+    let mut changed = false;
+    let mut out = String::new();
+    for l in existing.lines() {
+        if l.trim_start().starts_with("bgpd=") {
+            found = true;
+            if l.trim() != "bgpd=yes" {
+                changed = true;
+                out.push_str("bgpd=yes\n");
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    if !found {
+        out.push_str("bgpd=yes\n");
+        changed = true;
+    }
+    changed.then_some(out)
+}
+
+/// Whether overlayd may (over)write FRR's `frr.conf` whose text is `existing`: absent, ours,
+/// or the package's stub (no routing protocol configured). Err names what is in the way.
+pub fn may_take(path: &Path, existing: Option<&str>) -> Result<(), String> {
+    let Some(t) = existing else { return Ok(()) };
+    if t.contains(MARKER) {
+        return Ok(());
+    }
+    if let Some(l) = t
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("router ") || l.starts_with("interface "))
+    {
+        return Err(format!(
+            "{} is not overlayd's and configures {l:?}: overlayd owns FRR with flood = evpn; \
+             move that configuration away (or the file, to keep it) and overlayd writes its own",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The EVPN part of `overlayd status` (read from FRR with vtysh).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EvpnStatus {
+    pub asn: u32,
+    pub reflector: bool,
+    /// "systemd" or "spawn".
+    pub frr: String,
+    /// Configured reflectors (this node's own address out).
+    pub reflectors: Vec<Ipv4Addr>,
+    /// BGP sessions in state Established / all configured or dynamic ones.
+    pub sessions_up: u32,
+    pub sessions: u32,
+    /// Peers not Established (address: state).
+    pub down: Vec<String>,
+    /// VNIs zebra knows.
+    pub vnis: u32,
+    /// Remote VTEPs of the flood list (type-3 routes).
+    pub remote_vteps: u32,
+    /// Local and remote MACs of the VNI (type-2).
+    pub local_macs: u32,
+    pub remote_macs: u32,
+    /// FRR (re)starts by overlayd after the first.
+    pub frr_restarts: u64,
+    pub frr_pids: Vec<u32>,
+    /// Why FRR cannot be run or read, while it lasts.
+    pub error: Option<String>,
+}
+
+/// The vtysh invocation for `spec` (spawn: its sockets are in `frr_dir`).
+pub fn vtysh(spec: &EvpnSpec) -> std::process::Command {
+    let mut c = std::process::Command::new(
+        std::env::var_os("OVERLAYD_VTYSH").unwrap_or_else(|| "vtysh".into()),
+    );
+    if spec.frr == FrrMode::Spawn {
+        c.arg("--vty_socket").arg(&spec.frr_dir);
+    }
+    c
+}
+
+fn show(spec: &EvpnSpec, cmd: &str) -> Result<serde_json::Value, String> {
+    let out = vtysh(spec)
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("vtysh: {e}"))?;
+    if !out.status.success() {
+        let e = String::from_utf8_lossy(&out.stdout).trim().to_string()
+            + String::from_utf8_lossy(&out.stderr).trim();
+        return Err(format!("vtysh -c {cmd:?}: {e}"));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| format!("vtysh -c {cmd:?}: not JSON ({e})"))
+}
+
+/// Sessions from `show bgp l2vpn evpn summary json`: (up, all, the ones down).
+pub fn parse_summary(v: &serde_json::Value) -> (u32, u32, Vec<String>) {
+    let peers = v
+        .get("peers")
+        .and_then(|p| p.as_object())
+        .cloned()
+        .unwrap_or_default();
+    let mut up = 0;
+    let mut down = Vec::new();
+    for (addr, p) in &peers {
+        let st = p.get("state").and_then(|s| s.as_str()).unwrap_or("?");
+        if st == "Established" {
+            up += 1;
+        } else {
+            down.push(format!("{addr}: {st}"));
+        }
+    }
+    (up, peers.len() as u32, down)
+}
+
+/// VNIs and remote VTEPs from `show evpn vni json` (an object keyed by VNI; a list in the
+/// detail view).
+pub fn parse_vnis(v: &serde_json::Value, vni: u32) -> (u32, u32) {
+    let items: Vec<&serde_json::Value> = match v {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        serde_json::Value::Object(o) => o.values().collect(),
+        _ => vec![],
+    };
+    let mut remotes = 0;
+    for i in &items {
+        if i.get("vni").and_then(|n| n.as_u64()) == Some(u64::from(vni)) {
+            // a number in `show evpn vni json`; FRR 8.4's detail view puts the list there
+            let n = |k: &str| {
+                i.get(k)
+                    .and_then(|n| n.as_u64().or_else(|| n.as_array().map(|a| a.len() as u64)))
+            };
+            remotes = n("numRemoteVteps")
+                .or_else(|| n("remoteVteps"))
+                .unwrap_or(0) as u32;
+        }
+    }
+    (items.len() as u32, remotes)
+}
+
+/// Local and remote MACs from `show evpn mac vni <vni> json`.
+pub fn parse_macs(v: &serde_json::Value) -> (u32, u32) {
+    let macs = v
+        .get("macs")
+        .and_then(|m| m.as_object())
+        .cloned()
+        .unwrap_or_default();
+    let mut local = 0;
+    let mut remote = 0;
+    for m in macs.values() {
+        match m.get("type").and_then(|t| t.as_str()) {
+            Some("local") => local += 1,
+            Some("remote") => remote += 1,
+            _ => {}
+        }
+    }
+    (local, remote)
+}
+
+/// Ask FRR for the state of `spec`'s speaker (blocking: vtysh is a child process).
+pub fn read_status(spec: &EvpnSpec, st: &mut EvpnStatus) {
+    st.asn = spec.asn;
+    st.reflector = spec.reflector;
+    st.frr = match spec.frr {
+        FrrMode::Systemd => "systemd".into(),
+        FrrMode::Spawn => "spawn".into(),
+    };
+    st.reflectors = spec.reflectors.clone();
+    let mut errors = Vec::new();
+    match show(spec, "show bgp l2vpn evpn summary json") {
+        Ok(v) => {
+            let (up, all, down) = parse_summary(&v);
+            st.sessions_up = up;
+            st.sessions = all;
+            st.down = down;
+        }
+        Err(e) => errors.push(e),
+    }
+    match show(spec, "show evpn vni json") {
+        Ok(v) => {
+            let (n, r) = parse_vnis(&v, spec.vni);
+            st.vnis = n;
+            st.remote_vteps = r;
+        }
+        Err(e) => errors.push(e),
+    }
+    match show(spec, &format!("show evpn mac vni {} json", spec.vni)) {
+        Ok(v) => {
+            let (l, r) = parse_macs(&v);
+            st.local_macs = l;
+            st.remote_macs = r;
+        }
+        Err(e) => errors.push(e),
+    }
+    if !errors.is_empty() && st.error.is_none() {
+        st.error = Some(errors.join("; "));
+    }
+}
+
+/// FRR run for `spec`: written and (re)started as its mode says.
+pub struct Supervisor {
+    bin_dir: PathBuf,
+    zebra: Option<std::process::Child>,
+    bgpd: Option<std::process::Child>,
+    written: Option<(String, String)>,
+    pub starts: u64,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn chown_frr(p: &Path) -> Result<(), String> {
+    let name = std::ffi::CString::new("frr").expect("no NUL");
+    // SAFETY: getpwnam with a valid C string; the result is read at once.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err("there is no user frr: install the frr package".into());
+    }
+    // SAFETY: pw is non-null and points at libc's static passwd entry.
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    std::os::unix::fs::chown(p, Some(uid), Some(gid))
+        .map_err(|e| format!("chown frr {}: {e}", p.display()))
+}
+
+fn write_file(p: &Path, text: &str) -> Result<(), String> {
+    let tmp = p.with_extension("overlayd-tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, p))
+        .map_err(|e| format!("write {}: {e}", p.display()))
+}
+
+impl Supervisor {
+    pub fn new() -> Supervisor {
+        Supervisor {
+            bin_dir: std::env::var_os("OVERLAYD_FRR_BIN_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "/usr/lib/frr".into()),
+            zebra: None,
+            bgpd: None,
+            written: None,
+            starts: 0,
+        }
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.zebra, &self.bgpd]
+            .iter()
+            .filter_map(|c| c.as_ref().map(|c| c.id()))
+            .collect()
+    }
+
+    /// Make FRR run with `spec`'s configuration.
+    pub fn ensure(&mut self, spec: &EvpnSpec) -> Result<(), String> {
+        match spec.frr {
+            FrrMode::Spawn => self.ensure_spawned(spec),
+            FrrMode::Systemd => self.ensure_unit(spec),
+        }
+    }
+
+    fn alive(c: &mut Option<std::process::Child>, what: &str) -> bool {
+        if let Some(ch) = c {
+            match ch.try_wait() {
+                Ok(None) => return true,
+                Ok(Some(st)) => tracing::warn!(status = %st, "{what} exited; restarting"),
+                Err(e) => tracing::warn!(error = %e, "{what}: wait failed; restarting"),
+            }
+        }
+        *c = None;
+        false
+    }
+
+    fn spawn(&self, daemon: &str, dir: &Path) -> Result<std::process::Child, String> {
+        let bin = self.bin_dir.join(daemon);
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.arg("-f")
+            .arg(dir.join(format!("{daemon}.conf")))
+            .arg("-i")
+            .arg(dir.join(format!("{daemon}.pid")))
+            .arg("-z")
+            .arg(dir.join("zserv.api"))
+            .arg("--vty_socket")
+            .arg(dir)
+            .stdin(std::process::Stdio::null());
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl only, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let c = cmd
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        tracing::info!(pid = c.id(), daemon, dir = %dir.display(), "FRR daemon started");
+        Ok(c)
+    }
+
+    fn ensure_spawned(&mut self, spec: &EvpnSpec) -> Result<(), String> {
+        let dir = PathBuf::from(&spec.frr_dir);
+        let z = zebra_conf(spec, "stdout");
+        let b = bgpd_conf(spec, "stdout");
+        let (zc, bc) = match &self.written {
+            Some((wz, wb)) => (*wz != z, *wb != b),
+            None => (true, true),
+        };
+        if zc || bc {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+            // the daemons drop to user frr and create their sockets here
+            chown_frr(&dir)?;
+            write_file(&dir.join("zebra.conf"), &z)?;
+            write_file(&dir.join("bgpd.conf"), &b)?;
+            self.written = Some((z, b));
+        }
+        if zc {
+            Self::stop_child(&mut self.bgpd);
+            Self::stop_child(&mut self.zebra);
+        } else if bc {
+            Self::stop_child(&mut self.bgpd);
+        }
+        if !Self::alive(&mut self.zebra, "zebra") {
+            // bgpd follows a new zebra (it keeps no state across zebra restarts)
+            Self::stop_child(&mut self.bgpd);
+            self.zebra = Some(self.spawn("zebra", &dir)?);
+            // bgpd connects to zebra's socket: give zebra a moment to create it
+            for _ in 0..50 {
+                if dir.join("zserv.api").exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        if !Self::alive(&mut self.bgpd, "bgpd") {
+            self.bgpd = Some(self.spawn("bgpd", &dir)?);
+            self.starts += 1;
+        }
+        Ok(())
+    }
+
+    fn systemctl(args: &[&str]) -> Result<bool, String> {
+        let out = std::process::Command::new(
+            std::env::var_os("OVERLAYD_SYSTEMCTL").unwrap_or_else(|| "systemctl".into()),
+        )
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("systemctl {}: {e}", args.join(" ")))?;
+        Ok(out.status.success())
+    }
+
+    fn ensure_unit(&mut self, spec: &EvpnSpec) -> Result<(), String> {
+        let dir = PathBuf::from(&spec.frr_dir);
+        let conf_path = dir.join("frr.conf");
+        let conf = frr_conf(spec);
+        let mut changed = false;
+        let cur = std::fs::read_to_string(&conf_path).ok();
+        if cur.as_deref() != Some(conf.as_str()) {
+            may_take(&conf_path, cur.as_deref())?;
+            write_file(&conf_path, &conf)?;
+            let _ = chown_frr(&conf_path);
+            changed = true;
+        }
+        let daemons = dir.join("daemons");
+        let cur = std::fs::read_to_string(&daemons).map_err(|e| {
+            format!(
+                "read {}: {e} (is the frr package installed?)",
+                daemons.display()
+            )
+        })?;
+        if let Some(new) = daemons_file(&cur) {
+            write_file(&daemons, &new)?;
+            let _ = chown_frr(&daemons);
+            changed = true;
+        }
+        let active = Self::systemctl(&["is-active", "--quiet", "frr.service"])?;
+        if changed || !active {
+            let verb = if active { "restart" } else { "start" };
+            if !Self::systemctl(&[verb, "frr.service"])? {
+                return Err(format!(
+                    "systemctl {verb} frr.service failed (journalctl -u frr)"
+                ));
+            }
+            tracing::info!(verb, conf = %conf_path.display(), "frr.service");
+            self.starts += 1;
+        }
+        Ok(())
+    }
+
+    fn stop_child(c: &mut Option<std::process::Child>) {
+        if let Some(mut ch) = c.take() {
+            // SAFETY: signalling our own child. SIGTERM: bgpd sends its peers a Cease, so
+            // they withdraw this node's routes at once.
+            unsafe { libc::kill(ch.id() as i32, libc::SIGTERM) };
+            let _ = ch.wait();
+        }
+    }
+
+    /// Stop the spawned daemons (evpn switched off, or overlayd stopping). A unit is left
+    /// running: frr.service is the system's.
+    pub fn stop(&mut self) {
+        Self::stop_child(&mut self.bgpd);
+        Self::stop_child(&mut self.zebra);
+        self.written = None;
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(reflector: bool) -> EvpnSpec {
+        EvpnSpec {
+            asn: 65000,
+            router_id: "10.0.0.21".parse().unwrap(),
+            local: "10.0.0.21".parse().unwrap(),
+            vni: 100,
+            bridge: "cloudbr0".into(),
+            vtep: "ethvxlan0".into(),
+            reflector,
+            reflectors: vec!["10.0.0.10".parse().unwrap(), "10.0.4.10".parse().unwrap()],
+            listen: vec!["10.0.0.0/16".parse().unwrap()],
+            hold_secs: 9,
+            frr: FrrMode::Spawn,
+            frr_dir: "/run/overlayd/frr".into(),
+        }
+    }
+
+    #[test]
+    fn a_client_peers_with_each_reflector_and_advertises_its_vni_and_bridge() {
+        let c = bgpd_conf(&spec(false), "stdout");
+        for want in [
+            "router bgp 65000",
+            " bgp router-id 10.0.0.21",
+            " no bgp default ipv4-unicast",
+            " timers bgp 3 9",
+            " neighbor 10.0.0.10 remote-as 65000",
+            " neighbor 10.0.4.10 remote-as 65000",
+            " neighbor 10.0.0.10 timers connect 1",
+            " address-family l2vpn evpn",
+            "  neighbor 10.0.0.10 activate",
+            "  neighbor 10.0.4.10 activate",
+            "  advertise-all-vni",
+            "  advertise-svi-ip",
+        ] {
+            assert!(c.contains(want), "{want:?} missing:\n{c}");
+        }
+        assert!(!c.contains("listen"), "a client listens for nobody:\n{c}");
+        assert!(!c.contains("route-reflector-client"), "{c}");
+    }
+
+    #[test]
+    fn a_reflector_listens_for_clients_and_peers_with_the_other_reflector() {
+        let mut s = spec(true);
+        s.reflectors = vec!["10.0.4.10".parse().unwrap()];
+        let c = bgpd_conf(&s, "stdout");
+        for want in [
+            " bgp cluster-id 0.0.253.232",
+            " bgp listen limit 5000",
+            " neighbor OVERLAY_CLIENTS peer-group",
+            " neighbor OVERLAY_CLIENTS remote-as 65000",
+            " bgp listen range 10.0.0.0/16 peer-group OVERLAY_CLIENTS",
+            "  neighbor OVERLAY_CLIENTS activate",
+            "  neighbor OVERLAY_CLIENTS route-reflector-client",
+            " neighbor 10.0.4.10 remote-as 65000",
+            "  neighbor 10.0.4.10 activate",
+            "  advertise-all-vni",
+        ] {
+            assert!(c.contains(want), "{want:?} missing:\n{c}");
+        }
+        // the peer reflector is no client of this one
+        assert!(
+            !c.contains("neighbor 10.0.4.10 route-reflector-client"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn frr_conf_is_one_file_with_one_hostname() {
+        let c = frr_conf(&spec(false));
+        assert_eq!(c.matches("hostname ").count(), 1, "{c}");
+        assert_eq!(c.matches("log syslog").count(), 1, "{c}");
+        assert!(c.starts_with(MARKER), "{c}");
+        assert!(c.contains("router bgp 65000"));
+    }
+
+    #[test]
+    fn daemons_gets_bgpd_and_nothing_else_changes() {
+        let d = "zebra=yes\nbgpd=no\nospfd=no\nvtysh_enable=yes\n";
+        let n = daemons_file(d).unwrap();
+        assert_eq!(n, "zebra=yes\nbgpd=yes\nospfd=no\nvtysh_enable=yes\n");
+        assert_eq!(daemons_file(&n), None, "idempotent");
+        assert!(daemons_file("ospfd=no\n").unwrap().ends_with("bgpd=yes\n"));
+    }
+
+    #[test]
+    fn frr_conf_is_taken_only_when_absent_ours_or_the_package_stub() {
+        let p = Path::new("/etc/frr/frr.conf");
+        assert!(may_take(p, None).is_ok());
+        assert!(may_take(
+            p,
+            Some("frr version 8.4\nhostname x\nlog syslog informational\n")
+        )
+        .is_ok());
+        assert!(may_take(p, Some(&frr_conf(&spec(false)))).is_ok());
+        let e = may_take(p, Some("router ospf\n network 10.0.0.0/8 area 0\n")).unwrap_err();
+        assert!(
+            e.contains("/etc/frr/frr.conf") && e.contains("router ospf"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn frr_json_is_counted() {
+        let s: serde_json::Value = serde_json::from_str(
+            r#"{"routerId":"10.0.0.21","as":65000,"peers":{"10.0.0.10":{"state":"Established"},"10.0.4.10":{"state":"Active"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_summary(&s),
+            (1, 2, vec!["10.0.4.10: Active".to_string()])
+        );
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"100":{"vni":100,"type":"L2","numRemoteVteps":2,"remoteVteps":["10.0.0.10","10.0.0.22"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(parse_vnis(&v, 100), (1, 2));
+        // FRR 8.4's detail view: the list under numRemoteVteps
+        let d: serde_json::Value = serde_json::from_str(
+            r#"[{"vni":100,"numRemoteVteps":["10.0.0.10","10.0.0.22","10.0.0.23"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(parse_vnis(&d, 100), (1, 3));
+        let m: serde_json::Value = serde_json::from_str(
+            r#"{"numMacs":3,"macs":{"aa:aa:aa:aa:aa:01":{"type":"local"},"aa:aa:aa:aa:aa:02":{"type":"remote"},"aa:aa:aa:aa:aa:03":{"type":"remote"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(parse_macs(&m), (1, 2));
+        assert_eq!(parse_summary(&serde_json::Value::Null), (0, 0, vec![]));
+    }
+}
