@@ -7,8 +7,10 @@
 //!   node's MAC is never advertised, every frame to it is unknown unicast and flooded).
 //! - Nodes peer only with the route reflectors (`evpn_reflectors`), never with each other.
 //!   A reflector accepts clients from `evpn_listen` (`bgp listen range`: it needs no list of
-//!   hosts) and peers with the other reflectors as ordinary iBGP peers. The reflectors
-//!   share one cluster id, so a route reflected by one is not reflected again by the other.
+//!   hosts) and peers with the other reflectors as ordinary iBGP peers. Each reflector keeps
+//!   its own cluster id (its router id): a reflector is also a VTEP, and must accept a
+//!   client's routes reflected by the other reflector when its own session to that client
+//!   is down (a shared cluster id would make it drop them as a loop).
 //! - FRR runs as the distribution's `frr.service` (`evpn_frr = systemd`: overlayd writes
 //!   `frr.conf` and `daemons` and restarts the unit when they change) or as overlayd's own
 //!   children (`spawn`: zebra and bgpd with their configuration, sockets and pid files in
@@ -52,10 +54,6 @@ impl EvpnSpec {
     pub fn keepalive_secs(&self) -> u16 {
         (self.hold_secs / 3).max(1)
     }
-    /// The reflectors' common cluster id (derived from the AS: the same on every reflector).
-    pub fn cluster_id(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.asn)
-    }
 }
 
 /// The dynamic-neighbour limit of a reflector (FRR's default, 100, is the very limit this
@@ -86,6 +84,9 @@ pub fn zebra_conf(spec: &EvpnSpec, log: &str) -> String {
     header(&mut s, spec);
     let _ = writeln!(s, "hostname overlayd-{}", spec.local);
     let _ = writeln!(s, "log {log} informational");
+    // a reflector in another subnet (AZ) is reached by the default route: without this
+    // zebra resolves no next hop through it and bgpd never connects ("Waiting for NHT")
+    let _ = writeln!(s, "ip nht resolve-via-default");
     s
 }
 
@@ -104,7 +105,6 @@ pub fn bgpd_conf(spec: &EvpnSpec, log: &str) -> String {
     // a joining node's routes go out at once, not after the default 1 s of coalescing
     let _ = writeln!(s, " coalesce-time 100");
     if spec.reflector {
-        let _ = writeln!(s, " bgp cluster-id {}", spec.cluster_id());
         let _ = writeln!(s, " bgp listen limit {LISTEN_LIMIT}");
         let _ = writeln!(s, " neighbor {CLIENTS} peer-group");
         let _ = writeln!(s, " neighbor {CLIENTS} remote-as {}", spec.asn);
@@ -445,6 +445,10 @@ impl Supervisor {
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // FRR stops on SIGTERM: whatever mask overlayd was started with
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
                 Ok(())
             });
         }
@@ -480,10 +484,14 @@ impl Supervisor {
         if !Self::alive(&mut self.zebra, "zebra") {
             // bgpd follows a new zebra (it keeps no state across zebra restarts)
             Self::stop_child(&mut self.bgpd);
+            // a socket left by an earlier zebra would pass for the new one: bgpd would then
+            // talk to nobody and retry only 10 s later (a join that takes 10 s)
+            let api = dir.join("zserv.api");
+            let _ = std::fs::remove_file(&api);
             self.zebra = Some(self.spawn("zebra", &dir)?);
-            // bgpd connects to zebra's socket: give zebra a moment to create it
-            for _ in 0..50 {
-                if dir.join("zserv.api").exists() {
+            // bgpd connects to zebra's socket: wait (at most 2 s) until zebra accepts on it
+            for _ in 0..100 {
+                if std::os::unix::net::UnixStream::connect(&api).is_ok() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -619,7 +627,6 @@ mod tests {
         s.reflectors = vec!["10.0.4.10".parse().unwrap()];
         let c = bgpd_conf(&s, "stdout");
         for want in [
-            " bgp cluster-id 0.0.253.232",
             " bgp listen limit 5000",
             " neighbor OVERLAY_CLIENTS peer-group",
             " neighbor OVERLAY_CLIENTS remote-as 65000",
@@ -646,6 +653,7 @@ mod tests {
         assert_eq!(c.matches("log syslog").count(), 1, "{c}");
         assert!(c.starts_with(MARKER), "{c}");
         assert!(c.contains("router bgp 65000"));
+        assert!(c.contains("ip nht resolve-via-default"), "{c}");
     }
 
     #[test]

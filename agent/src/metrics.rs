@@ -992,6 +992,36 @@ mod tests {
     }
 
     #[test]
+    fn evpn_gauges_appear_once_frr_was_read() {
+        let m = Metrics::new("host");
+        let k = KernelSample::default();
+        assert!(!m.render(&k).contains("overlayd_evpn"));
+        m.evpn(&crate::evpn::EvpnStatus {
+            sessions_up: 2,
+            sessions: 2,
+            vnis: 1,
+            remote_vteps: 121,
+            local_macs: 3,
+            remote_macs: 240,
+            frr_restarts: 1,
+            ..Default::default()
+        });
+        let out = m.render(&k);
+        for want in [
+            "overlayd_evpn_sessions_up 2",
+            "overlayd_evpn_sessions 2",
+            "overlayd_evpn_vnis 1",
+            "overlayd_evpn_remote_vteps 121",
+            "overlayd_evpn_remote_macs 240",
+            "overlayd_evpn_local_macs 3",
+            "overlayd_evpn_frr_restarts 1",
+        ] {
+            assert!(out.contains(want), "{want} missing:\n{out}");
+        }
+        assert!(out.ends_with("# EOF\n"), "one exposition: {out}");
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new("r\"o\\le\nx");
         m.repair("we\"ird");

@@ -117,6 +117,18 @@ pub fn spawn_one(
         .stderr(log)
         // own process group: a ctrl-C meant for `overlay-lab up` does not hit the daemons
         .process_group(0);
+    // A clean signal mask: `overlay-lab bench` blocks SIGTERM/SIGINT/SIGHUP in itself (its
+    // cleanup thread waits for them), and a mask survives fork and exec — a daemon started
+    // under it would never see its SIGTERM (or SIGHUP reload).
+    // SAFETY: sigprocmask only, async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
     let child = c
         .spawn()
         .with_context(|| format!("starting overlayd run on {}", n.name))?;

@@ -1038,6 +1038,22 @@ fn finish_build(
         })?;
         ph.done(&format!("{} VMs on cloudbr0 (mtu {vm_mtu})", placed.len()));
     }
+    if t.flood.unicast() {
+        // what each node has behind its VPC port: its bridge and its VMs
+        let owned: Vec<(String, Vec<[u8; 6]>)> = t
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut macs = vec![nl::in_netns(&n.ns, || nl::mac_of("cloudbr0"))?];
+                for v in t.vms.iter().filter(|v| v.host == n.name) {
+                    macs.push(nl::in_netns(&v.ns, || nl::mac_of("eth0"))?);
+                }
+                Ok((n.vpc_port.clone(), macs))
+            })
+            .collect::<Result<_>>()?;
+        crate::vpc::install_unknown_unicast(t, &owned)?;
+        ph.done("VPC: unknown-unicast counter");
+    }
     // For one query response interval (0.1 s) after the querier starts, the bridge floods
     // nothing (it waits for other queriers); a probe in that window loses its first ARP and
     // waits a 1 s ARP retransmit. Let that window pass.

@@ -176,3 +176,32 @@ pub fn in_netns<R: Send>(ns: &str, f: impl FnOnce() -> Result<R> + Send) -> Resu
         .unwrap_or_else(|_| bail!("worker thread for {ns} panicked"))
     })
 }
+
+/// The MAC of `dev` in the current network namespace (SIOCGIFHWADDR).
+pub fn mac_of(dev: &str) -> Result<[u8; 6]> {
+    // SAFETY: a datagram socket for the ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(dev.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of our ifreq.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        bail!("{dev}: SIOCGIFHWADDR: {err}");
+    }
+    // SAFETY: the ioctl succeeded, so the union holds the hardware address.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut m = [0u8; 6];
+    for (d, s) in m.iter_mut().zip(sa.sa_data.iter()) {
+        *d = *s as u8;
+    }
+    Ok(m)
+}

@@ -190,3 +190,46 @@ mod tests {
         );
     }
 }
+
+/// The counter of unknown-unicast flooding on the underlay: VXLAN packets the VPC delivers to
+/// a node that carry a unicast frame for a MAC that node does not have (its bridge's, its
+/// VMs'). A VTEP that knows where a MAC lives sends one copy to that node; one that does not
+/// (no FDB entry) replicates the frame to every remote VTEP, and all but one copy land here.
+pub const UNKNOWN_UNICAST: &str = "unknown_unicast_copies";
+
+/// Install the [`UNKNOWN_UNICAST`] counter (modes without multicast: the copies are unicast
+/// on the underlay). `owned`: each node's VPC port and the MACs behind it.
+pub fn install_unknown_unicast(t: &Topology, owned: &[(String, Vec<[u8; 6]>)]) -> Result<()> {
+    let mut s = String::new();
+    let _ = writeln!(s, "add counter bridge {TABLE} {UNKNOWN_UNICAST}");
+    // postrouting: bridged (same subnet) and routed (the other AZ) packets alike
+    let _ = writeln!(
+        s,
+        "add chain bridge {TABLE} unknown_unicast {{ type filter hook postrouting priority 0; policy accept; }}"
+    );
+    for (port, macs) in owned {
+        let set: Vec<String> = macs
+            .iter()
+            .map(|m| {
+                format!(
+                    "0x{}",
+                    m.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                )
+            })
+            .collect();
+        // @th,128: the inner Ethernet destination (after 8 bytes of UDP and 8 of VXLAN);
+        // bit 135 is its group bit (0: unicast)
+        let _ = writeln!(
+            s,
+            "add rule bridge {TABLE} unknown_unicast oifname \"{port}\" ether type ip udp dport {} @th,135,1 0 @th,128,48 != {{ {} }} counter name {UNKNOWN_UNICAST}",
+            4789,
+            set.join(", ")
+        );
+    }
+    crate::sys::run_ok(
+        Command::new("ip").args(["netns", "exec", &t.vpc_ns, "nft", "-f", "-"]),
+        Some(&s),
+    )
+    .map(|_| ())
+    .context("installing the unknown-unicast counter (nftables)")
+}

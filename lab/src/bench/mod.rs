@@ -10,6 +10,9 @@
 //!    one-peer change on a 1,000-peer FDB (overlayd's library code, and `overlayd apply`)
 //! 6. failover (only with `--only failover`): router HA in a two-AZ lab with moto, the
 //!    active router failed N times per mode; outages, overlay-internal loss, a TCP flow
+//! 7. evpn (only with `--only evpn`): BGP EVPN through FRR, 120 hosts and the router pair as
+//!    reflectors: FDB from BGP, unknown-unicast copies, joins, leaves, reflector failure,
+//!    memory, cold converge of 250 hosts
 //!
 //! Every namespace it creates is named `<prefix><c|r|t|s|f>-...`; all of them (and the daemons
 //! and child processes it started) are removed at the end, on errors and on SIGINT/SIGTERM.
@@ -23,6 +26,7 @@ use nl_raw::{NlSock, RTMGRP_LINK};
 use stream::Stream;
 
 mod converge;
+mod evpn;
 mod failover;
 mod fdb;
 mod nl_raw;
@@ -34,6 +38,7 @@ mod throughput;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use converge::converge;
+use evpn::evpn;
 use failover::failover;
 use fdb::fdb;
 use repair::repair;
@@ -50,20 +55,22 @@ use throughput::throughput;
 
 const GROUP: &str = "239.255.0.1";
 const UNDERLAY_MTU: u32 = 9001;
-const ALL: [&str; 6] = [
+const ALL: [&str; 7] = [
     "converge",
     "repair",
     "throughput",
     "scale",
     "fdb",
     "failover",
+    "evpn",
 ];
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// Benchmarks to run, comma-separated: converge, repair, throughput, scale, fdb,
     /// failover (router HA; not in the default set: it needs keepalived, iperf3 and moto, and
-    /// takes ~13 s per failover).
+    /// takes ~13 s per failover), evpn (BGP EVPN; not in the default set: it needs FRR and
+    /// keepalived, and ~10 GB of memory for 250 hosts).
     #[arg(
         long,
         value_delimiter = ',',
@@ -109,6 +116,18 @@ pub struct BenchArgs {
     /// Failover benchmark: moto behind the shim (started on a free loopback port).
     #[arg(long, value_name = "PATH", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/aws-emulator"))]
     pub aws_emulator: PathBuf,
+    /// evpn benchmark: hosts of the lab (plus the router pair as route reflectors and mgmt).
+    #[arg(long, default_value_t = 120)]
+    pub evpn_hosts: usize,
+    /// evpn benchmark: host joins to time (each: `overlayd down`, then `overlayd run`).
+    #[arg(long, default_value_t = 10)]
+    pub evpn_joins: usize,
+    /// evpn benchmark: hosts powered off (link cut + kill -9) to time the withdrawal.
+    #[arg(long, default_value_t = 2)]
+    pub evpn_power_offs: usize,
+    /// evpn benchmark: lab sizes (hosts) for the cold converge, comma-separated; 0 for none.
+    #[arg(long, value_delimiter = ',', default_value = "250")]
+    pub evpn_cold: Vec<usize>,
     /// One JSON document on stdout instead of the tables (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -360,7 +379,7 @@ fn kill_tracked() {
 }
 
 fn subs(prefix: &str) -> Vec<String> {
-    ["c", "r", "t", "s", "f", "h"]
+    ["c", "r", "t", "s", "f", "h", "e"]
         .iter()
         .map(|s| format!("{prefix}{s}"))
         .collect()
@@ -632,6 +651,10 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
                 "h",
                 "router HA: the active router failed (link cut, kill -9, both), two AZs",
             ),
+            "evpn" => (
+                "e",
+                "BGP EVPN (FRR): route reflectors on the router pair, two AZs",
+            ),
             _ => (
                 "s",
                 "overlay-lab up --hosts N --daemon: time to full reachability, daemon RSS",
@@ -648,6 +671,7 @@ pub fn bench(a: BenchArgs) -> Result<u8> {
             "throughput" => throughput(&ctx, &mut sec),
             "fdb" => fdb(&ctx, &mut sec),
             "failover" => failover(&ctx, &mut sec),
+            "evpn" => evpn(&ctx, &mut sec),
             _ => scale(&ctx, &mut sec),
         };
         if let Err(e) = r {
