@@ -15,21 +15,23 @@ use crate::{efs, rds};
 pub struct Outputs {
     pub cluster: String,
     pub region: String,
-    /// multicast | unicast (the cluster file's `flood`).
+    /// multicast | unicast | evpn (the cluster file's `flood`).
     pub flood: String,
-    /// ec2 | static with unicast flooding; None with multicast.
+    /// ec2 | static with unicast and evpn flooding; None with multicast.
     pub peer_discovery: Option<String>,
-    /// None with unicast flooding (no transit gateway).
+    /// None with unicast and evpn flooding (no transit gateway).
     pub transit_gateway_id: Option<String>,
     pub tgw_attachment_id: Option<String>,
     pub multicast_domain_id: Option<String>,
-    /// None with unicast flooding and no multicast_group in the cluster file.
+    /// None with unicast/evpn flooding and no multicast_group in the cluster file.
     pub multicast_group: Option<String>,
     pub security_groups: BTreeMap<String, String>,
     /// The first router's primary interface (where bootstrap points new routes).
     pub router_eni: String,
     /// Every router's primary interface (with an HA pair: the first, then its standby).
     pub router_enis: Vec<String>,
+    /// Every router's primary private (underlay) address, in the same order.
+    pub router_ips: Vec<String>,
     pub efs_id: Option<String>,
     pub efs_dns_name: Option<String>,
     pub efs_mount_options: String,
@@ -61,10 +63,10 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
     let mut errors = Vec::new();
 
     let tgw_branch = async {
-        let r = if ctx.cluster.flood.multicast() {
+        let r = if ctx.cluster.flood.needs_multicast_domain() {
             ec2::tgw::converge(ctx).await.map(|ids| (ids, None))
         } else {
-            // Unicast flooding: no link of the chain is created, planned or reported.
+            // Unicast and evpn flooding: no link of the chain is created, planned or reported.
             ec2::tgw::unused(ctx)
                 .await
                 .map(|note| (TgwIds::default(), Some(note)))
@@ -109,6 +111,7 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
         multicast_group: ctx.cluster.cfg.multicast_group.clone(),
         router_eni: env.router_eni(),
         router_enis: env.router_enis(),
+        router_ips: env.router_ips(),
         efs_mount_options: efs::MOUNT_OPTIONS.to_string(),
         ..Default::default()
     };
@@ -164,7 +167,7 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
         "http://<router public address>:8080/client (router {})",
         ctx.cluster.routers.join(" or ")
     );
-    out.overlayd = overlayd_settings(ctx, &out);
+    out.overlayd = overlayd_settings(ctx, &out, &env.subnet_cidrs);
     Ok(Report {
         items: ctx.take_items(),
         outputs: out,
@@ -173,7 +176,11 @@ pub async fn run(ctx: &Ctx) -> Result<Report> {
     })
 }
 
-fn overlayd_settings(ctx: &Ctx, out: &Outputs) -> BTreeMap<String, BTreeMap<String, String>> {
+fn overlayd_settings(
+    ctx: &Ctx,
+    out: &Outputs,
+    subnet_cidrs: &[String],
+) -> BTreeMap<String, BTreeMap<String, String>> {
     let cfg = &ctx.cluster.cfg;
     let mut m = BTreeMap::new();
     for role in ["router", "host", "management"] {
@@ -192,6 +199,14 @@ fn overlayd_settings(ctx: &Ctx, out: &Outputs) -> BTreeMap<String, BTreeMap<Stri
             }
             Some(p) => {
                 s.insert("peer_discovery".to_string(), p.as_str().to_string());
+            }
+        }
+        // EVPN: every node peers with the route reflectors (the routers' underlay addresses);
+        // the reflectors accept BGP clients from the overlay subnets.
+        if ctx.cluster.flood.needs_bgp() {
+            s.insert("evpn_reflectors".to_string(), out.router_ips.join(","));
+            if role == "router" {
+                s.insert("evpn_listen".to_string(), subnet_cidrs.join(","));
             }
         }
         s.insert("vxlan_port".to_string(), "4789".to_string());
@@ -275,14 +290,20 @@ pub fn print_outputs(o: &Outputs) {
                 "  flood                unicast (head-end replication over UDP 4789), peer discovery {peers}"
             );
             println!("  transit gateway      not used (flood = unicast)");
-            if peers == "ec2" {
-                println!(
-                    "  overlay nodes        tag each instance {}={}; their instance roles: \
-                     overlayctl iam-policy --for host|management|router -c <cluster file>",
-                    crate::config::CLUSTER_TAG,
-                    o.cluster
-                );
-            }
+            tag_note(o, peers);
+        }
+        ("evpn", peers) => {
+            let peers = peers.unwrap_or("ec2");
+            let reflectors = if o.router_ips.is_empty() {
+                "-".to_string()
+            } else {
+                o.router_ips.join(", ")
+            };
+            println!(
+                "  flood                evpn (BGP EVPN over TCP 179 to the route reflector(s) {reflectors}), peer discovery {peers}"
+            );
+            println!("  transit gateway      not used (flood = evpn)");
+            tag_note(o, peers);
         }
         _ => {
             println!("  flood                multicast");
@@ -322,5 +343,17 @@ pub fn print_outputs(o: &Outputs) {
         for (k, v) in settings {
             println!("    {k} = {v}");
         }
+    }
+}
+
+/// The hint of the modes whose peers come from EC2: tag the nodes, give them the roles.
+fn tag_note(o: &Outputs, peers: &str) {
+    if peers == "ec2" {
+        println!(
+            "  overlay nodes        tag each instance {}={}; their instance roles: \
+             overlayctl iam-policy --for host|management|router -c <cluster file>",
+            crate::config::CLUSTER_TAG,
+            o.cluster
+        );
     }
 }

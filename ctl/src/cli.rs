@@ -27,7 +27,9 @@ RDS Extended Support since 2026-07-31).
 Flooding: with flood = \"multicast\" (the default) the overlay floods through the transit
 gateway's multicast domain. With flood = \"unicast\" overlayd replicates flooded frames to
 every peer itself (UDP 4789 inside the subnet) and no transit gateway is created, planned or
-reported; teardown still deletes one left tagged for the cluster.
+reported; teardown still deletes one left tagged for the cluster. With flood = \"evpn\" the
+same, and each node's BGP speaker (FRR, iBGP) peers with the route reflector(s) on the
+router(s): the vtep group also lets TCP 179 in from the overlay subnet(s).
 
 AWS is the state: every resource is tagged overlay:cluster=<name> and found again by that
 tag, so every command can be re-run. A bootstrap of a converged cluster changes nothing;
@@ -54,10 +56,11 @@ attachment, multicast associations, EFS mount targets and subnet rules cover eac
 second_subnet_id (another AZ, for the RDS subnet group; optional when subnet_ids already
 spans two AZs), overlay_cidr,
 flood (\"multicast\": a transit gateway multicast domain, the default; \"unicast\": head-end
-replication by overlayd, no transit gateway), multicast_group (required with multicast;
-unused with unicast), peer_discovery (unicast only: \"ec2\", the default, finds the peers
-with DescribeInstances by the cluster tag; \"static\": overlayd's own peer list; refused with
-multicast), router_instance_id or router_instance_ids (an HA pair [a, b], one per AZ:
+replication by overlayd, no transit gateway; \"evpn\": BGP EVPN, route reflectors on the
+routers, BGP (TCP 179) between the nodes, no transit gateway), multicast_group (required with
+multicast; unused with unicast and evpn), peer_discovery (unicast and evpn: \"ec2\", the
+default, finds the peers with DescribeInstances by the cluster tag; \"static\": overlayd's own
+peer list; refused with multicast), router_instance_id or router_instance_ids (an HA pair [a, b], one per AZ:
 source/dest check off on both, new routes point at a, a route already pointing at either is
 left alone so a failover is not undone), route_table_ids (default: every route table of the
 VPC; bootstrap tags each overlay:cluster=<name>, which scopes the routers' takeover), access_cidr (who may reach the UI/services), efs_throughput_mibps (25),
@@ -77,9 +80,9 @@ cluster's flooding:
   always                      ec2:DescribeNetworkInterfaces, ec2:DescribeTags (instance tags
                               when instance metadata tags are off)
   flood = multicast           + the multicast domain reads (diagnostics)
-  flood = unicast, peer_discovery = ec2
+  flood = unicast or evpn, peer_discovery = ec2
                               + ec2:DescribeInstances (finding the peers)
-  flood = unicast, peer_discovery = static
+  flood = unicast or evpn, peer_discovery = static
                               nothing more
 --for management, the management server: OverlayAgent + OverlaySecrets
   (secretsmanager:GetSecretValue, secretsmanager:DescribeSecret on the cluster's database
@@ -116,8 +119,11 @@ Checks (stable ids; every id is always reported, in this order):
                             queries); a security group as source fails (AWS does not honour it
                             for multicast), 0.0.0.0/0 warns (too wide)
   sg.vtep.vxlan             the vtep group lets UDP 4789 in from the subnet CIDR; a security
-                            group as source fails with multicast (warns with unicast),
+                            group as source fails with multicast (warns with unicast/evpn),
                             0.0.0.0/0 warns (too wide)
+  sg.vtep.bgp               flood = evpn: the vtep group lets TCP 179 (BGP to the route
+                            reflectors) in from every overlay subnet CIDR; a security group as
+                            source warns, 0.0.0.0/0 warns (too wide)
   nacl                      each overlay subnet's network ACL allows IGMP from 0.0.0.0, UDP
                             4789 from and to the subnets (and IGMP / UDP 4789 to the group)
   tgw.domain                transit gateway (multicast on), attachment on every subnet,
@@ -134,8 +140,9 @@ Checks (stable ids; every id is always reported, in this order):
   efs.mount-target          the file system has an available mount target in every overlay
                             subnet with the efs group
 
-With flood = \"unicast\" sg.vtep.igmp, tgw.domain, tgw.members and instances.nitro are ok with
-\"not used (flood = unicast)\". A check that cannot read what it needs (access denied, a call
+With flood = \"unicast\" or \"evpn\" sg.vtep.igmp, tgw.domain, tgw.members and instances.nitro
+are ok with \"not used (flood = unicast)\" (or evpn); sg.vtep.bgp is ok with \"not used (flood =
+multicast)\" (or unicast) unless flood = \"evpn\". A check that cannot read what it needs (access denied, a call
 failing) says unknown and why; the others still decide.
 
 Verdicts: ok, warn, fail, unknown. Exit status: 0 when no check fails (warnings and unknowns
@@ -239,9 +246,9 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         cluster: Option<String>,
         /// The cluster's flood mode, without --config [default: multicast].
-        #[arg(long, value_parser = ["multicast", "unicast"], value_name = "multicast|unicast")]
+        #[arg(long, value_parser = config::FLOOD_MODES.to_vec(), value_name = "multicast|unicast|evpn")]
         flood: Option<String>,
-        /// With --flood unicast: how overlayd finds its peers [default: ec2].
+        /// With --flood unicast or evpn: how overlayd finds its peers [default: ec2].
         #[arg(long, value_parser = ["ec2", "static"], value_name = "ec2|static")]
         peer_discovery: Option<String>,
     },
@@ -389,7 +396,7 @@ async fn run(cli: Cli) -> Result<i32> {
                             UsageError::new(
                                 &flag,
                                 &e.value,
-                                "only used with --flood unicast (multicast flooding needs no peer list)",
+                                "only used with --flood unicast or evpn (multicast flooding needs no peer list)",
                             )
                         } else {
                             UsageError::new(&flag, &e.value, &e.message)

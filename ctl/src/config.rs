@@ -59,6 +59,10 @@ pub enum Flood {
     /// Head-end replication: every VTEP sends a copy to every peer over unicast UDP 4789; no
     /// transit gateway.
     Unicast(PeerDiscovery),
+    /// BGP EVPN control plane (FRR): every node's BGP speaker peers over iBGP (TCP 179) with
+    /// the route reflector(s) on the router(s); flooding is head-end replication to the VTEPs
+    /// EVPN announces, over unicast UDP 4789. No transit gateway, no multicast group.
+    Evpn(PeerDiscovery),
 }
 
 impl Flood {
@@ -66,23 +70,36 @@ impl Flood {
         match self {
             Flood::Multicast => "multicast",
             Flood::Unicast(_) => "unicast",
+            Flood::Evpn(_) => "evpn",
         }
     }
-    pub fn multicast(&self) -> bool {
-        *self == Flood::Multicast
+    /// Whether the mode floods through a Transit Gateway multicast domain: the TGW chain, the
+    /// IGMP rule and a multicast group are needed (multicast only).
+    pub fn needs_multicast_domain(&self) -> bool {
+        matches!(self, Flood::Multicast)
     }
-    /// The peer discovery of unicast flooding (None with multicast, where it means nothing).
+    /// Whether the nodes run a BGP speaker (iBGP, TCP 179) that peers with the route
+    /// reflector(s) on the router(s) (evpn only).
+    pub fn needs_bgp(&self) -> bool {
+        matches!(self, Flood::Evpn(_))
+    }
+    /// The peer discovery of unicast and evpn flooding (None with multicast, where it means
+    /// nothing).
     pub fn peer_discovery(&self) -> Option<PeerDiscovery> {
         match self {
             Flood::Multicast => None,
-            Flood::Unicast(p) => Some(*p),
+            Flood::Unicast(p) | Flood::Evpn(p) => Some(*p),
         }
     }
 }
 
+/// The values `flood` accepts.
+pub const FLOOD_MODES: [&str; 3] = ["multicast", "unicast", "evpn"];
+
 /// `flood` and `peer_discovery` as written (in the cluster file or as `iam-policy` options):
-/// `flood` is multicast or unicast; `peer_discovery` (ec2 or static, default ec2) only goes with
-/// unicast: with multicast it would do nothing, so it is refused rather than ignored.
+/// `flood` is multicast, unicast or evpn; `peer_discovery` (ec2 or static, default ec2) only
+/// goes with unicast and evpn: with multicast it would do nothing, so it is refused rather than
+/// ignored.
 pub fn parse_flood(flood: &str, peer_discovery: Option<&str>) -> Result<Flood, UsageError> {
     let peer = match peer_discovery {
         None => None,
@@ -102,16 +119,18 @@ pub fn parse_flood(flood: &str, peer_discovery: Option<&str>) -> Result<Flood, U
             Some(p) => Err(UsageError::new(
                 "peer_discovery",
                 p,
-                "only used with flood = \"unicast\" (multicast flooding needs no peer list): \
-                 remove it, or set flood = \"unicast\"",
+                "only used with flood = \"unicast\" or \"evpn\" (multicast flooding needs no \
+                 peer list): remove it, or set flood = \"unicast\" or \"evpn\"",
             )),
         },
         "unicast" => Ok(Flood::Unicast(peer.unwrap_or(PeerDiscovery::Ec2))),
+        "evpn" => Ok(Flood::Evpn(peer.unwrap_or(PeerDiscovery::Ec2))),
         other => Err(UsageError::new(
             "flood",
             other,
-            "must be \"multicast\" (Transit Gateway multicast domain) or \"unicast\" \
-             (head-end replication, no transit gateway)",
+            "must be \"multicast\" (Transit Gateway multicast domain), \"unicast\" \
+             (head-end replication, no transit gateway) or \"evpn\" (BGP EVPN with route \
+             reflectors on the routers, no transit gateway)",
         )),
     }
 }
@@ -133,7 +152,7 @@ pub struct ClusterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub second_subnet_id: Option<String>,
     pub overlay_cidr: String,
-    /// Required with flood = "multicast"; with "unicast" checked if given, else unused.
+    /// Required with flood = "multicast"; with "unicast" and "evpn" checked if given, else unused.
     #[serde(default)]
     pub multicast_group: Option<String>,
     #[serde(default = "default_flood")]
@@ -524,7 +543,7 @@ pub fn validate(cfg: ClusterConfig) -> Result<Cluster, UsageError> {
     let flood = parse_flood(&cfg.flood, cfg.peer_discovery.as_deref())?;
     let group = match &cfg.multicast_group {
         Some(g) => Some(check_group(g)?),
-        None if flood.multicast() => {
+        None if flood.needs_multicast_domain() => {
             return Err(UsageError::new(
                 "multicast_group",
                 "",
@@ -838,6 +857,49 @@ access_cidr = "203.0.113.0/24"
     }
 
     #[test]
+    fn evpn_flooding_takes_peer_discovery_like_unicast() {
+        let c = parse(&with("flood", "\"evpn\"")).unwrap();
+        assert_eq!(c.flood, Flood::Evpn(PeerDiscovery::Ec2));
+        assert_eq!(c.flood.as_str(), "evpn");
+        assert!(!c.flood.needs_multicast_domain() && c.flood.needs_bgp());
+        let c = parse(&format!(
+            "{}peer_discovery = \"static\"\n",
+            with("flood", "\"evpn\"")
+        ))
+        .unwrap();
+        assert_eq!(c.flood, Flood::Evpn(PeerDiscovery::Static));
+        assert_eq!(c.flood.peer_discovery(), Some(PeerDiscovery::Static));
+        // the helpers, mode by mode
+        for (f, domain, bgp) in [
+            (Flood::Multicast, true, false),
+            (Flood::Unicast(PeerDiscovery::Ec2), false, false),
+            (Flood::Evpn(PeerDiscovery::Ec2), false, true),
+        ] {
+            assert_eq!(
+                (f.needs_multicast_domain(), f.needs_bgp()),
+                (domain, bgp),
+                "{f:?}"
+            );
+            assert!(FLOOD_MODES.contains(&f.as_str()));
+        }
+        assert_eq!(Flood::Multicast.peer_discovery(), None);
+        // bad peer_discovery with evpn: named with its value
+        let e = parse(&format!(
+            "{}peer_discovery = \"dns\"\n",
+            with("flood", "\"evpn\"")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.value.as_str()),
+            ("peer_discovery", "dns")
+        );
+        // a wrong spelling is refused, naming every mode
+        let e = parse(&with("flood", "\"EVPN\"")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.value.as_str()), ("flood", "EVPN"));
+        assert!(e.message.contains("\"evpn\""), "{e}");
+    }
+
+    #[test]
     fn multicast_group_is_needed_only_for_multicast_flooding() {
         let without: String = GOOD
             .lines()
@@ -847,16 +909,21 @@ access_cidr = "203.0.113.0/24"
         let e = parse(&without).unwrap_err();
         assert_eq!(e.field, "multicast_group");
         assert!(e.message.contains("flood"), "{e}");
-        let c = parse(&format!("{without}flood = \"unicast\"\n")).unwrap();
-        assert_eq!(c.group, None);
+        for mode in ["unicast", "evpn"] {
+            let c = parse(&format!("{without}flood = \"{mode}\"\n")).unwrap();
+            assert_eq!(c.group, None, "{mode}");
+        }
         // given with unicast it is still checked (switching back is one key)
         let bad = with("multicast_group", "\"10.0.0.1\"");
-        assert_eq!(
-            parse(&format!("{bad}flood = \"unicast\"\n"))
-                .unwrap_err()
-                .field,
-            "multicast_group"
-        );
+        for mode in ["unicast", "evpn"] {
+            assert_eq!(
+                parse(&format!("{bad}flood = \"{mode}\"\n"))
+                    .unwrap_err()
+                    .field,
+                "multicast_group",
+                "{mode}"
+            );
+        }
     }
 
     #[test]

@@ -11,10 +11,12 @@
 //! * [`diagnose`]: pure judgement of the cluster file against the facts, one [`Check`] per
 //!   stable id ([`CHECK_IDS`]), unit-tested with hand-built facts.
 //!
-//! Every id is always reported, in the same order. With flood = "unicast" the checks that only
-//! concern multicast flooding (`sg.vtep.igmp`, `tgw.domain`, `tgw.members`, `instances.nitro`)
-//! are `ok` with a summary starting "not used (flood = unicast)"; with one router `router.pair`
-//! is `ok` with a summary starting "not used (one router)".
+//! Every id is always reported, in the same order. With flood = "unicast" or "evpn" the checks
+//! that only concern multicast flooding (`sg.vtep.igmp`, `tgw.domain`, `tgw.members`,
+//! `instances.nitro`) are `ok` with a summary starting "not used (flood = unicast)" (or evpn);
+//! `sg.vtep.bgp` only concerns evpn and is `ok`, "not used (flood = multicast)" (or unicast), in
+//! the other modes; with one router `router.pair` is `ok` with a summary starting "not used (one
+//! router)".
 //!
 //! A multi-AZ cluster (`subnet_ids`) is judged subnet by subnet: every per-subnet check (route
 //! tables, NACLs, strangers, the attachment and multicast associations, EFS mount targets)
@@ -33,7 +35,7 @@ use crate::ec2::{
     self, filter, Association, Env, FoundAttachment, FoundDomain, FoundGroup, FoundTgw,
 };
 use crate::efs::{self, Fs, ObservedMountTarget};
-use crate::model::{self, RouteTarget, Source, VXLAN_PORT};
+use crate::model::{self, RouteTarget, Source, BGP_PORT, VXLAN_PORT};
 use crate::rds::{self, Db};
 
 /// The verdict of one check (ordered by severity).
@@ -76,6 +78,7 @@ pub const ROUTES: &str = "routes.overlay";
 pub const ROUTER_PAIR: &str = "router.pair";
 pub const SG_IGMP: &str = "sg.vtep.igmp";
 pub const SG_VXLAN: &str = "sg.vtep.vxlan";
+pub const SG_BGP: &str = "sg.vtep.bgp";
 pub const NACL: &str = "nacl";
 pub const TGW_DOMAIN: &str = "tgw.domain";
 pub const TGW_MEMBERS: &str = "tgw.members";
@@ -85,12 +88,13 @@ pub const RDS_PARAMS: &str = "rds.parameters";
 pub const EFS_MOUNT: &str = "efs.mount-target";
 
 /// Every check id, in the order they are reported.
-pub const CHECK_IDS: [&str; 12] = [
+pub const CHECK_IDS: [&str; 13] = [
     ROUTER_SDC,
     ROUTES,
     ROUTER_PAIR,
     SG_IGMP,
     SG_VXLAN,
+    SG_BGP,
     NACL,
     TGW_DOMAIN,
     TGW_MEMBERS,
@@ -301,8 +305,13 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-fn not_used(id: &'static str, why: &str, evidence: Vec<String>) -> Check {
-    ok(id, format!("not used (flood = unicast): {why}"), evidence)
+/// The check of a flood mode the cluster does not use: ok, "not used (flood = <mode>): why".
+fn not_used(c: &Cluster, id: &'static str, why: &str, evidence: Vec<String>) -> Check {
+    ok(
+        id,
+        format!("not used (flood = {}): {why}", c.flood.as_str()),
+        evidence,
+    )
 }
 
 /// Every check, in [`CHECK_IDS`] order.
@@ -313,6 +322,7 @@ pub fn diagnose(c: &Cluster, f: &AwsFacts) -> Vec<Check> {
         router_pair(c, f),
         sg_igmp(c, f),
         sg_vxlan(c, f),
+        sg_bgp(c, f),
         nacl(c, f),
         tgw_domain(c, f),
         tgw_members(c, f),
@@ -722,8 +732,8 @@ fn group_check<'a>(
 }
 
 fn sg_igmp(c: &Cluster, f: &AwsFacts) -> Check {
-    if !c.flood.multicast() {
-        return not_used(SG_IGMP, "no transit gateway sends IGMP queries", vec![]);
+    if !c.flood.needs_multicast_domain() {
+        return not_used(c, SG_IGMP, "no transit gateway sends IGMP queries", vec![]);
     }
     let g = match group_check(SG_IGMP, f) {
         Ok(g) => g,
@@ -817,12 +827,73 @@ fn subnet_nets(id: &'static str, f: &AwsFacts) -> std::result::Result<Vec<Ipv4Ne
     Ok(v)
 }
 
+/// A rule of the vtep group that must let one protocol and port in from every overlay subnet
+/// CIDR: what [`subnet_rule`] judges for `sg.vtep.vxlan` and `sg.vtep.bgp`.
+struct SubnetRule {
+    id: &'static str,
+    /// Protocol number ("17", "6") and its name for the CLI fix (udp, tcp).
+    proto: &'static str,
+    cli_proto: &'static str,
+    port: i32,
+    /// What is lost when a subnet is not covered ("VXLAN between the nodes is dropped").
+    lost: &'static str,
+    /// Why 0.0.0.0/0 is too wide.
+    too_wide: &'static str,
+    /// Only a security group as source: Some(summary tail) warns with it, None fails (AWS does
+    /// not honour security group references for multicast traffic).
+    refs_warn: Option<&'static str>,
+}
+
 fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
-    let g = match group_check(SG_VXLAN, f) {
+    subnet_rule(
+        f,
+        &SubnetRule {
+            id: SG_VXLAN,
+            proto: "17",
+            cli_proto: "udp",
+            port: VXLAN_PORT,
+            lost: "VXLAN between the nodes is dropped",
+            too_wide: "anyone who reaches the nodes can inject frames into the overlay",
+            refs_warn: (!c.flood.needs_multicast_domain())
+                .then_some("unicast flooding works, multicast flooding would not"),
+        },
+    )
+}
+
+fn sg_bgp(c: &Cluster, f: &AwsFacts) -> Check {
+    if !c.flood.needs_bgp() {
+        return not_used(
+            c,
+            SG_BGP,
+            "no BGP speaker on the nodes (flood = \"evpn\" only)",
+            vec![],
+        );
+    }
+    subnet_rule(
+        f,
+        &SubnetRule {
+            id: SG_BGP,
+            proto: "6",
+            cli_proto: "tcp",
+            port: BGP_PORT,
+            lost: "the nodes' BGP sessions to the route reflector(s) on the router(s) cannot be established, so no EVPN route reaches them",
+            too_wide: "anyone who reaches the nodes can open BGP sessions to them",
+            refs_warn: Some(
+                "BGP works only between instances in that group (bootstrap allows the subnet CIDR, as for VXLAN)",
+            ),
+        },
+    )
+}
+
+fn subnet_rule(f: &AwsFacts, r: &SubnetRule) -> Check {
+    let id = r.id;
+    // "UDP 4789", "TCP 179"
+    let label = format!("{} {}", r.cli_proto.to_ascii_uppercase(), r.port);
+    let g = match group_check(id, f) {
         Ok(g) => g,
         Err(c) => return c,
     };
-    let nets = match subnet_nets(SG_VXLAN, f) {
+    let nets = match subnet_nets(id, f) {
         Ok(n) => n,
         Err(c) => return c,
     };
@@ -831,7 +902,7 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
         .map(|n| n.to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let rules = rules_for(g, "17", Some(VXLAN_PORT));
+    let rules = rules_for(g, r.proto, Some(r.port));
     let evidence: Vec<String> = std::iter::once(format!(
         "security group {} (vtep); overlay subnet{} {shown}",
         g.id,
@@ -865,8 +936,8 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
         (if uncovered.is_empty() { &nets } else { &uncovered })
             .iter()
             .map(|n| format!(
-                "aws ec2 authorize-security-group-ingress --group-id {} --protocol udp --port {VXLAN_PORT} --cidr {n}",
-                g.id
+                "aws ec2 authorize-security-group-ingress --group-id {} --protocol {} --port {} --cidr {n}",
+                g.id, r.cli_proto, r.port
             ))
             .collect::<Vec<_>>()
             .join("; ")
@@ -880,25 +951,25 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
                     .map(|(n, _)| n.to_string())
                     .unwrap_or_default();
                 format!(
-                    "{} lets UDP {VXLAN_PORT} in from {n} (covers the overlay subnet {subnet})",
+                    "{} lets {label} in from {n} (covers the overlay subnet {subnet})",
                     g.id
                 )
             }
             _ => format!(
-                "{} lets UDP {VXLAN_PORT} in from every overlay subnet ({shown})",
+                "{} lets {label} in from every overlay subnet ({shown})",
                 g.id
             ),
         };
-        return ok(SG_VXLAN, summary, evidence);
+        return ok(id, summary, evidence);
     }
     let anywhere = cidrs.iter().any(|(n, _)| n.prefix_len() == 0);
     if anywhere {
         return check(
-            SG_VXLAN,
+            id,
             Verdict::Warn,
             format!(
-                "{} lets UDP {VXLAN_PORT} in from 0.0.0.0/0: too wide, anyone who reaches the nodes can inject frames into the overlay",
-                g.id
+                "{} lets {label} in from 0.0.0.0/0: too wide, {}",
+                g.id, r.too_wide
             ),
             evidence,
             Some(format!("allow it from the subnet CIDR{} {shown} only: {fix_rule}; then revoke the 0.0.0.0/0 rule", if nets.len() > 1 { "s" } else { "" })),
@@ -910,23 +981,23 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
             .map(|p| p.describe())
             .collect::<Vec<_>>()
             .join(", ");
-        if c.flood.multicast() {
+        let Some(warn) = r.refs_warn else {
             return check(
-                SG_VXLAN,
+                id,
                 Verdict::Fail,
                 format!(
-                    "{} lets UDP {VXLAN_PORT} in only from a security group ({names}): AWS does not honour security group references for multicast traffic, so flooded frames are dropped",
+                    "{} lets {label} in only from a security group ({names}): AWS does not honour security group references for multicast traffic, so flooded frames are dropped",
                     g.id
                 ),
                 evidence,
                 Some(fix_rule),
             );
-        }
+        };
         return check(
-            SG_VXLAN,
+            id,
             Verdict::Warn,
             format!(
-                "{} lets UDP {VXLAN_PORT} in from a security group ({names}), not from the subnet CIDR: unicast flooding works, multicast flooding would not",
+                "{} lets {label} in from a security group ({names}), not from the subnet CIDR: {warn}",
                 g.id
             ),
             evidence,
@@ -953,17 +1024,17 @@ fn sg_vxlan(c: &Cluster, f: &AwsFacts) -> Check {
         .collect();
     let summary = if partial.is_empty() {
         format!(
-            "{} does not let UDP {VXLAN_PORT} in from the overlay subnet {subnet}{others}: VXLAN between the nodes is dropped",
-            g.id
+            "{} does not let {label} in from the overlay subnet {subnet}{others}: {}",
+            g.id, r.lost
         )
     } else {
         format!(
-            "{} lets UDP {VXLAN_PORT} in from {} only: part of the overlay subnet {subnet}{others}",
+            "{} lets {label} in from {} only: part of the overlay subnet {subnet}{others}",
             g.id,
             partial.join(", ")
         )
     };
-    check(SG_VXLAN, Verdict::Fail, summary, evidence, Some(fix_rule))
+    check(id, Verdict::Fail, summary, evidence, Some(fix_rule))
 }
 
 /// The first entry of `entries` (one direction) that matches a packet: (allowed, rule number;
@@ -1032,7 +1103,7 @@ fn nacl(c: &Cluster, f: &AwsFacts) -> Check {
     // VXLAN goes between every pair of overlay subnets (one per AZ), so each subnet's ACL must
     // let it in from and out to all of them.
     let mut needs = Vec::new();
-    if let (true, Some(group)) = (c.flood.multicast(), c.group) {
+    if let (true, Some(group)) = (c.flood.needs_multicast_domain(), c.group) {
         needs.push(flow(
             false,
             "inbound IGMP from 0.0.0.0".into(),
@@ -1171,7 +1242,7 @@ fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
         Err(e) => return unreadable(TGW_DOMAIN, e),
         Ok(t) => t,
     };
-    if !c.flood.multicast() {
+    if !c.flood.needs_multicast_domain() {
         let evidence = t
             .tgw
             .iter()
@@ -1183,7 +1254,7 @@ fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
                 )
             })
             .collect();
-        return not_used(TGW_DOMAIN, "flooding needs no transit gateway", evidence);
+        return not_used(c, TGW_DOMAIN, "flooding needs no transit gateway", evidence);
     }
     let bootstrap =
         || Some("overlayctl bootstrap (creates or resumes the transit gateway chain)".to_string());
@@ -1351,11 +1422,16 @@ fn tgw_domain(c: &Cluster, f: &AwsFacts) -> Check {
 }
 
 fn tgw_members(c: &Cluster, f: &AwsFacts) -> Check {
-    if !c.flood.multicast() {
-        return not_used(TGW_MEMBERS, "no multicast group to be a member of", vec![]);
+    if !c.flood.needs_multicast_domain() {
+        return not_used(
+            c,
+            TGW_MEMBERS,
+            "no multicast group to be a member of",
+            vec![],
+        );
     }
     let Some(group) = c.group else {
-        return not_used(TGW_MEMBERS, "no multicast group", vec![]);
+        return not_used(c, TGW_MEMBERS, "no multicast group", vec![]);
     };
     let t = match &f.tgw {
         Err(e) => return unreadable(TGW_MEMBERS, e),
@@ -1575,8 +1651,13 @@ fn strangers(c: &Cluster, f: &AwsFacts) -> Check {
 }
 
 fn nitro(c: &Cluster, f: &AwsFacts) -> Check {
-    if !c.flood.multicast() {
-        return not_used(NITRO, "unicast UDP works from every instance type", vec![]);
+    if !c.flood.needs_multicast_domain() {
+        return not_used(
+            c,
+            NITRO,
+            "unicast UDP works from every instance type",
+            vec![],
+        );
     }
     let instances = match &f.instances {
         Err(e) => return unreadable(NITRO, e),
@@ -2163,7 +2244,7 @@ async fn read_tgw(ctx: &Ctx) -> Read<TgwFacts> {
         tgw: ec2::find_tgw(ctx).await.map_err(reason)?,
         ..Default::default()
     };
-    if !ctx.cluster.flood.multicast() {
+    if !ctx.cluster.flood.needs_multicast_domain() {
         return Ok(t);
     }
     let Some(tgw) = t.tgw.clone() else {
@@ -2294,6 +2375,20 @@ access_cidr = "203.0.113.0/24"
 
     fn unicast() -> Cluster {
         crate::config::parse(&format!("{CONFIG}flood = \"unicast\"\n")).unwrap()
+    }
+
+    fn evpn() -> Cluster {
+        crate::config::parse(&format!("{CONFIG}flood = \"evpn\"\n")).unwrap()
+    }
+
+    const BGP: fn() -> Perm = || perm("tcp", 179, cidr("10.0.1.0/24"));
+
+    /// [`good`] as an evpn cluster has it: no IGMP rule, BGP from the subnet.
+    fn evpn_good() -> AwsFacts {
+        AwsFacts {
+            groups: Ok(vtep(vec![perm("udp", 4789, cidr("10.0.1.0/24")), BGP()])),
+            ..good()
+        }
     }
 
     fn inst(id: &str, eni: &str, tagged: bool) -> Instance {
@@ -2489,7 +2584,11 @@ access_cidr = "203.0.113.0/24"
 
     #[test]
     fn a_healthy_cluster_is_all_ok_in_id_order_without_fixes() {
-        for (c, f) in [(cluster(), good()), (unicast(), good())] {
+        for (c, f) in [
+            (cluster(), good()),
+            (unicast(), good()),
+            (evpn(), evpn_good()),
+        ] {
             let checks = diagnose(&c, &f);
             let ids: Vec<&str> = checks.iter().map(|k| k.id).collect();
             assert_eq!(ids, CHECK_IDS);
@@ -2708,6 +2807,137 @@ access_cidr = "203.0.113.0/24"
     }
 
     #[test]
+    fn bgp_rule_from_the_subnet_missing_by_reference_anywhere_or_part() {
+        let c = evpn();
+        let vx = || perm("udp", 4789, cidr("10.0.1.0/24"));
+        let k = only(&c, &evpn_good(), SG_BGP, Verdict::Ok);
+        assert_eq!(
+            k.summary,
+            "sg-v lets TCP 179 in from 10.0.1.0/24 (covers the overlay subnet 10.0.1.0/24)"
+        );
+        assert!(k
+            .evidence
+            .iter()
+            .any(|e| e == "rule: tcp/179 from 10.0.1.0/24"));
+        // a wider net, a port range, "all traffic" from the subnet: ok
+        for rule in [
+            perm("tcp", 179, cidr("10.0.0.0/16")),
+            Perm::new("tcp", 1, 1024, cidr("10.0.1.0/24"), ""),
+            perm("-1", -1, cidr("10.0.1.0/24")),
+        ] {
+            only(&c, &with_vtep(vec![vx(), rule]), SG_BGP, Verdict::Ok);
+        }
+        // missing: fail, with the rule to add
+        let k = only(&c, &with_vtep(vec![vx()]), SG_BGP, Verdict::Fail);
+        assert!(
+            k.summary
+                .starts_with("sg-v does not let TCP 179 in from the overlay subnet 10.0.1.0/24"),
+            "{}",
+            k.summary
+        );
+        assert!(k.summary.contains("route reflector"), "{}", k.summary);
+        assert!(
+            k.fix
+                .as_deref()
+                .unwrap()
+                .contains("--group-id sg-v --protocol tcp --port 179 --cidr 10.0.1.0/24"),
+            "{:?}",
+            k.fix
+        );
+        // UDP 179 or TCP 4789 is not BGP
+        for rule in [
+            perm("udp", 179, cidr("10.0.1.0/24")),
+            perm("tcp", 4789, cidr("10.0.1.0/24")),
+        ] {
+            only(&c, &with_vtep(vec![vx(), rule]), SG_BGP, Verdict::Fail);
+        }
+        // only from a security group: BGP is unicast TCP, it works between members: warn (as
+        // sg.vtep.vxlan judges a reference without multicast)
+        let k = only(
+            &c,
+            &with_vtep(vec![vx(), perm("tcp", 179, Source::Group("sg-v".into()))]),
+            SG_BGP,
+            Verdict::Warn,
+        );
+        assert!(
+            k.summary
+                .contains("from a security group (tcp/179 from sg-v)"),
+            "{}",
+            k.summary
+        );
+        assert!(k.fix.as_deref().unwrap().contains("--port 179"));
+        // from anywhere: warn, too wide
+        let k = only(
+            &c,
+            &with_vtep(vec![vx(), perm("tcp", 179, cidr("0.0.0.0/0"))]),
+            SG_BGP,
+            Verdict::Warn,
+        );
+        assert!(k.summary.contains("too wide"), "{}", k.summary);
+        // part of the subnet
+        let k = only(
+            &c,
+            &with_vtep(vec![vx(), perm("tcp", 179, cidr("10.0.1.0/25"))]),
+            SG_BGP,
+            Verdict::Fail,
+        );
+        assert!(
+            k.summary.contains("part of the overlay subnet"),
+            "{}",
+            k.summary
+        );
+        // the VXLAN rule by reference only warns with evpn too (no multicast)
+        only(
+            &c,
+            &with_vtep(vec![perm("udp", 4789, Source::Group("sg-v".into())), BGP()]),
+            SG_VXLAN,
+            Verdict::Warn,
+        );
+    }
+
+    #[test]
+    fn bgp_is_not_used_without_evpn_and_evpn_does_not_use_the_multicast_checks() {
+        for (c, mode) in [(cluster(), "multicast"), (unicast(), "unicast")] {
+            // no TCP 179 rule at all: fine
+            let k = only(&c, &good(), SG_BGP, Verdict::Ok);
+            assert!(
+                k.summary
+                    .starts_with(&format!("not used (flood = {mode}): no BGP speaker")),
+                "{}",
+                k.summary
+            );
+            assert_eq!(k.evidence, Vec::<String>::new());
+        }
+        let checks = diagnose(&evpn(), &evpn_good());
+        for id in [SG_IGMP, TGW_DOMAIN, TGW_MEMBERS, NITRO] {
+            let k = get(&checks, id);
+            assert_eq!(k.verdict, Verdict::Ok, "{k:?}");
+            assert!(
+                k.summary.starts_with("not used (flood = evpn)"),
+                "{id}: {}",
+                k.summary
+            );
+        }
+        // a transit gateway left from multicast flooding is named, as with unicast
+        assert!(get(&checks, TGW_DOMAIN).evidence[0].contains("tgw-1"));
+        // an xen node can do unicast, hence EVPN
+        let mut f = evpn_good();
+        if let Ok(v) = &mut f.instances {
+            v[1].instance_type = "m4.large".into();
+        }
+        if let Ok(m) = &mut f.types {
+            m.insert(
+                "m4.large".into(),
+                TypeInfo {
+                    hypervisor: "xen".into(),
+                    bare_metal: false,
+                },
+            );
+        }
+        only(&evpn(), &f, NITRO, Verdict::Ok);
+    }
+
+    #[test]
     fn no_vtep_group_fails_both_rules_and_an_unreadable_one_is_unknown() {
         let mut f = good();
         f.groups = Ok(BTreeMap::new());
@@ -2718,6 +2948,14 @@ access_cidr = "203.0.113.0/24"
         let checks = diagnose(&cluster(), &f);
         assert_eq!(get(&checks, SG_IGMP).verdict, Verdict::Unknown);
         assert_eq!(get(&checks, SG_VXLAN).verdict, Verdict::Unknown);
+        // evpn: the BGP rule too
+        f.groups = Ok(BTreeMap::new());
+        assert_eq!(get(&diagnose(&evpn(), &f), SG_BGP).verdict, Verdict::Fail);
+        f.groups = Err("DescribeSecurityGroups: throttled".into());
+        assert_eq!(
+            get(&diagnose(&evpn(), &f), SG_BGP).verdict,
+            Verdict::Unknown
+        );
     }
 
     fn entry(
@@ -3196,6 +3434,54 @@ access_cidr = "203.0.113.0/24"
             k.summary
         );
         assert!(k.fix.as_deref().unwrap().contains(ROUTER_B));
+    }
+
+    #[test]
+    fn an_evpn_pair_needs_bgp_from_both_subnets() {
+        let text = format!(
+            "{}flood = \"evpn\"\n",
+            CONFIG
+                .lines()
+                .filter(|l| {
+                    !l.starts_with("subnet_id")
+                        && !l.starts_with("second_subnet_id")
+                        && !l.starts_with("router_instance_id")
+                })
+                .map(|l| format!("{l}\n"))
+                .chain([
+                    format!("subnet_ids = [\"{SUBNET}\", \"{SUBNET2}\"]\n"),
+                    format!("router_instance_ids = [\"{ROUTER}\", \"{ROUTER_B}\"]\n"),
+                ])
+                .collect::<String>()
+        );
+        let c = crate::config::parse(&text).unwrap();
+        let mut f = pair_good();
+        if let Ok(g) = &mut f.groups {
+            let v = g.get_mut("vtep").unwrap();
+            v.ingress.retain(|p| p.proto != "2");
+            v.ingress.push(BGP());
+            v.ingress.push(perm("tcp", 179, cidr("10.0.2.0/24")));
+        }
+        let k = only(&c, &f, SG_BGP, Verdict::Ok);
+        assert!(
+            k.summary
+                .contains("from every overlay subnet (10.0.1.0/24, 10.0.2.0/24)"),
+            "{}",
+            k.summary
+        );
+        if let Ok(g) = &mut f.groups {
+            g.get_mut("vtep")
+                .unwrap()
+                .ingress
+                .retain(|p| !(p.proto == "6" && p.source == cidr("10.0.2.0/24")));
+        }
+        let k = only(&c, &f, SG_BGP, Verdict::Fail);
+        assert!(k.summary.contains("10.0.2.0/24"), "{}", k.summary);
+        let fix = k.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("--port 179 --cidr 10.0.2.0/24") && !fix.contains("--cidr 10.0.1.0/24"),
+            "{fix}"
+        );
     }
 
     #[test]

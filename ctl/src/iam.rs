@@ -93,8 +93,8 @@ pub const AGENT_MULTICAST_ACTIONS: &[&str] = &[
     "ec2:SearchTransitGatewayMulticastGroups",
 ];
 
-/// With flood = unicast and peer_discovery = ec2: the peers are the running instances tagged
-/// with the cluster.
+/// With flood = unicast or evpn and peer_discovery = ec2: the peers are the running instances
+/// tagged with the cluster.
 pub const AGENT_EC2_DISCOVERY_ACTIONS: &[&str] = &["ec2:DescribeInstances"];
 
 /// The actions of overlayd's instance role for a cluster flooding with `flood`.
@@ -102,8 +102,12 @@ pub fn agent_actions(flood: Flood) -> Vec<&'static str> {
     let mut v: Vec<&str> = AGENT_ACTIONS.to_vec();
     match flood {
         Flood::Multicast => v.extend(AGENT_MULTICAST_ACTIONS),
-        Flood::Unicast(PeerDiscovery::Ec2) => v.extend(AGENT_EC2_DISCOVERY_ACTIONS),
-        Flood::Unicast(PeerDiscovery::Static) => {}
+        // evpn needs what unicast needs: the same peer discovery, no transit gateway (BGP
+        // between the nodes is no AWS call)
+        Flood::Unicast(PeerDiscovery::Ec2) | Flood::Evpn(PeerDiscovery::Ec2) => {
+            v.extend(AGENT_EC2_DISCOVERY_ACTIONS)
+        }
+        Flood::Unicast(PeerDiscovery::Static) | Flood::Evpn(PeerDiscovery::Static) => {}
     }
     v.sort_unstable();
     v
@@ -469,6 +473,30 @@ mod tests {
         assert_eq!(
             actions(&p),
             ["ec2:DescribeNetworkInterfaces", "ec2:DescribeTags"]
+        );
+    }
+
+    #[test]
+    fn evpn_needs_exactly_what_unicast_needs() {
+        for peer in [PeerDiscovery::Ec2, PeerDiscovery::Static] {
+            for role in POLICY_ROLES {
+                let role = PolicyRole::parse(role).unwrap();
+                for (region, cluster) in [(R, Some("lab1")), (None, None)] {
+                    assert_eq!(
+                        role_policy(role, region, Flood::Evpn(peer), cluster),
+                        role_policy(role, region, Flood::Unicast(peer), cluster),
+                        "{role:?} {peer:?}"
+                    );
+                }
+            }
+            assert_eq!(
+                agent_actions(Flood::Evpn(peer)),
+                agent_actions(Flood::Unicast(peer))
+            );
+        }
+        assert!(agent_actions(Flood::Evpn(PeerDiscovery::Ec2)).contains(&"ec2:DescribeInstances"));
+        assert!(
+            !agent_actions(Flood::Evpn(PeerDiscovery::Static)).contains(&"ec2:DescribeInstances")
         );
     }
 

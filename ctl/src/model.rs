@@ -9,6 +9,8 @@ use crate::config::Flood;
 pub const SG_ROLES: [&str; 5] = ["vtep", "router", "mgmt", "efs", "db"];
 
 pub const VXLAN_PORT: i32 = 4789;
+/// BGP (iBGP between the nodes' FRR speakers and the route reflectors, flood = evpn).
+pub const BGP_PORT: i32 = 179;
 
 /// Source of an ingress rule.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,7 +94,8 @@ pub struct RuleInputs {
     pub overlay_cidr: String,
     /// role -> group id, for groups that exist (or will, in apply mode).
     pub group_ids: BTreeMap<String, String>,
-    /// Multicast flooding needs the transit gateway's IGMP queries let in.
+    /// Multicast flooding needs the transit gateway's IGMP queries let in; evpn flooding needs
+    /// BGP between the nodes.
     pub flood: Flood,
 }
 
@@ -106,7 +109,7 @@ pub fn desired_rules(role: &str, inp: &RuleInputs) -> Vec<Perm> {
         "vtep" => {
             // The TGW's IGMP queries come from 0.0.0.0; AWS needs this exact rule. Unicast
             // flooding has no transit gateway, so nothing sends them and the rule goes.
-            if inp.flood.multicast() {
+            if inp.flood.needs_multicast_domain() {
                 v.push(Perm::new(
                     "2",
                     -1,
@@ -124,6 +127,17 @@ pub fn desired_rules(role: &str, inp: &RuleInputs) -> Vec<Perm> {
                 cidr(&inp.subnet_cidr),
                 "VXLAN from overlay nodes",
             ));
+            // EVPN: every node's BGP speaker peers with the route reflector(s) on the
+            // router(s), all in the vtep group; scoped like VXLAN, from the subnet CIDR.
+            if inp.flood.needs_bgp() {
+                v.push(Perm::new(
+                    "tcp",
+                    BGP_PORT,
+                    BGP_PORT,
+                    cidr(&inp.subnet_cidr),
+                    "BGP EVPN between overlay nodes",
+                ));
+            }
         }
         "router" => {
             for (port, why) in [
@@ -556,6 +570,56 @@ mod tests {
             for role in ["router", "mgmt", "efs", "db"] {
                 assert_eq!(desired_rules(role, &inp), desired_rules(role, &inputs()));
             }
+        }
+    }
+
+    #[test]
+    fn evpn_flooding_adds_bgp_from_each_subnet_and_drops_igmp() {
+        use crate::config::PeerDiscovery;
+        let cidrs = ["10.0.1.0/24".to_string(), "10.0.2.0/24".to_string()];
+        for peer in [PeerDiscovery::Ec2, PeerDiscovery::Static] {
+            let inp = RuleInputs {
+                flood: Flood::Evpn(peer),
+                ..inputs()
+            };
+            let r = desired_rules("vtep", &inp);
+            assert_eq!(r.len(), 2, "{r:?}");
+            assert!(r.iter().all(|p| p.proto != "2"), "no IGMP: {r:?}");
+            assert_eq!(
+                r[0],
+                desired_rules(
+                    "vtep",
+                    &RuleInputs {
+                        flood: Flood::Unicast(peer),
+                        ..inputs()
+                    }
+                )[0]
+            );
+            assert_eq!(r[1].proto, "6");
+            assert_eq!((r[1].from, r[1].to), (BGP_PORT, BGP_PORT));
+            assert_eq!(r[1].source, Source::Cidr("10.0.1.0/24".into()));
+            assert_eq!(r[1].why, "BGP EVPN between overlay nodes");
+            assert_eq!(r[1].describe(), "tcp/179 from 10.0.1.0/24");
+            // multi-AZ: from every subnet, like VXLAN
+            let srcs = |port: i32| -> Vec<Source> {
+                desired_rules_for_subnets("vtep", &inp, &cidrs)
+                    .into_iter()
+                    .filter(|p| p.from == port)
+                    .map(|p| p.source)
+                    .collect()
+            };
+            assert_eq!(srcs(BGP_PORT), srcs(VXLAN_PORT));
+            assert_eq!(srcs(BGP_PORT).len(), 2);
+            for role in ["router", "mgmt", "efs", "db"] {
+                assert_eq!(desired_rules(role, &inp), desired_rules(role, &inputs()));
+            }
+        }
+        // no BGP rule in the other modes
+        for flood in [Flood::Multicast, Flood::Unicast(PeerDiscovery::Ec2)] {
+            let inp = RuleInputs { flood, ..inputs() };
+            assert!(desired_rules("vtep", &inp)
+                .iter()
+                .all(|p| p.from != BGP_PORT));
         }
     }
 

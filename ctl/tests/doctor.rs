@@ -305,6 +305,12 @@ async fn clean_cluster_every_check_is_ok_and_doctor_only_reads() {
     assert!(d.evidence(TGW_DOMAIN).contains(&fx.domain));
     assert!(d.evidence(TGW_DOMAIN).contains(&fx.attachment));
     assert!(d.evidence(SG_VXLAN).contains(&fx.vtep_sg));
+    assert!(
+        d.summary(SG_BGP)
+            .starts_with("not used (flood = multicast)"),
+        "{}",
+        d.json
+    );
     assert!(d.evidence(EFS_MOUNT).contains(&fx.fs));
     assert!(d.evidence(RDS_PARAMS).contains("max_connections = 350"));
     // every call doctor makes is a read allowed by the bootstrap policy
@@ -331,7 +337,7 @@ async fn clean_cluster_every_check_is_ok_and_doctor_only_reads() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout
-            .contains("12 checks: 12 ok, 0 warn, 0 fail, 0 unknown"),
+            .contains("13 checks: 13 ok, 0 warn, 0 fail, 0 unknown"),
         "{}",
         r.stdout
     );
@@ -347,6 +353,7 @@ const ROUTER_SDC: &str = "router.source-dest-check";
 const ROUTES: &str = "routes.overlay";
 const SG_IGMP: &str = "sg.vtep.igmp";
 const SG_VXLAN: &str = "sg.vtep.vxlan";
+const SG_BGP: &str = "sg.vtep.bgp";
 const NACL: &str = "nacl";
 const TGW_DOMAIN: &str = "tgw.domain";
 const TGW_MEMBERS: &str = "tgw.members";
@@ -841,6 +848,92 @@ async fn unicast_flooding_reports_the_multicast_checks_as_not_used() {
     assert_eq!(by_ref.code, 0);
 }
 
+fn tcp_from_cidr(port: i32, cidr: &str) -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(port)
+        .to_port(port)
+        .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+        .build()
+}
+
+/// flood = "evpn" on the fixture's cluster (its vtep group as a multicast bootstrap left it,
+/// plus the BGP rule an evpn bootstrap adds): every check ok, the multicast ones not used;
+/// then the BGP rule missing → `sg.vtep.bgp` fails (and only it); only from the vtep group
+/// itself → it warns (BGP is unicast TCP); from 0.0.0.0/0 → too wide.
+#[tokio::test]
+async fn evpn_without_the_bgp_rule_fails_sg_vtep_bgp_and_a_reference_warns() {
+    let Some(g) = fixture().await else { return };
+    let fx = g.as_ref().unwrap();
+    let text = format!("{}flood = \"evpn\"\n", config_text(&fx.seed));
+    let cfg = write_config(&fx.emu, "evpn.toml", &text);
+    let sdk = sdk(&fx.emu).await;
+    let bgp = || tcp_from_cidr(179, &fx.subnet_cidr);
+    vtep_rule(&sdk, &fx.vtep_sg, bgp(), true).await;
+    let healthy = doctor(&fx.emu, &cfg);
+    vtep_rule(&sdk, &fx.vtep_sg, bgp(), false).await;
+    let missing = doctor(&fx.emu, &cfg);
+    vtep_rule(&sdk, &fx.vtep_sg, from_group("tcp", 179, &fx.vtep_sg), true).await;
+    let by_ref = doctor(&fx.emu, &cfg);
+    vtep_rule(
+        &sdk,
+        &fx.vtep_sg,
+        from_group("tcp", 179, &fx.vtep_sg),
+        false,
+    )
+    .await;
+    vtep_rule(&sdk, &fx.vtep_sg, tcp_from_cidr(179, "0.0.0.0/0"), true).await;
+    let wide = doctor(&fx.emu, &cfg);
+    vtep_rule(&sdk, &fx.vtep_sg, tcp_from_cidr(179, "0.0.0.0/0"), false).await;
+
+    assert_eq!(healthy.code, 0, "{}", healthy.json);
+    for id in overlay_ctl::doctor::CHECK_IDS {
+        assert_eq!(healthy.verdict(id), "ok", "{id}: {}", healthy.json);
+    }
+    for id in [SG_IGMP, TGW_DOMAIN, TGW_MEMBERS, NITRO] {
+        assert!(
+            healthy.summary(id).starts_with("not used (flood = evpn)"),
+            "{id}: {}",
+            healthy.summary(id)
+        );
+    }
+    let s = healthy.summary(SG_BGP);
+    assert!(
+        s.contains(&fx.vtep_sg) && s.contains("TCP 179") && s.contains(&fx.subnet_cidr),
+        "{s}"
+    );
+    assert!(!healthy
+        .calls
+        .iter()
+        .any(|c| c.1 == "SearchTransitGatewayMulticastGroups"));
+
+    assert_eq!(missing.code, 1, "{}", missing.json);
+    missing.only(SG_BGP, "fail");
+    let s = missing.summary(SG_BGP);
+    assert!(
+        s.contains("does not let TCP 179 in from the overlay subnet 10.0.1.0/24"),
+        "{s}"
+    );
+    assert!(
+        missing.json.to_string().contains(&format!(
+            "--group-id {} --protocol tcp --port 179 --cidr 10.0.1.0/24",
+            fx.vtep_sg
+        )),
+        "{}",
+        missing.json
+    );
+
+    assert_eq!(by_ref.code, 0, "a warning alone exits 0: {}", by_ref.json);
+    by_ref.only(SG_BGP, "warn");
+    assert!(
+        by_ref.summary(SG_BGP).contains("from a security group"),
+        "{}",
+        by_ref.json
+    );
+    wide.only(SG_BGP, "warn");
+    assert!(wide.summary(SG_BGP).contains("too wide"), "{}", wide.json);
+}
+
 #[tokio::test]
 async fn bad_input_exits_2_naming_the_field_and_calls_nothing_that_mutates() {
     let Some(g) = fixture().await else { return };
@@ -1048,6 +1141,7 @@ fn help_teaches_the_checks_exit_codes_and_an_example() {
         "-o json",
         "Read-only",
         "unicast",
+        "evpn",
     ] {
         assert!(help.contains(want), "--help lacks {want:?}:\n{help}");
     }

@@ -53,6 +53,9 @@ pub struct RouterEnv {
     pub id: String,
     /// Its primary network interface.
     pub eni: String,
+    /// The primary private (underlay) address of that interface (flood = evpn: where the
+    /// nodes' BGP speakers reach the route reflector).
+    pub private_ip: String,
     pub az: String,
     pub subnet: String,
     /// Source/destination check on.
@@ -84,6 +87,15 @@ impl Env {
             .first()
             .map(|r| r.az.clone())
             .unwrap_or_default()
+    }
+    /// The primary private (underlay) addresses of every router (flood = evpn: the route
+    /// reflectors).
+    pub fn router_ips(&self) -> Vec<String> {
+        self.routers
+            .iter()
+            .filter(|r| !r.private_ip.is_empty())
+            .map(|r| r.private_ip.clone())
+            .collect()
     }
     /// The primary interfaces of every router.
     pub fn router_enis(&self) -> Vec<String> {
@@ -149,6 +161,11 @@ async fn describe_router(ctx: &Ctx, id: &str) -> Result<Option<(RouterEnv, Strin
                     id: id.to_string(),
                     eni: primary
                         .and_then(|n| n.network_interface_id())
+                        .unwrap_or_default()
+                        .to_string(),
+                    private_ip: primary
+                        .and_then(|n| n.private_ip_address())
+                        .or(i.private_ip_address())
                         .unwrap_or_default()
                         .to_string(),
                     az: i
