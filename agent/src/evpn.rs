@@ -359,6 +359,7 @@ pub struct Supervisor {
     zebra: Option<std::process::Child>,
     bgpd: Option<std::process::Child>,
     written: Option<(String, String)>,
+    unit_checked: Option<std::time::Instant>,
     pub starts: u64,
 }
 
@@ -397,6 +398,7 @@ impl Supervisor {
             zebra: None,
             bgpd: None,
             written: None,
+            unit_checked: None,
             starts: 0,
         }
     }
@@ -539,6 +541,15 @@ impl Supervisor {
             let _ = chown_frr(&daemons);
             changed = true;
         }
+        // asked at most every 10 s (and after a change): one process per ask
+        let due = changed
+            || self
+                .unit_checked
+                .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
+        if !due {
+            return Ok(());
+        }
+        self.unit_checked = Some(std::time::Instant::now());
         let active = Self::systemctl(&["is-active", "--quiet", "frr.service"])?;
         if changed || !active {
             let verb = if active { "restart" } else { "start" };

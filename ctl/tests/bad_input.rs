@@ -211,6 +211,7 @@ fn help_teaches() {
         "--endpoint-url",
         "overlay:cluster",
         "flood = \"unicast\"",
+        "flood = \"evpn\"",
     ] {
         assert!(text.contains(word), "--help lacks {word}");
     }
@@ -226,6 +227,7 @@ fn help_teaches() {
         "zones",
         "flood",
         "\"unicast\"",
+        "\"evpn\"",
         "peer_discovery",
         "\"static\"",
     ] {

@@ -4,7 +4,8 @@
 //! the secrets and their password alphabet, EFS, the multicast domain, the instance roles'
 //! policies (`overlayctl iam-policy`), the overlay routes; checks every parameter, the
 //! instance types' architecture, the user-data's shape (the same script for every role, shellcheck
-//! clean once rendered), and runs cfn-lint on every template.
+//! clean once rendered), the Flood=evpn variant (no transit gateway chain, BGP rules, the route
+//! reflectors in every node's overlayd.toml), and runs cfn-lint on every template.
 
 mod common;
 
@@ -58,6 +59,53 @@ fn ha_stack(t: &Template) -> Stack {
             ("SecondOverlaySubnetCidr", SUBNET2_CIDR),
         ],
     )
+}
+
+/// cluster.yaml with Flood=evpn, in one zone or (`ha`) with RouterHa.
+fn evpn_stack(t: &Template, ha: bool) -> Stack {
+    let mut extra = vec![("Flood", "evpn")];
+    if ha {
+        extra.extend([
+            ("RouterHa", "true"),
+            ("SecondOverlaySubnetId", SUBNET2),
+            ("SecondOverlaySubnetCidr", SUBNET2_CIDR),
+        ]);
+    }
+    stack_with(t, &extra)
+}
+
+/// Every variant of every template the checks below render: (template, RouterHa, Flood=evpn).
+/// cluster.yaml four times (one zone / RouterHa, multicast / evpn), standalone.yaml once.
+fn variants() -> Vec<(Template, bool, bool)> {
+    let mut v = Vec::new();
+    for t in both() {
+        if t.name == "cluster.yaml" {
+            for (ha, evpn) in [(false, false), (true, false), (false, true), (true, true)] {
+                v.push((cfn::load(&t.name), ha, evpn));
+            }
+        } else {
+            v.push((t, false, false));
+        }
+    }
+    v
+}
+
+fn variant_stack(t: &Template, ha: bool, evpn: bool) -> Stack {
+    match (ha, evpn) {
+        (_, true) => evpn_stack(t, ha),
+        (true, false) => ha_stack(t),
+        (false, false) => stack(t),
+    }
+}
+
+/// The flood mode of a cluster.yaml variant as overlayctl spells it (evpn: peer discovery ec2,
+/// overlayctl's and overlayd's default; the template sets none).
+fn variant_flood(evpn: bool) -> Flood {
+    if evpn {
+        Flood::Evpn(config::PeerDiscovery::Ec2)
+    } else {
+        Flood::Multicast
+    }
 }
 
 fn stack_with(t: &Template, extra: &[(&str, &str)]) -> Stack {
@@ -173,12 +221,8 @@ fn perms(sg: &Value) -> Vec<Perm> {
 fn security_groups_are_overlayctls() {
     let cluster = ctl_cluster();
     let mut compared = 0;
-    let with_ha = |t: Template| {
-        let ha = (t.name == "cluster.yaml").then(|| (cfn::load(&t.name), true));
-        std::iter::once((t, false)).chain(ha)
-    };
-    for (t, ha) in both().into_iter().flat_map(with_ha) {
-        let s = if ha { ha_stack(&t) } else { stack(&t) };
+    for (t, ha, evpn) in variants() {
+        let s = variant_stack(&t, ha, evpn);
         let groups = t.resources_of_type("AWS::EC2::SecurityGroup");
         let by_role: BTreeMap<String, String> = groups
             .iter()
@@ -189,7 +233,7 @@ fn security_groups_are_overlayctls() {
             access_cidr: "203.0.113.0/24".into(),
             overlay_cidr: s.values.get("OverlayCidr").map(scalar).unwrap_or_default(),
             group_ids: by_role.clone(),
-            flood: Flood::Multicast,
+            flood: variant_flood(evpn),
         };
         if t.name == "cluster.yaml" {
             let roles: BTreeSet<&str> = by_role.keys().map(String::as_str).collect();
@@ -218,7 +262,7 @@ fn security_groups_are_overlayctls() {
                     access_cidr: inputs.access_cidr.clone(),
                     overlay_cidr: inputs.overlay_cidr.clone(),
                     group_ids: inputs.group_ids.clone(),
-                    flood: Flood::Multicast,
+                    flood: inputs.flood,
                 };
                 let from_second = Source::Cidr(SUBNET2_CIDR.into());
                 want.extend(
@@ -229,13 +273,18 @@ fn security_groups_are_overlayctls() {
             }
             want.sort();
             want.dedup();
-            assert_eq!(perms(&p), want, "{}: {id} ({role}, ha {ha})", t.name);
+            assert_eq!(
+                perms(&p),
+                want,
+                "{}: {id} ({role}, ha {ha}, evpn {evpn})",
+                t.name
+            );
             compared += 1;
         }
     }
     assert_eq!(
-        compared, 11,
-        "five cluster groups (one AZ, RouterHa) and the standalone one"
+        compared, 21,
+        "five cluster groups (one AZ, RouterHa; multicast, evpn) and the standalone one"
     );
 }
 
@@ -503,8 +552,8 @@ fn overlay_routes_point_at_the_routers_interface_in_every_given_table() {
 /// (CloudFormation's alone), against `overlayctl iam-policy --for ROLE` for the cluster.
 #[test]
 fn instance_roles_are_overlayctl_iam_policy() {
-    for t in both() {
-        let s = stack(&t);
+    for (t, ha, evpn) in variants() {
+        let s = variant_stack(&t, ha, evpn);
         let roles = t.resources_of_type("AWS::IAM::Role");
         assert!(!roles.is_empty(), "{}", t.name);
         for (id, _) in roles {
@@ -528,7 +577,7 @@ fn instance_roles_are_overlayctl_iam_policy() {
                     "host",
                     Flood::Unicast(overlay_ctl::config::PeerDiscovery::Static),
                 ),
-                r => (r, Flood::Multicast),
+                r => (r, variant_flood(evpn)),
             };
             let which = PolicyRole::parse(which)
                 .unwrap_or_else(|| panic!("iam-policy has no role {which}"));
@@ -547,7 +596,11 @@ fn instance_roles_are_overlayctl_iam_policy() {
                     &take(&mut want_statements),
                 );
             }
-            assert_eq!(statements, want_statements, "{}: {id} ({role})", t.name);
+            assert_eq!(
+                statements, want_statements,
+                "{}: {id} ({role}, evpn {evpn})",
+                t.name
+            );
             assert_eq!(doc["Version"], want["Version"]);
             let trust = serde_json::to_value(&p["AssumeRolePolicyDocument"]).unwrap();
             assert_eq!(
@@ -723,12 +776,8 @@ const COMMON: &str = "# --- common part";
 #[test]
 fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
     let mut commons = BTreeMap::new();
-    let with_ha = |t: Template| {
-        let ha = (t.name == "cluster.yaml").then(|| (cfn::load(&t.name), true));
-        std::iter::once((t, false)).chain(ha)
-    };
-    for (t, ha) in both().into_iter().flat_map(with_ha) {
-        let s = if ha { ha_stack(&t) } else { stack(&t) };
+    for (t, ha, evpn) in variants() {
+        let s = variant_stack(&t, ha, evpn);
         for (lt, user, role) in user_data_users(&t, &s) {
             let p = props(&t, &lt, &s);
             let ud = scalar(&p["LaunchTemplateData"]["UserData"]);
@@ -736,7 +785,10 @@ fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
             let (head, common) = ud
                 .split_once(COMMON)
                 .unwrap_or_else(|| panic!("{lt}: no {COMMON:?} line"));
-            commons.insert(format!("{}:{lt}:ha={ha}", t.name), common.to_string());
+            commons.insert(
+                format!("{}:{lt}:ha={ha}:evpn={evpn}", t.name),
+                common.to_string(),
+            );
             // the role's lines: who it is, which resource it signals, overlayd's configuration
             let var = |name: &str| {
                 head.lines()
@@ -759,7 +811,13 @@ fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
             assert_eq!(conf["role"].as_str(), Some(role.as_str()), "{lt}");
             if role != "standalone" {
                 assert_eq!(conf["cluster"].as_str(), Some(CLUSTER), "{lt}");
-                assert_eq!(conf["group"].as_str(), Some("239.255.0.1"), "{lt}");
+                if evpn {
+                    assert_eq!(conf["flood"].as_str(), Some("evpn"), "{lt}");
+                    assert!(conf.get("group").is_none(), "{lt}: {conf}");
+                } else {
+                    assert_eq!(conf["group"].as_str(), Some("239.255.0.1"), "{lt}");
+                    assert!(conf.get("flood").is_none(), "{lt}: {conf}");
+                }
             }
             if role == "host" {
                 assert_eq!(
@@ -775,8 +833,9 @@ fn user_data_is_one_script_for_every_role_and_shellcheck_clean() {
     }
     assert_eq!(
         commons.len(),
-        4 + 4,
-        "router, management, hosts, standalone; RouterHa: both routers, management, hosts: {:?}",
+        4 + 4 + 3 + 4,
+        "router, management, hosts, standalone; RouterHa: both routers, management, hosts; \
+         the same with Flood=evpn: {:?}",
         commons.keys()
     );
     let first = commons.values().next().unwrap().clone();
@@ -1001,4 +1060,189 @@ fn single_az_default_has_no_second_router_and_renders_as_before() {
     assert_eq!(props(&t, "Hosts", &s)["VPCZoneIdentifier"], one);
     let vtep = props(&t, "VtepSecurityGroup", &s);
     assert_eq!(vtep["SecurityGroupIngress"].as_sequence().unwrap().len(), 2);
+}
+
+/// The transit gateway chain (multicast only).
+const MULTICAST_ONLY: [&str; 5] = [
+    "TransitGateway",
+    "TransitGatewayAttachment",
+    "MulticastDomain",
+    "MulticastAssociation",
+    "MulticastAssociation2",
+];
+
+/// Flood=evpn: no transit gateway chain (nor its outputs), no IGMP rule, TCP 179 from each
+/// overlay subnet; every node's overlayd.toml has flood = "evpn", the route reflectors (the
+/// routers' ENI addresses) and evpn_asn instead of the group, the routers also evpn_listen; the
+/// instances still start from router 1's ENI and both subnets. The default stays multicast.
+#[test]
+fn evpn_renders_reflectors_instead_of_the_multicast_chain() {
+    let t = cfn::load("cluster.yaml");
+    assert_eq!(t.default("Flood"), "multicast");
+    let allowed: Vec<String> = t.parameter("Flood")["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(scalar)
+        .collect();
+    assert_eq!(allowed, ["multicast", "evpn"]);
+    let asn = t.parameter("EvpnAsn");
+    assert_eq!(
+        (scalar(&asn["Type"]), t.default("EvpnAsn")),
+        ("Number".into(), "65000".into())
+    );
+    assert_eq!(
+        (scalar(&asn["MinValue"]), scalar(&asn["MaxValue"])),
+        ("64512".into(), "65534".into()),
+        "private 16-bit ASNs"
+    );
+    let r1 = "PrimaryPrivateIpAddress:RouterInterface";
+    let r2 = "PrimaryPrivateIpAddress:RouterInterface2";
+    for ha in [false, true] {
+        let s = evpn_stack(&t, ha);
+        for id in MULTICAST_ONLY {
+            assert!(!t.exists(id, &s), "{id} with Flood=evpn (ha {ha})");
+        }
+        for id in [
+            "RouterInterface2",
+            "Router2LaunchTemplate",
+            "Router2",
+            "MountTarget2",
+        ] {
+            assert_eq!(t.exists(id, &s), ha, "{id} (ha {ha})");
+        }
+        let outputs = t.section("Outputs");
+        for k in ["TransitGatewayId", "MulticastDomainId"] {
+            let c = scalar(&outputs[k]["Condition"]);
+            assert!(!s.conditions[&c], "{k} with Flood=evpn");
+        }
+        // the vtep group: VXLAN and BGP from each subnet, no IGMP
+        let subnets: Vec<&str> = if ha {
+            vec!["10.0.1.0/24", SUBNET2_CIDR]
+        } else {
+            vec!["10.0.1.0/24"]
+        };
+        let vtep = perms(&props(&t, "VtepSecurityGroup", &s));
+        let mut want: Vec<Perm> = subnets
+            .iter()
+            .flat_map(|c| {
+                [
+                    Perm::new(
+                        "udp",
+                        4789,
+                        4789,
+                        Source::Cidr(c.to_string()),
+                        "VXLAN from overlay nodes",
+                    ),
+                    Perm::new(
+                        "tcp",
+                        179,
+                        179,
+                        Source::Cidr(c.to_string()),
+                        "BGP EVPN between overlay nodes",
+                    ),
+                ]
+            })
+            .collect();
+        want.sort();
+        assert_eq!(vtep, want, "ha {ha}");
+        assert!(vtep
+            .iter()
+            .all(|p| p.why == "VXLAN from overlay nodes"
+                || p.why == "BGP EVPN between overlay nodes"));
+        // overlayd.toml of every node
+        let reflectors: Vec<&str> = if ha { vec![r1, r2] } else { vec![r1] };
+        let mut lts = vec![
+            "RouterLaunchTemplate",
+            "ManagementLaunchTemplate",
+            "HostLaunchTemplate",
+        ];
+        if ha {
+            lts.push("Router2LaunchTemplate");
+        }
+        for lt in lts {
+            let (ud, c) = rendered_toml(&t, &s, lt);
+            let strs = |k: &str| -> Option<Vec<String>> {
+                c.get(k).map(|v| {
+                    v.as_array()
+                        .unwrap_or_else(|| panic!("{lt}: {k} is not a list"))
+                        .iter()
+                        .map(|x| x.as_str().unwrap().to_string())
+                        .collect()
+                })
+            };
+            assert_eq!(c["flood"].as_str(), Some("evpn"), "{lt}");
+            assert!(c.get("group").is_none() && !ud.contains("239.255."), "{lt}");
+            assert_eq!(strs("evpn_reflectors").unwrap(), reflectors, "{lt}");
+            assert_eq!(c["evpn_asn"].as_integer(), Some(65000), "{lt}");
+            let router = lt.starts_with("Router");
+            assert_eq!(
+                strs("evpn_listen"),
+                router.then(|| subnets.iter().map(|x| x.to_string()).collect()),
+                "{lt}"
+            );
+            assert_eq!(c["cluster"].as_str(), Some(CLUSTER), "{lt}");
+        }
+        // the instances: router 1's ENI, hosts in both subnets, nothing waiting for a domain
+        assert_eq!(
+            scalar(&props(&t, "Router", &s)["NetworkInterfaces"][0]["NetworkInterfaceId"]),
+            "ref:RouterInterface"
+        );
+        let zones: Vec<String> = props(&t, "Hosts", &s)["VPCZoneIdentifier"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(scalar)
+            .collect();
+        assert_eq!(zones.len(), if ha { 2 } else { 1 });
+        for id in ["Router", "Router2", "Management", "Hosts"] {
+            let deps = t.resource(id).get("DependsOn").cloned();
+            let named: Vec<String> = match deps {
+                None => vec![],
+                Some(Value::String(d)) => vec![d],
+                Some(Value::Sequence(v)) => v.iter().map(scalar).collect(),
+                Some(other) => panic!("{id}: DependsOn {other:?}"),
+            };
+            for d in named {
+                assert!(
+                    t.resource(&d).get("Condition").is_none(),
+                    "{id} DependsOn the conditional {d}: CloudFormation refuses it"
+                );
+            }
+        }
+    }
+    // another private ASN is rendered as given
+    let mut s = evpn_stack(&t, false);
+    s.set("EvpnAsn", "64600");
+    let (_, c) = rendered_toml(&t, &s, "HostLaunchTemplate");
+    assert_eq!(c["evpn_asn"].as_integer(), Some(64600));
+    // multicast (the default) keeps the chain and renders the group, no evpn key
+    for s in [stack(&t), ha_stack(&t)] {
+        for id in MULTICAST_ONLY {
+            let ha = s.values["RouterHa"].as_str() == Some("true");
+            assert_eq!(
+                t.exists(id, &s),
+                ha || id != "MulticastAssociation2",
+                "{id}"
+            );
+        }
+        for lt in [
+            "RouterLaunchTemplate",
+            "ManagementLaunchTemplate",
+            "HostLaunchTemplate",
+        ] {
+            let (_, c) = rendered_toml(&t, &s, lt);
+            assert_eq!(c["group"].as_str(), Some("239.255.0.1"), "{lt}");
+            assert!(
+                c.as_table()
+                    .unwrap()
+                    .keys()
+                    .all(|k| !k.starts_with("evpn_") && k != "flood"),
+                "{lt}: {c}"
+            );
+        }
+        let vtep = perms(&props(&t, "VtepSecurityGroup", &s));
+        assert!(vtep.iter().any(|p| p.proto == "2"));
+        assert!(vtep.iter().all(|p| p.from != 179));
+    }
 }

@@ -18,7 +18,9 @@ expressions evaluated with the stack's parameters and the created resources' ids
 The steps (each reported with its evidence):
   * conditions: Fn::If is replaced by its branch and resources/outputs whose Condition is false
     are left out (moto fails on an Fn::If -> AWS::NoValue list item); the template is deployed
-    twice, as one zone (the defaults) and with RouterHa=true (second router, second subnet);
+    three times, as one zone (the defaults), with RouterHa=true (second router, second subnet)
+    and with Flood=evpn and RouterHa=true (no Transit Gateway chain, BGP rules, the route
+    reflectors in the user data);
   * scope: the Transit Gateway part (AWS::EC2::TransitGateway*) is dropped, with the DependsOn
     entries and outputs that name it; the probe reports what moto does with it;
   * SSM-typed parameters: their Default is removed (moto resolves the default path even when a
@@ -608,6 +610,7 @@ class Site:
                                           AvailabilityZone=zones[1])["Subnet"]
         self.tables = [ec2.create_route_table(VpcId=self.vpc)["RouteTable"]["RouteTableId"] for _ in range(2)]
         self.ha_tables = [ec2.create_route_table(VpcId=self.vpc)["RouteTable"]["RouteTableId"] for _ in range(2)]
+        self.evpn_tables = [ec2.create_route_table(VpcId=self.vpc)["RouteTable"]["RouteTableId"] for _ in range(2)]
         self.probe_table = ec2.create_route_table(VpcId=self.vpc)["RouteTable"]["RouteTableId"]
         self.image_path, self.image_id = self._image()
 
@@ -646,6 +649,10 @@ class Site:
         """params() with RouterHa: the second router and the second overlay subnet."""
         return dict(self.params(cluster, tables), RouterHa="true", SecondOverlaySubnetId=self.overlay2["SubnetId"],
                     SecondOverlaySubnetCidr=SECOND_OVERLAY_SUBNET_CIDR)
+
+    def evpn_params(self, cluster, tables=None):
+        """ha_params() with Flood=evpn: no transit gateway chain, BGP between the nodes."""
+        return dict(self.ha_params(cluster, tables), Flood="evpn")
 
     def pseudo(self, stack_name="", stack_id=""):
         return {
@@ -1255,6 +1262,12 @@ class Instances(Step):
             if "SubnetId" in ni:
                 return evaluate(ni["SubnetId"], env)
             eni = ni.get("NetworkInterfaceId")
+            # a Select that also names what the instance waits for (the multicast association:
+            # a DependsOn cannot name a conditional resource): the interface is the selected item
+            while (isinstance(eni, dict) and "Fn::Select" in eni and isinstance(eni["Fn::Select"], list)
+                   and isinstance(eni["Fn::Select"][1], list)):
+                index, items = eni["Fn::Select"]
+                eni = items[int(evaluate(index, env))]
             if isinstance(eni, dict) and "Ref" in eni and eni["Ref"] in t["Resources"]:
                 return evaluate(t["Resources"][eni["Ref"]]["Properties"]["SubnetId"], env)
         return None
@@ -1611,6 +1624,9 @@ class Verifier:
         if rtype == "AWS::EC2::LaunchTemplate" and attr in ("LatestVersionNumber", "DefaultVersionNumber"):
             lt = self.aws.ec2.describe_launch_templates(LaunchTemplateIds=[phys])["LaunchTemplates"][0]
             return str(lt["LatestVersionNumber" if attr.startswith("Latest") else "DefaultVersionNumber"])
+        if rtype == "AWS::EC2::NetworkInterface" and attr == "PrimaryPrivateIpAddress":
+            eni = self.aws.ec2.describe_network_interfaces(NetworkInterfaceIds=[phys])["NetworkInterfaces"][0]
+            return eni["PrivateIpAddress"]
         if rtype == "AWS::RDS::DBInstance" and attr in ("Endpoint.Address", "Endpoint.Port"):
             db = self.aws.rds.describe_db_instances(DBInstanceIdentifier=phys)["DBInstances"][0]
             return str(db["Endpoint"][attr.split(".")[1]])
@@ -2235,6 +2251,56 @@ def main(argv):
     for k in ("RouterInterface2", "MountTarget2", "Router2LaunchTemplate"):
         report.eq("stack %s" % stack_name, "%s left out (one zone)" % k, False, k in out.resources)
     log += [x for x in ha_log if x[0] == "condition"]
+
+    # 3c. Flood=evpn with RouterHa: no transit gateway chain at all, TCP 179 from both subnets,
+    # the route reflectors (both router ENIs' addresses) in every launch template's user data
+    evpn_params = site.evpn_params(cluster + "-evpn", site.evpn_tables)
+    errors = validate_params(original, evpn_params)
+    if errors:
+        for e in errors:
+            print("  FAIL parameter (Flood=evpn) " + e)
+        return 1
+    evpn_log = []
+    try:
+        evpn_derived = derive(original, evpn_params, ctx, log=evpn_log)
+    except (DeployError, Unresolved) as e:
+        print("FAIL deriving the Flood=evpn template: %s" % e)
+        return 1
+    evpn_name = stack_name + "-evpn"
+    tgw_types = [k for k in evpn_derived["Resources"]
+                 if str(evpn_derived["Resources"][k].get("Type", "")).startswith("AWS::EC2::TransitGateway")]
+    report.eq("stack %s" % evpn_name, "no Transit Gateway resource left by the conditions (Flood=evpn)", [], tgw_types)
+    print("deploying %s (Flood=evpn, RouterHa=true): %d resources, %d outputs" % (
+        evpn_name, len(evpn_derived["Resources"]), len(evpn_derived.get("Outputs", {}))))
+    evpn_out = deploy(aws, evpn_name, evpn_derived, evpn_params, progress=True)
+    if not evpn_out.complete:
+        print("FAIL stack %s: %s" % (evpn_name, evpn_out.summary()))
+        return 1
+    print("  %s in %.2f s, %d resources" % (evpn_out.status, evpn_out.seconds, len(evpn_out.resources)))
+    print("verifying the Flood=evpn stack with describe calls:")
+    evpn_v = Verifier(aws, site, ctx, evpn_derived, original, evpn_params, evpn_out, report)
+    evpn_v.run()
+    evpn_v.routes_cover_tables()
+    where = "stack %s" % evpn_name
+    for k in ("RouterInterface2", "MountTarget2", "Router2LaunchTemplate"):
+        report.eq(where, "%s created (RouterHa)" % k, True, k in evpn_out.resources)
+    for k in ("TransitGatewayId", "MulticastDomainId"):
+        report.eq(where, "output %s left out (Flood=evpn)" % k, False, k in evpn_derived.get("Outputs", {}))
+    vtep = aws.ec2.describe_security_groups(GroupIds=[evpn_out.resources["VtepSecurityGroup"][1]])["SecurityGroups"][0]
+    rules = sorted((p.get("IpProtocol"), p.get("FromPort"), r["CidrIp"])
+                   for p in vtep["IpPermissions"] for r in p.get("IpRanges", []))
+    report.eq(where, "vtep rules: VXLAN and BGP from both subnets, no IGMP", sorted([
+        ("tcp", 179, SUBNET_CIDR), ("tcp", 179, SECOND_OVERLAY_SUBNET_CIDR),
+        ("udp", 4789, SUBNET_CIDR), ("udp", 4789, SECOND_OVERLAY_SUBNET_CIDR)]), rules)
+    ips = [aws.ec2.describe_network_interfaces(NetworkInterfaceIds=[evpn_out.resources[k][1]])
+           ["NetworkInterfaces"][0]["PrivateIpAddress"] for k in ("RouterInterface", "RouterInterface2")]
+    for k in ("RouterLaunchTemplate", "Router2LaunchTemplate", "ManagementLaunchTemplate", "HostLaunchTemplate"):
+        lt = aws.ec2.describe_launch_template_versions(LaunchTemplateId=evpn_out.resources[k][1], Versions=["$Latest"])
+        data = base64.b64decode(lt["LaunchTemplateVersions"][0]["LaunchTemplateData"]["UserData"]).decode()
+        report.eq(where, "%s: overlayd.toml names both route reflectors %s" % (k, ", ".join(ips)), True,
+                  'evpn_reflectors = ["%s", "%s"]' % tuple(ips) in data and 'flood = "evpn"' in data
+                  and "group = " not in data)
+    log += [x for x in evpn_log if x[0] == "condition"]
 
     # 4. the summary
     fates = getattr(STEPS[0], "fates", {})

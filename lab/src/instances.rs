@@ -367,6 +367,17 @@ pub fn install(c: &Container, deb: &Path, config: &str) -> Result<f64> {
         .with_context(|| format!("{}: the package's router-pair.conf", c.node))?;
         c.run(&["systemctl", "daemon-reload"], Duration::from_secs(60))?;
     }
+    if config.lines().any(|l| l.trim() == "flood = \"evpn\"") {
+        // flood = evpn under systemd: the package's drop-in that lets overlayd write /etc/frr
+        let d = c.root().join("etc/systemd/system/overlayd.service.d");
+        fs::create_dir_all(&d)?;
+        fs::copy(
+            c.root().join("usr/share/overlayd/evpn.conf"),
+            d.join("evpn.conf"),
+        )
+        .with_context(|| format!("{}: the package's evpn.conf", c.node))?;
+        c.run(&["systemctl", "daemon-reload"], Duration::from_secs(60))?;
+    }
     let t0 = Instant::now();
     c.run(
         &["systemctl", "enable", "--now", "overlayd"],

@@ -226,9 +226,9 @@ pub fn up(a: UpArgs) -> Result<u8> {
             a.peer_discovery
         )));
     }
-    if a.flood == "evpn" && !a.daemon {
+    if a.flood == "evpn" && !a.daemon && !a.instances {
         return Err(usage(
-            "--flood evpn: needs --daemon (`overlayd run` runs each node's FRR; `overlayd apply` starts no daemon)",
+            "--flood evpn: needs --daemon (`overlayd run` spawns each node's FRR) or --instances (overlayd under systemd configures frr.service); `overlayd apply` starts no daemon",
         ));
     }
     if a.flood == "evpn" && a.peer_discovery != "static" {

@@ -140,6 +140,21 @@ pub(crate) fn overlayd_toml(t: &Topology, n: &Node) -> String {
         topo::OVERLAY_LEN,
         match t.flood {
             topo::Flood::Multicast => format!("group = \"{}\"", t.group),
+            // FRR as the distribution's frr.service (evpn_frr = systemd, the default)
+            topo::Flood::Evpn => format!(
+                "flood = \"evpn\"\nevpn_reflectors = [{}]{}",
+                t.nodes
+                    .iter()
+                    .filter(|r| r.role == Role::Router)
+                    .map(|r| format!("\"{}\"", r.underlay_ip))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if n.role == Role::Router {
+                    format!("\nevpn_listen = [\"{}\"]", topo::VPC_CIDR)
+                } else {
+                    String::new()
+                }
+            ),
             _ => format!(
                 "flood = \"unicast\"\npeers = [{}]",
                 t.nodes

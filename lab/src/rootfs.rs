@@ -39,6 +39,8 @@ pub const PACKAGES: &[&str] = &[
     "nfs-common",
     // router HA: overlayd runs keepalived as its child (the package's own unit stays off)
     "keepalived",
+    // flood = evpn: overlayd configures FRR and starts frr.service itself
+    "frr",
 ];
 
 /// Units the image's packages enable that no plain lab node runs: libvirt's (kvm-host enables
@@ -46,6 +48,7 @@ pub const PACKAGES: &[&str] = &[
 /// fast as before and listens on nothing it did not ask for.
 pub const UNITS_OFF: &[&str] = &[
     "keepalived.service",
+    "frr.service",
     "libvirtd.service",
     "libvirtd.socket",
     "libvirtd-ro.socket",

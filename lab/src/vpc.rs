@@ -158,39 +158,6 @@ pub fn render_counters(v: &Value) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn router_port_is_exempt_and_every_other_instance_checked() {
-        let t = Topology::new("t", 2, 1, "239.255.0.1".parse().unwrap(), 100, 1500);
-        let p = checked_ports(&t);
-        assert!(!p.iter().any(|(n, _)| n == "u-router"));
-        assert!(p
-            .iter()
-            .any(|(n, a)| n == "u-h2" && a.to_string() == "10.0.0.11"));
-        assert!(p.iter().any(|(n, _)| n == topo::CLIENT_PORT));
-        let r = ruleset(&t);
-        assert!(r.contains("\"u-mgmt\" . 10.0.0.5"));
-        assert!(r.contains("10.0.3.255") && r.contains("10.0.8.255"));
-        assert!(r.contains("hook output") && r.contains("hook forward"));
-        assert!(!r.contains("name multicast_drops drop"));
-    }
-
-    #[test]
-    fn without_a_tgw_every_multicast_frame_is_dropped() {
-        let mut t = Topology::new("t", 2, 1, "239.255.0.1".parse().unwrap(), 100, 1500);
-        t.flood = topo::Flood::UnicastStatic;
-        let r = ruleset(&t);
-        assert_eq!(
-            r.matches("ip daddr 224.0.0.0/4 counter name multicast_drops drop")
-                .count(),
-            2
-        );
-    }
-}
-
 /// The counter of unknown-unicast flooding on the underlay: VXLAN packets the VPC delivers to
 /// a node that carry a unicast frame for a MAC that node does not have (its bridge's, its
 /// VMs'). A VTEP that knows where a MAC lives sends one copy to that node; one that does not
@@ -232,4 +199,37 @@ pub fn install_unknown_unicast(t: &Topology, owned: &[(String, Vec<[u8; 6]>)]) -
     )
     .map(|_| ())
     .context("installing the unknown-unicast counter (nftables)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_port_is_exempt_and_every_other_instance_checked() {
+        let t = Topology::new("t", 2, 1, "239.255.0.1".parse().unwrap(), 100, 1500);
+        let p = checked_ports(&t);
+        assert!(!p.iter().any(|(n, _)| n == "u-router"));
+        assert!(p
+            .iter()
+            .any(|(n, a)| n == "u-h2" && a.to_string() == "10.0.0.11"));
+        assert!(p.iter().any(|(n, _)| n == topo::CLIENT_PORT));
+        let r = ruleset(&t);
+        assert!(r.contains("\"u-mgmt\" . 10.0.0.5"));
+        assert!(r.contains("10.0.3.255") && r.contains("10.0.8.255"));
+        assert!(r.contains("hook output") && r.contains("hook forward"));
+        assert!(!r.contains("name multicast_drops drop"));
+    }
+
+    #[test]
+    fn without_a_tgw_every_multicast_frame_is_dropped() {
+        let mut t = Topology::new("t", 2, 1, "239.255.0.1".parse().unwrap(), 100, 1500);
+        t.flood = topo::Flood::UnicastStatic;
+        let r = ruleset(&t);
+        assert_eq!(
+            r.matches("ip daddr 224.0.0.0/4 counter name multicast_drops drop")
+                .count(),
+            2
+        );
+    }
 }

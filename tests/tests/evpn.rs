@@ -202,7 +202,10 @@ fn evpn_status_doctor_and_reflector_loss() {
     assert!(warned, "one reflector blocked: {last:?}");
     assert!(last.1.contains(&format!("reflector {r1}")), "{last:?}");
     // traffic keeps flowing through the other reflector's routes
-    assert!(lab_check_ok(&prefix), "one reflector left: not all reachable");
+    assert!(
+        lab_check_ok(&prefix),
+        "one reflector left: not all reachable"
+    );
     in_ns(
         &h1,
         "nft add rule inet evtest o tcp dport 179 drop && nft add rule inet evtest o tcp sport 179 drop",

@@ -153,12 +153,13 @@ fn deb_contents_and_maintainer_scripts() {
         "./usr/share/doc/overlayd/operations.md",
         "./usr/share/doc/overlayd/copyright",
         "./usr/share/overlayd/router-pair.conf",
+        "./usr/share/overlayd/evpn.conf",
     ] {
         assert!(list.contains(f), "{f} not in {}:\n{list}", deb.display());
     }
     let info = out(Command::new("dpkg-deb").arg("-f").arg(&deb));
     assert!(info.contains("Depends: nftables\n"), "{info}");
-    assert!(info.contains("Recommends: keepalived\n"), "{info}");
+    assert!(info.contains("Recommends: keepalived, frr\n"), "{info}");
     let ctl = out(Command::new("dpkg-deb")
         .arg("-f")
         .arg(dir.join("overlayctl_0.1.0-1_amd64.deb")));
@@ -218,9 +219,9 @@ fn rpm_metadata() {
     assert_eq!(deps, ["nftables"], "overlayd's only dependency:\n{req}");
     let rec = out(Command::new("rpm").arg("-qp").arg("--recommends").arg(&rpm));
     assert_eq!(
-        rec.trim(),
-        "keepalived",
-        "the router pair's keepalived:\n{rec}"
+        rec.lines().map(str::trim).collect::<Vec<_>>(),
+        ["keepalived", "frr"],
+        "the router pair's keepalived, flood = evpn's FRR:\n{rec}"
     );
     let ctl_req = out(Command::new("rpm")
         .arg("-qpR")
@@ -236,6 +237,7 @@ fn rpm_metadata() {
         "/usr/sbin/overlayd",
         "/usr/lib/systemd/system/overlayd.service",
         "/usr/share/man/man8/overlayd.8.gz",
+        "/usr/share/overlayd/evpn.conf",
     ] {
         assert!(files.lines().any(|l| l == f), "{f}:\n{files}");
     }

@@ -125,6 +125,7 @@ impl Stack {
                 "Arn",
                 "AvailabilityZone",
                 "PrivateIp",
+                "PrimaryPrivateIpAddress",
                 "LatestVersionNumber",
             ] {
                 s.set(&format!("{id}.{attr}"), &format!("{attr}:{id}"));
@@ -302,6 +303,18 @@ fn call(f: &str, a: &Value, s: &Stack) -> Value {
         "Fn::Not" => {
             let xs = a.as_sequence().expect("Not [c]");
             Value::Bool(!eval(&xs[0], s).as_bool().expect("Not of a bool"))
+        }
+        "Fn::And" | "Fn::Or" => {
+            let xs = a.as_sequence().expect("And/Or [c, ...]");
+            let bools: Vec<bool> = xs
+                .iter()
+                .map(|x| eval(x, s).as_bool().expect("And/Or of bools"))
+                .collect();
+            Value::Bool(if f == "Fn::And" {
+                bools.iter().all(|b| *b)
+            } else {
+                bools.iter().any(|b| *b)
+            })
         }
         other => panic!("intrinsic {other} is not evaluated by the tests"),
     }
