@@ -802,6 +802,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AgentError> {
                     Ok(c) => {
                         tracing::info!("configuration reloaded");
                         let same_peers = c.peer_discovery == lp.cfg.peer_discovery
+                            && c.flood == lp.cfg.flood
                             && c.cluster == lp.cfg.cluster
                             && c.peer_interval_secs == lp.cfg.peer_interval_secs;
                         lp.cfg = c;

@@ -256,8 +256,14 @@ pub fn desired_with(
         exceptions: cfg.nat_exceptions.clone(),
     });
 
-    let evpn = match (evpn_cfg, &vtep, local) {
-        (Some(e), Some(v), Some(local)) => {
+    // The route reflectors: listed, or (peer_discovery = ec2) the routers EC2 found; none
+    // found yet: no speaker yet (an API outage keeps the last good set, never an empty one)
+    let reflectors: Option<Vec<Ipv4Addr>> = evpn_cfg.and_then(|e| match cfg.peer_discovery {
+        Some(PeerDiscovery::Ec2) => discovered.map(|d| d.iter().copied().collect()),
+        _ => Some(e.reflectors.clone()),
+    });
+    let evpn = match (evpn_cfg, &vtep, local, reflectors) {
+        (Some(e), Some(v), Some(local), Some(reflectors)) => {
             let own: Vec<Ipv4Net> = obs.addrs_of(ul.index).map(|a| a.addr).collect();
             Some(crate::evpn::EvpnSpec {
                 asn: e.asn,
@@ -267,10 +273,8 @@ pub fn desired_with(
                 bridge: cfg.bridge.clone(),
                 vtep: v.name.clone(),
                 reflector: e.reflector,
-                reflectors: e
-                    .reflectors
-                    .iter()
-                    .copied()
+                reflectors: reflectors
+                    .into_iter()
                     .filter(|r| !own.iter().any(|a| a.addr() == *r))
                     .collect(),
                 listen: if e.listen.is_empty() {

@@ -1,13 +1,15 @@
-//! Where the peers of unicast flooding come from. `peer_discovery = static`: the `peers`
-//! key (nothing to do at run time). `peer_discovery = ec2`: the running instances of this
-//! VPC tagged `overlay:cluster=<cluster>` (`DescribeInstances`, every page), asked every
+//! Where the peers come from: unicast flooding's (every other node) and flood = evpn's (the
+//! route reflectors). `peer_discovery = static`: the `peers` / `evpn_reflectors` keys
+//! (nothing to do at run time). `peer_discovery = ec2`: the running instances of this VPC
+//! tagged `overlay:cluster=<cluster>` (`DescribeInstances`, every page; for evpn those also
+//! tagged `overlay:role=router`), asked every
 //! `peer_interval` and on SIGHUP by a task of its own, so a slow or failing API never delays a
 //! kernel repair. A failure is reported and the last good set stays in force: an API outage
 //! never flushes the flood list.
 
 use crate::config::{Config, PeerDiscovery};
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -47,6 +49,8 @@ struct Target {
     vpc: String,
     cluster: String,
     own: Ipv4Addr,
+    /// flood = evpn: only the instances with this `overlay:role` (the route reflectors).
+    only_role: Option<&'static str>,
 }
 
 /// The configuration guarantees these for EC2 discovery.
@@ -64,26 +68,45 @@ fn target(cfg: &Config) -> Result<Target, String> {
         vpc: f.vpc_id.clone(),
         cluster,
         own: f.local_ipv4,
+        only_role: (cfg.flood == crate::config::Flood::Evpn).then_some("router"),
     })
 }
 
 /// An answer is believed only if it has this instance in it: an empty or foreign answer (a
 /// mistyped cluster, a removed tag, an eventually consistent API) would otherwise empty the
-/// flood list. The node itself is then taken out (it is no peer of its own).
+/// flood list. The node itself is then taken out (it is no peer of its own). For evpn the
+/// routers are kept, and an answer with none is not believed either (a node that is no
+/// reflector would lose its every session).
 #[cfg_attr(not(feature = "ec2"), allow(dead_code))]
 fn sane(
     t: &Target,
-    found: Result<BTreeSet<Ipv4Addr>, String>,
+    found: Result<BTreeMap<Ipv4Addr, String>, String>,
 ) -> Result<BTreeSet<Ipv4Addr>, String> {
-    let mut set = found?;
-    if !set.remove(&t.own) {
+    let mut all = found?;
+    let mine = all.remove(&t.own);
+    if mine.is_none() {
         return Err(format!(
             "DescribeInstances found {} running instance(s) tagged overlay:cluster={} in {}, \
              but not this one ({}): the answer is not believed (wrong cluster or tag?)",
-            set.len(),
+            all.len(),
             t.cluster,
             t.vpc,
             t.own
+        ));
+    }
+    let Some(role) = t.only_role else {
+        return Ok(all.into_keys().collect());
+    };
+    let set: BTreeSet<Ipv4Addr> = all
+        .into_iter()
+        .filter(|(_, r)| r == role)
+        .map(|(ip, _)| ip)
+        .collect();
+    if set.is_empty() && mine.as_deref() != Some(role) {
+        return Err(format!(
+            "DescribeInstances found no other running instance tagged overlay:cluster={} and \
+             overlay:role={role} in {}: no route reflector (the last good set stays)",
+            t.cluster, t.vpc
         ));
     }
     Ok(set)
@@ -166,13 +189,53 @@ mod tests {
             vpc: "vpc-1".into(),
             cluster: "prod".into(),
             own: "10.0.0.10".parse().unwrap(),
+            only_role: None,
         };
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        let ok = sane(&t, Ok([ip("10.0.0.10"), ip("10.0.0.11")].into())).unwrap();
+        let m = |v: &[(&str, &str)]| -> BTreeMap<Ipv4Addr, String> {
+            v.iter().map(|(a, r)| (ip(a), r.to_string())).collect()
+        };
+        let ok = sane(&t, Ok(m(&[("10.0.0.10", "host"), ("10.0.0.11", "")]))).unwrap();
         assert_eq!(ok, [ip("10.0.0.11")].into());
-        let e = sane(&t, Ok(BTreeSet::new())).unwrap_err();
+        let e = sane(&t, Ok(BTreeMap::new())).unwrap_err();
         assert!(e.contains("not this one (10.0.0.10)"), "{e}");
-        assert!(sane(&t, Ok([ip("10.0.0.11")].into())).is_err());
+        assert!(sane(&t, Ok(m(&[("10.0.0.11", "host")]))).is_err());
         assert_eq!(sane(&t, Err("down".into())).unwrap_err(), "down");
+    }
+
+    #[test]
+    fn evpn_keeps_the_routers_and_never_believes_none() {
+        let t = Target {
+            region: "eu-west-1".into(),
+            vpc: "vpc-1".into(),
+            cluster: "prod".into(),
+            own: "10.0.0.10".parse().unwrap(),
+            only_role: Some("router"),
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let m = |v: &[(&str, &str)]| -> BTreeMap<Ipv4Addr, String> {
+            v.iter().map(|(a, r)| (ip(a), r.to_string())).collect()
+        };
+        let all = m(&[
+            ("10.0.0.4", "router"),
+            ("10.0.4.4", "router"),
+            ("10.0.0.5", "management"),
+            ("10.0.0.10", "host"),
+            ("10.0.0.11", "host"),
+        ]);
+        assert_eq!(
+            sane(&t, Ok(all)).unwrap(),
+            [ip("10.0.0.4"), ip("10.0.4.4")].into()
+        );
+        let e = sane(&t, Ok(m(&[("10.0.0.10", "host"), ("10.0.0.11", "host")]))).unwrap_err();
+        assert!(e.contains("no route reflector"), "{e}");
+        // a router alone in its cluster: no other reflector is a fine answer
+        let r = Target {
+            own: ip("10.0.0.4"),
+            ..t
+        };
+        assert!(sane(&r, Ok(m(&[("10.0.0.4", "router")])))
+            .unwrap()
+            .is_empty());
     }
 }

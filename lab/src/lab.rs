@@ -231,24 +231,24 @@ pub fn up(a: UpArgs) -> Result<u8> {
             "--flood evpn: needs --daemon (`overlayd run` spawns each node's FRR) or --instances (overlayd under systemd configures frr.service); `overlayd apply` starts no daemon",
         ));
     }
-    if a.flood == "evpn" && a.peer_discovery != "static" {
-        return Err(usage(format!(
-            "--peer-discovery {}: not with --flood evpn (the nodes are given the reflectors)",
-            a.peer_discovery
-        )));
-    }
     let flood = match (a.flood.as_str(), a.peer_discovery.as_str()) {
         ("multicast", _) => topo::Flood::Multicast,
-        ("evpn", _) => topo::Flood::Evpn,
+        ("evpn", "static") => topo::Flood::Evpn,
+        ("evpn", _) => topo::Flood::EvpnEc2,
         (_, "static") => topo::Flood::UnicastStatic,
         _ => topo::Flood::UnicastEc2,
     };
-    if flood == topo::Flood::UnicastEc2 && a.aws_endpoint.is_none() {
+    if flood.zero_config() && a.aws_endpoint.is_none() {
         return Err(usage(
             "--peer-discovery ec2: needs --aws-endpoint (moto behind scripts/aws-emulator) to discover peers in",
         ));
     }
-    if flood == topo::Flood::UnicastEc2 && a.instances {
+    if flood.zero_config() && a.routers == 2 {
+        return Err(usage(
+            "--peer-discovery ec2: one router (zero-configuration nodes have no router pair in the lab yet)",
+        ));
+    }
+    if flood.zero_config() && a.instances {
         return Err(usage(
             "--peer-discovery ec2 is not available with --instances yet (use the namespace or --daemon lab)",
         ));

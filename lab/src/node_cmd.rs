@@ -27,12 +27,16 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
     match t.flood {
         // Zero configuration: role, address, gateway, flood and cluster from the instance's
         // tags (IMDS), the underlay by the MAC IMDS reports.
-        topo::Flood::UnicastEc2 => a.extend([
-            "--underlay".into(),
-            "auto".into(),
-            "--peer-interval".into(),
-            t.peer_interval.to_string(),
-        ]),
+        topo::Flood::UnicastEc2 | topo::Flood::EvpnEc2 => {
+            a.extend(["--underlay".into(), "auto".into()]);
+            // (a route reflector discovers nothing: its clients connect to it)
+            if t.flood == topo::Flood::UnicastEc2 || n.role != Role::Router {
+                a.extend(["--peer-interval".into(), t.peer_interval.to_string()]);
+            }
+            if t.flood == topo::Flood::EvpnEc2 {
+                a.extend(evpn_flags(t, n));
+            }
+        }
         flood => {
             a.extend([
                 "--role".into(),
@@ -95,7 +99,8 @@ pub(crate) fn overlayd_flags(t: &Topology, n: &Node) -> Vec<String> {
 }
 
 /// flood = evpn: FRR spawned by overlayd in the node's run directory; every node peers with
-/// the router(s), which accept clients from the whole VPC.
+/// the router(s), which accept clients from the whole VPC. Zero configuration
+/// ([`topo::Flood::EvpnEc2`]): the flood mode from the tag, the reflectors from EC2.
 fn evpn_flags(t: &Topology, n: &Node) -> Vec<String> {
     let reflectors: Vec<String> = t
         .nodes
@@ -103,9 +108,13 @@ fn evpn_flags(t: &Topology, n: &Node) -> Vec<String> {
         .filter(|r| r.role == Role::Router)
         .map(|r| r.underlay_ip.to_string())
         .collect();
-    let mut a = vec![
-        "--flood".into(),
-        "evpn".into(),
+    let zero = t.flood == topo::Flood::EvpnEc2;
+    let mut a: Vec<String> = if zero {
+        vec![]
+    } else {
+        vec!["--flood".into(), "evpn".into()]
+    };
+    a.extend([
         "--evpn-frr".into(),
         "spawn".into(),
         "--evpn-frr-dir".into(),
@@ -113,9 +122,10 @@ fn evpn_flags(t: &Topology, n: &Node) -> Vec<String> {
             .join("frr")
             .to_string_lossy()
             .into_owned(),
-        "--evpn-reflector-ip".into(),
-        reflectors.join(","),
-    ];
+    ]);
+    if !zero {
+        a.extend(["--evpn-reflector-ip".into(), reflectors.join(",")]);
+    }
     if n.role == Role::Router {
         a.extend(["--evpn-listen".into(), topo::VPC_CIDR.into()]);
     }
@@ -216,7 +226,7 @@ pub(crate) fn overlayd_cmd(
         }
     }
     // (router HA: the route takeover's ReplaceRoute goes the same way)
-    if t.flood == topo::Flood::UnicastEc2 || t.ha_peer_of(n).is_some() {
+    if t.flood.zero_config() || t.ha_peer_of(n).is_some() {
         // The EC2 API as the lab's instances reach it (relayed to moto); credentials and
         // region come from IMDS as on EC2.
         c.env("AWS_ENDPOINT_URL_EC2", crate::imds::ec2_api_url());

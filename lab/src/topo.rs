@@ -153,6 +153,9 @@ pub enum Flood {
     /// No TGW, no flooding by the VPC: BGP EVPN through FRR in each node (overlayd run spawns
     /// zebra and bgpd), the router(s) route reflectors.
     Evpn,
+    /// [`Flood::Evpn`] with every node configured from its instance tags alone, the route
+    /// reflectors found by EC2 DescribeInstances (the cluster's `overlay:role=router`).
+    EvpnEc2,
 }
 
 impl Flood {
@@ -160,11 +163,15 @@ impl Flood {
     pub fn unicast(self) -> bool {
         self != Flood::Multicast
     }
+    /// Nodes configured by their instance tags alone, peers (or reflectors) from EC2.
+    pub fn zero_config(self) -> bool {
+        matches!(self, Flood::UnicastEc2 | Flood::EvpnEc2)
+    }
     pub fn name(self) -> &'static str {
         match self {
             Flood::Multicast => "multicast",
             Flood::UnicastStatic | Flood::UnicastEc2 => "unicast",
-            Flood::Evpn => "evpn",
+            Flood::Evpn | Flood::EvpnEc2 => "evpn",
         }
     }
 }
@@ -387,7 +394,7 @@ impl Topology {
         let mut v = vec![
             ("overlay:cluster".to_string(), self.prefix.clone()),
             ("overlay:role".to_string(), n.role.as_str().to_string()),
-            ("overlay:flood".to_string(), "unicast".to_string()),
+            ("overlay:flood".to_string(), self.flood.name().to_string()),
         ];
         v.push((
             "overlay:address".to_string(),

@@ -734,6 +734,7 @@ pub(super) fn check_evpn(
     m: &Layers,
     role: Role,
     flood: Flood,
+    discovery: Option<PeerDiscovery>,
 ) -> Result<Option<EvpnSettings>, ConfigError> {
     if flood != Flood::Evpn || !role.has_vtep() {
         for k in EVPN_KEYS {
@@ -804,13 +805,14 @@ pub(super) fn check_evpn(
             reflectors.push(a);
         }
     }
-    if !reflector && reflectors.is_empty() {
+    if !reflector && reflectors.is_empty() && discovery != Some(PeerDiscovery::Ec2) {
         return Err(err(
             "evpn_reflectors",
             "",
             None,
             "flood = evpn needs the route reflectors' underlay IPs (the routers'), e.g. \
-             evpn_reflectors = [\"10.0.0.10\"]; or make this node one with evpn_reflector = true",
+             evpn_reflectors = [\"10.0.0.10\"]; or a cluster name, to find them by their \
+             tags (peer_discovery = ec2); or make this node one with evpn_reflector = true",
         ));
     }
     let (vals, lsrc) = list(m, "evpn_listen");
@@ -1047,10 +1049,11 @@ pub(super) fn check_peers(
     let (vals, psrc) = list(m, "peers");
     let disc = get(m, "peer_discovery");
     let interval = get(m, "peer_interval");
+    if flood == Flood::Evpn && role.has_vtep() {
+        return check_evpn_discovery(m, role, cluster);
+    }
     if flood != Flood::Unicast || !role.has_vtep() {
-        let why = if flood == Flood::Evpn && role.has_vtep() {
-            "flood = evpn has no peer list: every node peers with the route reflectors (evpn_reflectors)".to_string()
-        } else if role.has_vtep() {
+        let why = if role.has_vtep() {
             "only for flood = unicast".to_string()
         } else {
             format!("role {role} has no VTEP")
@@ -1142,6 +1145,93 @@ pub(super) fn check_peers(
     Ok((peers, Some(discovery), secs))
 }
 
+/// flood = evpn: where the route reflectors come from. `evpn_reflectors` listed (static: no
+/// peer discovery at run time), or `peer_discovery = ec2`: the running instances of the
+/// cluster tagged `overlay:role=router` (the default for a node that is no reflector, has no
+/// list and has a cluster). `peers` is unicast's and refused.
+fn check_evpn_discovery(
+    m: &Layers,
+    role: Role,
+    cluster: &Option<String>,
+) -> Result<(Vec<Ipv4Addr>, Option<PeerDiscovery>, u64), ConfigError> {
+    let (vals, psrc) = list(m, "peers");
+    if let Some(v) = vals.first() {
+        return Err(err(
+            "peers",
+            v,
+            psrc,
+            "flood = evpn has no peer list: every node peers with the route reflectors \
+             (evpn_reflectors, or peer_discovery = ec2 to find them by their tags)",
+        ));
+    }
+    let (listed, lsrc) = list(m, "evpn_reflectors");
+    let reflector = match get(m, "evpn_reflector") {
+        None => role == Role::Router,
+        Some((v, s)) => parse_bool("evpn_reflector", v, s)?,
+    };
+    let disc = get(m, "peer_discovery");
+    let discovery = match disc {
+        None if listed.is_empty() && !reflector && cluster.is_some() && cfg!(feature = "ec2") => {
+            Some(PeerDiscovery::Ec2)
+        }
+        None | Some(("static", _)) => None,
+        Some(("ec2", s)) => {
+            if let Some(v) = listed.first() {
+                return Err(err(
+                    "evpn_reflectors",
+                    v,
+                    lsrc,
+                    format!("peer_discovery = ec2 (from {s}) finds the reflectors itself (overlay:role=router); remove evpn_reflectors or use peer_discovery = static"),
+                ));
+            }
+            if !cfg!(feature = "ec2") {
+                return Err(err(
+                    "peer_discovery",
+                    "ec2",
+                    Some(s),
+                    "this overlayd is built without the EC2 API (cargo feature ec2); list evpn_reflectors instead",
+                ));
+            }
+            if cluster.is_none() {
+                return Err(err(
+                    "cluster",
+                    "",
+                    None,
+                    "peer_discovery = ec2 needs the cluster name (the overlay:cluster tag value of the route reflectors)",
+                ));
+            }
+            Some(PeerDiscovery::Ec2)
+        }
+        Some((v, s)) => {
+            return Err(err(
+                "peer_discovery",
+                v,
+                Some(s),
+                "expected static (evpn_reflectors) or ec2 (the cluster's instances tagged overlay:role=router)",
+            ))
+        }
+    };
+    let secs = match get(m, "peer_interval") {
+        None => DEFAULT_PEER_INTERVAL,
+        Some((v, s)) if discovery.is_none() => {
+            return Err(err(
+                "peer_interval",
+                v,
+                Some(s),
+                "only with peer_discovery = ec2 (the reflectors are listed)",
+            ))
+        }
+        Some((v, s)) => {
+            let n = parse_u32("peer_interval", v.trim_end_matches('s'), s)?;
+            if n == 0 || n > 3600 {
+                return Err(err("peer_interval", v, Some(s), "must be 1..3600 seconds"));
+            }
+            n as u64
+        }
+    };
+    Ok((vec![], discovery, secs))
+}
+
 /// Type every key, one small check each (in dependency order), into a [`Config`].
 pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
@@ -1172,7 +1262,7 @@ pub(super) fn validate(m: &Layers) -> Result<Config, ConfigError> {
     let igmp_max_memberships = check_igmp_max_memberships(m)?;
     let vtep_tx_checksum_off = check_vtep_tx_checksum(m)?;
     let ha = check_ha(m, role, address, overlay_cidr)?;
-    let evpn = check_evpn(m, role, flood)?;
+    let evpn = check_evpn(m, role, flood, peer_discovery)?;
     let (state_dir, hosts_file, resolv_conf, control_socket) = check_paths(m)?;
     let resync_interval_secs = check_resync_interval(m)?;
     let metrics_address = check_metrics_address(m)?;

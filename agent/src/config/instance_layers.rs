@@ -40,6 +40,20 @@ pub(super) fn needed(m: &Layers) -> bool {
     if unicast && (discovery == Some("ec2") || (discovery.is_none() && !m.contains_key("peers"))) {
         return true;
     }
+    // flood = evpn finding its route reflectors by their tags (check_evpn_discovery's default)
+    let reflector = match val(m, "evpn_reflector") {
+        Some(v) => matches!(v, "true" | "1" | "yes" | "on"),
+        None => role == Role::Router,
+    };
+    if val(m, "flood") == Some("evpn")
+        && (discovery == Some("ec2")
+            || (discovery.is_none()
+                && !reflector
+                && !m.contains_key("evpn_reflectors")
+                && m.contains_key("cluster")))
+    {
+        return true;
+    }
     (role.needs_gateway() && !m.contains_key("gateway"))
         || (role.has_vtep() && !m.contains_key("flood") && !m.contains_key("group"))
 }

@@ -66,7 +66,10 @@ pub struct Settings {
     )]
     pub peers: Vec<String>,
     /// flood = unicast: static (the peers key) or ec2 (running instances of the VPC tagged
-    /// overlay:cluster=<cluster>, from DescribeInstances) [default: ec2 without peers, else static]
+    /// overlay:cluster=<cluster>, from DescribeInstances) [default: ec2 without peers, else
+    /// static]. flood = evpn: static (evpn_reflectors) or ec2 (those instances tagged
+    /// overlay:role=router are the route reflectors) [default: ec2 on a client with a cluster
+    /// and no evpn_reflectors, else static]
     #[arg(long, env = "OVERLAYD_PEER_DISCOVERY", value_name = "SOURCE")]
     pub peer_discovery: Option<String>,
     /// peer_discovery = ec2: seconds between refreshes (also on SIGHUP) [default: 10]

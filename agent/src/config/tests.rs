@@ -546,6 +546,45 @@ fn evpn_keys() {
     let ev = |extra: Vec<(&'static str, &'static str)>| {
         [base(), vec![("flood", "evpn")], extra].concat()
     };
+    // the reflectors found by their tags: the default with a cluster and no list
+    let d = cfg(&ev(vec![("cluster", "prod")])).unwrap();
+    assert_eq!(d.peer_discovery, Some(PeerDiscovery::Ec2));
+    assert!(d.evpn.unwrap().reflectors.is_empty());
+    let d = cfg(&ev(vec![("cluster", "prod"), ("peer_interval", "5")])).unwrap();
+    assert_eq!(d.peer_interval_secs, 5);
+    let d = cfg(&ev(vec![
+        ("cluster", "prod"),
+        ("evpn_reflectors", "10.0.0.4"),
+    ]))
+    .unwrap();
+    assert_eq!(d.peer_discovery, None, "listed: nothing to discover");
+    bad(
+        ev(vec![
+            ("cluster", "prod"),
+            ("peer_discovery", "ec2"),
+            ("evpn_reflectors", "10.0.0.4"),
+        ]),
+        "evpn_reflectors",
+    );
+    bad(ev(vec![("peer_discovery", "ec2")]), "cluster");
+    bad(
+        ev(vec![("cluster", "prod"), ("peer_discovery", "dns")]),
+        "peer_discovery",
+    );
+    bad(
+        ev(vec![
+            ("evpn_reflectors", "10.0.0.4"),
+            ("peer_interval", "5"),
+        ]),
+        "peer_interval",
+    );
+    bad(
+        ev(vec![
+            ("evpn_reflectors", "10.0.0.4"),
+            ("peers", "10.0.0.11"),
+        ]),
+        "peers",
+    );
     bad(ev(vec![]), "evpn_reflectors");
     bad(ev(vec![("evpn_reflectors", "nope")]), "evpn_reflectors");
     bad(

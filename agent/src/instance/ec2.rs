@@ -8,7 +8,7 @@
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::types::Filter;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -69,12 +69,13 @@ where
     format!("{call}: {}", aws_sdk_ec2::error::DisplayErrorContext(&e))
 }
 
-/// Underlay addresses of the running instances of the cluster in the VPC (every page).
+/// Underlay addresses of the running instances of the cluster in the VPC (every page), each
+/// with its `overlay:role` tag ("" without one).
 pub async fn describe_peers(
     c: &aws_sdk_ec2::Client,
     vpc_id: &str,
     cluster: &str,
-) -> Result<BTreeSet<Ipv4Addr>, String> {
+) -> Result<BTreeMap<Ipv4Addr, String>, String> {
     let f = |n: &str, v: &str| Filter::builder().name(n).values(v).build();
     let mut pages = c
         .describe_instances()
@@ -84,13 +85,19 @@ pub async fn describe_peers(
         .max_results(1000)
         .into_paginator()
         .send();
-    let mut out = BTreeSet::new();
+    let mut out = BTreeMap::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| say("DescribeInstances", e))?;
         for r in page.reservations() {
             for i in r.instances() {
                 if let Some(ip) = i.private_ip_address().and_then(|s| s.parse().ok()) {
-                    out.insert(ip);
+                    let role = i
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some("overlay:role"))
+                        .and_then(|t| t.value())
+                        .unwrap_or("");
+                    out.insert(ip, role.to_string());
                 }
             }
         }

@@ -117,7 +117,7 @@ impl Catalog {
                 tags.insert("Name".to_string(), format!("{p}-{}", n.name));
                 tags.insert("overlay:cluster".to_string(), p.clone());
                 tags.insert("overlay:role".to_string(), n.role.as_str().to_string());
-                if t.flood == topo::Flood::UnicastEc2 {
+                if t.flood.zero_config() {
                     tags.extend(t.zero_config_tags(n));
                 }
                 Instance {
