@@ -234,6 +234,14 @@ pub fn vty_dir(spec: &EvpnSpec) -> PathBuf {
 /// answered by the output and a four-byte trailer `0 0 0 <status>` (0: success). No vtysh
 /// process per question: at 10 s per node that was the lab's largest CPU cost.
 pub fn vty_command(socket: &Path, cmd: &str) -> Result<String, String> {
+    Ok(vty_session(socket, &[cmd.to_string()])?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Several lines over one connection (the daemon keeps the session's node between them:
+/// `enable`, `configure terminal`, `router bgp ...`); the first refused line ends it.
+pub fn vty_session(socket: &Path, lines: &[String]) -> Result<Vec<String>, String> {
     use std::io::{Read, Write};
     let name = socket.display();
     let mut s = std::os::unix::net::UnixStream::connect(socket)
@@ -242,30 +250,77 @@ pub fn vty_command(socket: &Path, cmd: &str) -> Result<String, String> {
     s.set_read_timeout(t)
         .and_then(|_| s.set_write_timeout(t))
         .map_err(|e| format!("{name}: {e}"))?;
-    let mut line = cmd.as_bytes().to_vec();
-    line.push(0);
-    s.write_all(&line).map_err(|e| format!("{name}: {e}"))?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = s
-            .read(&mut buf)
-            .map_err(|e| format!("{name}: {cmd:?}: {e}"))?;
-        if n == 0 {
-            return Err(format!("{name}: {cmd:?}: closed before the answer ended"));
+    let mut answers = Vec::new();
+    for cmd in lines {
+        let mut line = cmd.as_bytes().to_vec();
+        line.push(0);
+        s.write_all(&line).map_err(|e| format!("{name}: {e}"))?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = s
+                .read(&mut buf)
+                .map_err(|e| format!("{name}: {cmd:?}: {e}"))?;
+            if n == 0 {
+                return Err(format!("{name}: {cmd:?}: closed before the answer ended"));
+            }
+            out.extend_from_slice(&buf[..n]);
+            if out.len() >= 4 && out[out.len() - 4..out.len() - 1] == [0, 0, 0] {
+                break;
+            }
         }
-        out.extend_from_slice(&buf[..n]);
-        if out.len() >= 4 && out[out.len() - 4..out.len() - 1] == [0, 0, 0] {
-            break;
+        let status = out[out.len() - 1];
+        out.truncate(out.len() - 4);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if status != 0 {
+            return Err(format!("{name}: {cmd:?}: status {status}: {}", text.trim()));
         }
+        answers.push(text);
     }
-    let status = out[out.len() - 1];
-    out.truncate(out.len() - 4);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    if status != 0 {
-        return Err(format!("{name}: {cmd:?}: status {status}: {}", text.trim()));
+    Ok(answers)
+}
+
+/// The vty lines that turn a running bgpd of `old` into one of `new` when the reflector set
+/// is all that differs (a discovered router came or went): sessions to the other reflectors
+/// stay up, the node keeps its routes. None: anything else changed (bgpd is restarted).
+pub fn reflector_delta(old: &EvpnSpec, new: &EvpnSpec) -> Option<Vec<String>> {
+    let mut same = old.clone();
+    same.reflectors = new.reflectors.clone();
+    if same != *new || old.reflectors == new.reflectors {
+        return None;
     }
-    Ok(text)
+    let (k, h) = (new.keepalive_secs(), new.hold_secs);
+    let added: Vec<&Ipv4Addr> = new
+        .reflectors
+        .iter()
+        .filter(|r| !old.reflectors.contains(r))
+        .collect();
+    let mut v: Vec<String> = vec![
+        "enable".into(),
+        "configure terminal".into(),
+        format!("router bgp {}", new.asn),
+    ];
+    for r in old
+        .reflectors
+        .iter()
+        .filter(|r| !new.reflectors.contains(r))
+    {
+        v.push(format!("no neighbor {r}"));
+    }
+    for r in &added {
+        v.push(format!("neighbor {r} remote-as {}", new.asn));
+        v.push(format!("neighbor {r} timers {k} {h}"));
+        v.push(format!("neighbor {r} timers connect 1"));
+    }
+    if !added.is_empty() {
+        v.push("address-family l2vpn evpn".into());
+        for r in &added {
+            v.push(format!("neighbor {r} activate"));
+        }
+        v.push("exit-address-family".into());
+    }
+    v.push("end".into());
+    Some(v)
 }
 
 fn show(spec: &EvpnSpec, daemon: &str, cmd: &str) -> Result<serde_json::Value, String> {
@@ -389,6 +444,8 @@ pub struct Supervisor {
     zebra: Option<std::process::Child>,
     bgpd: Option<std::process::Child>,
     written: Option<(String, String)>,
+    /// The spec the spawned bgpd runs (for a live change of the reflectors).
+    running: Option<EvpnSpec>,
     unit_checked: Option<std::time::Instant>,
     pub starts: u64,
 }
@@ -428,6 +485,7 @@ impl Supervisor {
             zebra: None,
             bgpd: None,
             written: None,
+            running: None,
             unit_checked: None,
             starts: 0,
         }
@@ -499,6 +557,23 @@ impl Supervisor {
             Some((wz, wb)) => (*wz != z, *wb != b),
             None => (true, true),
         };
+        // only the reflectors changed: told to the running bgpd, no restart
+        if !zc && bc && Self::alive(&mut self.bgpd, "bgpd") {
+            if let Some(lines) = self.running.as_ref().and_then(|o| reflector_delta(o, spec)) {
+                match vty_session(&dir.join("bgpd.vty"), &lines) {
+                    Ok(_) => {
+                        write_file(&dir.join("bgpd.conf"), &b)?;
+                        self.written = Some((z, b));
+                        self.running = Some(spec.clone());
+                        tracing::info!(reflectors = ?spec.reflectors, "evpn: reflectors changed in the running bgpd");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "evpn: live change refused; restarting bgpd")
+                    }
+                }
+            }
+        }
         if zc || bc {
             std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
             // the daemons drop to user frr and create their sockets here
@@ -533,6 +608,7 @@ impl Supervisor {
             self.bgpd = Some(self.spawn("bgpd", &dir)?);
             self.starts += 1;
         }
+        self.running = Some(spec.clone());
         Ok(())
     }
 
@@ -552,12 +628,13 @@ impl Supervisor {
         let conf_path = dir.join("frr.conf");
         let conf = frr_conf(spec);
         let mut changed = false;
+        let mut conf_changed = false;
         let cur = std::fs::read_to_string(&conf_path).ok();
         if cur.as_deref() != Some(conf.as_str()) {
             may_take(&conf_path, cur.as_deref())?;
             write_file(&conf_path, &conf)?;
             let _ = chown_frr(&conf_path);
-            changed = true;
+            conf_changed = true;
         }
         let daemons = dir.join("daemons");
         let cur = std::fs::read_to_string(&daemons).map_err(|e| {
@@ -573,6 +650,7 @@ impl Supervisor {
         }
         // asked at most every 10 s (and after a change): one process per ask
         let due = changed
+            || conf_changed
             || self
                 .unit_checked
                 .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10));
@@ -581,6 +659,16 @@ impl Supervisor {
         }
         self.unit_checked = Some(std::time::Instant::now());
         let active = Self::systemctl(&["is-active", "--quiet", "frr.service"])?;
+        // frr.conf alone: frr.service's reload applies the difference (frr-reload), and the
+        // sessions that stay keep their routes; a failed reload is followed by a restart
+        if conf_changed && !changed && active {
+            if Self::systemctl(&["reload", "frr.service"])? {
+                tracing::info!(conf = %conf_path.display(), "frr.service reloaded");
+                return Ok(());
+            }
+            tracing::warn!("systemctl reload frr.service failed; restarting it");
+            changed = true;
+        }
         if changed || !active {
             let verb = if active { "restart" } else { "start" };
             if !Self::systemctl(&[verb, "frr.service"])? {
@@ -609,6 +697,7 @@ impl Supervisor {
         Self::stop_child(&mut self.bgpd);
         Self::stop_child(&mut self.zebra);
         self.written = None;
+        self.running = None;
     }
 }
 
@@ -620,6 +709,43 @@ impl Drop for Supervisor {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_reflector_change_is_applied_live() {
+        let old = EvpnSpec {
+            asn: 65000,
+            router_id: "10.0.0.10".parse().unwrap(),
+            local: "10.0.0.10".parse().unwrap(),
+            vni: 100,
+            bridge: "cloudbr0".into(),
+            vtep: "ethvxlan0".into(),
+            reflector: false,
+            reflectors: vec!["10.0.0.4".parse().unwrap()],
+            listen: vec![],
+            hold_secs: 9,
+            frr: FrrMode::Spawn,
+            frr_dir: "/run/overlayd/frr".into(),
+        };
+        assert_eq!(reflector_delta(&old, &old), None, "nothing to do");
+        let mut new = old.clone();
+        new.reflectors = vec!["10.0.4.4".parse().unwrap()];
+        let d = reflector_delta(&old, &new).unwrap();
+        assert_eq!(
+            &d[..4],
+            [
+                "enable",
+                "configure terminal",
+                "router bgp 65000",
+                "no neighbor 10.0.0.4"
+            ]
+        );
+        assert!(d.contains(&"neighbor 10.0.4.4 remote-as 65000".to_string()));
+        assert!(d.contains(&"neighbor 10.0.4.4 timers 3 9".to_string()));
+        assert!(d.contains(&"neighbor 10.0.4.4 activate".to_string()));
+        assert_eq!(d.last().unwrap(), "end");
+        new.hold_secs = 30;
+        assert_eq!(reflector_delta(&old, &new), None, "timers too: a restart");
+    }
+
     #[test]
     fn vty_command_speaks_vtysh_protocol() {
         use std::io::{Read, Write};

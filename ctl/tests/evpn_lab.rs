@@ -244,7 +244,15 @@ fn evpn_lab_zero_config_nodes_find_their_reflectors_by_tag() {
         "h1's FDB: {fdb}"
     );
 
-    // a second router instance: every client adds it (down: nobody is there) and says so
+    // a second router instance: every client adds it (down: nobody is there) and says so,
+    // without a restart of its bgpd (h1 → h2 pings on throughout)
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &format!("{p}-h1")])
+        .args(["ping", "-n", "-q", "-i", "0.05", "-W", "1", "10.101.0.11"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     let ghost = rt.block_on(run(&sdk, &subnet, GHOST, &tags(&p, "ghost")));
     let took = until_every_host(&p, "the second reflector", |s| {
         reflectors(s).contains(&GHOST.to_string())
@@ -273,6 +281,23 @@ fn evpn_lab_zero_config_nodes_find_their_reflectors_by_tag() {
         reflectors(s) == ["10.0.0.4"] && s["sessions"] == 1 && s["sessions_up"] == 1
     });
     eprintln!("terminated router instance gone from every client after {took:.1} s");
+    // SAFETY: signalling our own child (ping prints its summary on SIGINT)
+    unsafe { libc::kill(ping.id() as i32, libc::SIGINT) };
+    let out = ping.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    let nums: Vec<u64> = summary
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("ping: {summary}"))
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (sent, got) = (nums[0], nums[1]);
+    eprintln!("h1 → h2 while a reflector came and went: {got}/{sent} answered");
+    assert!(
+        sent > 100 && got + 2 >= sent,
+        "reflector change disturbed traffic: {summary}"
+    );
     let check = lab(&["check", "--prefix", &p, "--timeout", "10"]);
     assert!(check.status.success(), "after: {}", text(&check));
 }
