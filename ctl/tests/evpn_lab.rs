@@ -66,57 +66,6 @@ fn tags(p: &str, node: &str) -> Vec<(String, String)> {
     t
 }
 
-async fn run(sdk: &Sdk, subnet: &str, ip: &str, tags: &[(String, String)]) -> String {
-    use aws_sdk_ec2::types::{
-        HttpTokensState, InstanceMetadataOptionsRequest, InstanceMetadataTagsState, ResourceType,
-        Tag, TagSpecification,
-    };
-    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
-    for (k, v) in tags {
-        spec = spec.tags(Tag::builder().key(k).value(v).build());
-    }
-    let opts = InstanceMetadataOptionsRequest::builder()
-        .http_tokens(HttpTokensState::Required)
-        .instance_metadata_tags(InstanceMetadataTagsState::Enabled)
-        .build();
-    sdk.ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .instance_type(aws_sdk_ec2::types::InstanceType::C5Metal)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet)
-        .private_ip_address(ip)
-        .metadata_options(opts)
-        .tag_specifications(spec.build())
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_string()
-}
-
-fn status(p: &str, node: &str) -> serde_json::Value {
-    let o = Command::new("ip")
-        .args(["netns", "exec", &format!("{p}-{node}")])
-        .arg(overlayd_bin())
-        .args([
-            "status",
-            "--json",
-            "--role",
-            "standalone",
-            "--address",
-            "10.99.0.1/24",
-            "--control-socket",
-            &format!("/run/overlay-lab/{p}/{node}/overlayd.sock"),
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status of {node}: {}", text(&o)))
-}
-
 /// Wait until every host's EVPN status satisfies `ok` (FRR is read every 10 s).
 fn until_every_host(p: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> f64 {
     let t0 = Instant::now();
@@ -125,7 +74,7 @@ fn until_every_host(p: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool
             .into_iter()
             .filter(|(n, _)| n.starts_with('h'))
             .map(|(n, _)| {
-                let s = status(p, &n)["status"]["evpn"].clone();
+                let s = daemon_status(&overlayd_bin(), p, &n)["status"]["evpn"].clone();
                 (n, s)
             })
             .filter(|(_, s)| !ok(s))
@@ -160,20 +109,10 @@ fn reflectors(s: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn evpn_lab_zero_config_nodes_find_their_reflectors_by_tag() {
-    if !overlay_testkit::gate(
+    if !lab_gate(
         "evpn_lab_zero_config_nodes_find_their_reflectors_by_tag",
         &["ip", "nft", "bridge", "ping", "vtysh"],
-        || {
-            for b in [lab_bin(), overlayd_bin()] {
-                if !b.is_file() {
-                    return Err(format!(
-                        "{} missing: cargo build --workspace --bins",
-                        b.display()
-                    ));
-                }
-            }
-            Ok(())
-        },
+        &overlayd_bin(),
     ) {
         return;
     }
@@ -186,7 +125,7 @@ fn evpn_lab_zero_config_nodes_find_their_reflectors_by_tag() {
     let subnet = rt.block_on(async {
         let (_vpc, subnet) = lab_subnet(&sdk, "eu-west-1a").await;
         for (n, ip) in nodes() {
-            run(&sdk, &subnet, &ip, &tags(&p, &n)).await;
+            run_tagged(&sdk, &subnet, &ip, &tags(&p, &n), true).await;
         }
         subnet
     });
@@ -220,7 +159,7 @@ fn evpn_lab_zero_config_nodes_find_their_reflectors_by_tag() {
     );
 
     // zero configuration: flood mode from the tag, the reflector from EC2
-    let st = status(&p, "h1");
+    let st = daemon_status(&overlayd_bin(), &p, "h1");
     let d = &st["status"]["desired"];
     assert_eq!(d["role"], "host", "{st}");
     assert!(d["vtep"]["group"].is_null(), "{st}");
@@ -230,7 +169,7 @@ fn evpn_lab_zero_config_nodes_find_their_reflectors_by_tag() {
         reflectors(s) == ["10.0.0.4"] && s["sessions_up"] == 1 && s["sessions"] == 1
     });
     // the router is a reflector by default and discovers nothing
-    let r = status(&p, "router");
+    let r = daemon_status(&overlayd_bin(), &p, "router");
     assert_eq!(r["status"]["evpn"]["reflector"], true, "{r}");
     // remote MACs come from BGP
     let fdb = Command::new("ip")
@@ -253,7 +192,7 @@ fn evpn_lab_zero_config_nodes_find_their_reflectors_by_tag() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let ghost = rt.block_on(run(&sdk, &subnet, GHOST, &tags(&p, "ghost")));
+    let ghost = rt.block_on(run_tagged(&sdk, &subnet, GHOST, &tags(&p, "ghost"), true));
     let took = until_every_host(&p, "the second reflector", |s| {
         reflectors(s).contains(&GHOST.to_string())
             && s["sessions"] == 2

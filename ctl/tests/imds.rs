@@ -195,20 +195,10 @@ fn sdk_in(ns: &str) -> (aws_sdk_ec2::config::Credentials, String, String) {
 
 #[test]
 fn imds_serves_every_instance_its_own_metadata_to_curl_and_the_sdk() {
-    if !overlay_testkit::gate(
+    if !lab_gate(
         "imds_serves_every_instance_its_own_metadata_to_curl_and_the_sdk",
         &["ip", "nft", "curl"],
-        || {
-            for b in [lab_bin(), lab_bin().with_file_name("overlayd")] {
-                if !b.is_file() {
-                    return Err(format!(
-                        "{} missing: cargo build --workspace --bins",
-                        b.display()
-                    ));
-                }
-            }
-            Ok(())
-        },
+        &lab_bin().with_file_name("overlayd"),
     ) {
         return;
     }

@@ -61,20 +61,10 @@ fn until(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn router_pair_fails_over_and_moves_the_vpc_route() {
-    if !overlay_testkit::gate(
+    if !lab_gate(
         "router_pair_fails_over_and_moves_the_vpc_route",
         &["ip", "nft", "bridge", "ping", "keepalived"],
-        || {
-            for b in [lab_bin(), lab_bin().with_file_name("overlayd")] {
-                if !b.is_file() {
-                    return Err(format!(
-                        "{} missing: cargo build --workspace --bins",
-                        b.display()
-                    ));
-                }
-            }
-            Ok(())
-        },
+        &lab_bin().with_file_name("overlayd"),
     ) {
         return;
     }

@@ -113,48 +113,6 @@ fn zero_config_tags(p: &str, node: &str) -> Vec<(String, String)> {
     t
 }
 
-async fn run(
-    sdk: &Sdk,
-    subnet: &str,
-    ip: &str,
-    tags: &[(String, String)],
-    metadata_tags: bool,
-) -> String {
-    use aws_sdk_ec2::types::{
-        HttpTokensState, InstanceMetadataOptionsRequest, InstanceMetadataTagsState, ResourceType,
-        Tag, TagSpecification,
-    };
-    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
-    for (k, v) in tags {
-        spec = spec.tags(Tag::builder().key(k).value(v).build());
-    }
-    let opts = InstanceMetadataOptionsRequest::builder()
-        .http_tokens(HttpTokensState::Required)
-        .instance_metadata_tags(if metadata_tags {
-            InstanceMetadataTagsState::Enabled
-        } else {
-            InstanceMetadataTagsState::Disabled
-        })
-        .build();
-    sdk.ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .instance_type(aws_sdk_ec2::types::InstanceType::C5Metal)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet)
-        .private_ip_address(ip)
-        .metadata_options(opts)
-        .tag_specifications(spec.build())
-        .send()
-        .await
-        .unwrap()
-        .instances()[0]
-        .instance_id()
-        .unwrap()
-        .to_string()
-}
-
 /// Wait until every node's flood list satisfies `ok`; the seconds it took.
 fn until_every_node(
     p: &str,
@@ -183,25 +141,6 @@ fn until_every_node(
     }
 }
 
-fn daemon_status(p: &str, node: &str) -> serde_json::Value {
-    let o = Command::new("ip")
-        .args(["netns", "exec", &format!("{p}-{node}")])
-        .arg(overlayd_bin())
-        .args([
-            "status",
-            "--json",
-            "--role",
-            "standalone",
-            "--address",
-            "10.99.0.1/24",
-            "--control-socket",
-            &format!("/run/overlay-lab/{p}/{node}/overlayd.sock"),
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status of {node}: {}", text(&o)))
-}
-
 fn multicast_drops(p: &str) -> u64 {
     let out = sh(
         &format!("{p}-vpc"),
@@ -218,20 +157,10 @@ fn multicast_drops(p: &str) -> u64 {
 
 #[test]
 fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
-    if !overlay_testkit::gate(
+    if !lab_gate(
         "unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage",
         &["ip", "nft", "bridge", "ping"],
-        || {
-            for b in [lab_bin(), overlayd_bin()] {
-                if !b.is_file() {
-                    return Err(format!(
-                        "{} missing: cargo build --workspace --bins",
-                        b.display()
-                    ));
-                }
-            }
-            Ok(())
-        },
+        &overlayd_bin(),
     ) {
         return;
     }
@@ -246,7 +175,7 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
         let mut ids = Vec::new();
         for (n, ip) in nodes() {
             // h2 has instance metadata tags off: its overlayd falls back to DescribeTags
-            ids.push(run(&sdk, &subnet, &ip, &zero_config_tags(&p, &n), n != "h2").await);
+            ids.push(run_tagged(&sdk, &subnet, &ip, &zero_config_tags(&p, &n), n != "h2").await);
         }
         (subnet, ids)
     });
@@ -284,7 +213,7 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
     eprintln!("20-host unicast lab up and fully reachable in {up_s:.1} s");
 
     // zero configuration: what the tags and IMDS gave the nodes
-    let st = daemon_status(&p, "h1");
+    let st = daemon_status(&overlayd_bin(), &p, "h1");
     let d = &st["status"]["desired"];
     assert_eq!(d["role"], "host", "{st}");
     assert_eq!(d["bridge"]["address"], "10.101.0.10/16");
@@ -292,10 +221,13 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
     assert!(d["vtep"]["group"].is_null());
     assert_eq!(st["status"]["peers"]["discovery"], "ec2");
     assert_eq!(
-        daemon_status(&p, "router")["status"]["desired"]["bridge"]["address"],
+        daemon_status(&overlayd_bin(), &p, "router")["status"]["desired"]["bridge"]["address"],
         "10.101.0.1/16"
     );
-    assert_eq!(daemon_status(&p, "h2")["status"]["desired"]["role"], "host");
+    assert_eq!(
+        daemon_status(&overlayd_bin(), &p, "h2")["status"]["desired"]["role"],
+        "host"
+    );
     let explain = Command::new("ip")
         .args(["netns", "exec", &format!("{p}-h2")])
         .arg(overlayd_bin())
@@ -334,7 +266,7 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
 
     // a new instance of the cluster: on every node within one interval
     let limit = Duration::from_secs(30);
-    let new_id = rt.block_on(run(
+    let new_id = rt.block_on(run_tagged(
         &sdk,
         &subnet,
         "10.0.3.200",
@@ -370,7 +302,7 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
     sh_ok(&format!(
         "ip netns exec {vpc} nft list table inet outage >/dev/null"
     ));
-    let late = rt.block_on(run(
+    let late = rt.block_on(run_tagged(
         &sdk,
         &subnet,
         "10.0.3.201",
@@ -379,7 +311,7 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
     ));
     let t_out = Instant::now();
     loop {
-        let s = daemon_status(&p, "h1");
+        let s = daemon_status(&overlayd_bin(), &p, "h1");
         if s["status"]["peers"]["failures"].as_u64().unwrap_or(0) >= 1 {
             assert!(s["status"]["peers"]["last_error"].is_string(), "{s}");
             break;
@@ -413,7 +345,7 @@ fn unicast_lab_zero_config_nodes_discover_peers_and_survive_an_api_outage() {
         fl.contains("10.0.3.201")
     });
     eprintln!("after the outage: the late instance in every flood list {took:.2} s after the API returned");
-    let s = daemon_status(&p, "h1");
+    let s = daemon_status(&overlayd_bin(), &p, "h1");
     assert!(s["status"]["peers"]["last_error"].is_null(), "{s}");
     drop(late);
     let (lo, med, hi) = daemon_rss(&p);

@@ -906,6 +906,86 @@ pub async fn verify_all_but_tgw(sdk: &Sdk, seed: &Seed, multicast: bool) {
 // --- overlay-lab, for the tests that run a lab against the emulator (imds, unicast_lab)
 
 /// The workspace's overlay-lab (next to overlayctl).
+/// The gate of a lab test: root, `tools`, and the workspace's overlay-lab and `overlayd`.
+pub fn lab_gate(name: &str, tools: &[&str], overlayd: &Path) -> bool {
+    let overlayd = overlayd.to_path_buf();
+    overlay_testkit::gate(name, tools, move || {
+        for b in [lab_bin(), overlayd.clone()] {
+            if !b.is_file() {
+                return Err(format!(
+                    "{} missing: cargo build --workspace --bins",
+                    b.display()
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// RunInstances of one c5.metal at `ip` with `tags`, IMDSv2 required, instance metadata tags
+/// on or off; its instance id.
+pub async fn run_tagged(
+    sdk: &Sdk,
+    subnet: &str,
+    ip: &str,
+    tags: &[(String, String)],
+    metadata_tags: bool,
+) -> String {
+    use aws_sdk_ec2::types::{
+        HttpTokensState, InstanceMetadataOptionsRequest, InstanceMetadataTagsState, ResourceType,
+        Tag, TagSpecification,
+    };
+    let mut spec = TagSpecification::builder().resource_type(ResourceType::Instance);
+    for (k, v) in tags {
+        spec = spec.tags(Tag::builder().key(k).value(v).build());
+    }
+    let opts = InstanceMetadataOptionsRequest::builder()
+        .http_tokens(HttpTokensState::Required)
+        .instance_metadata_tags(if metadata_tags {
+            InstanceMetadataTagsState::Enabled
+        } else {
+            InstanceMetadataTagsState::Disabled
+        })
+        .build();
+    sdk.ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .instance_type(aws_sdk_ec2::types::InstanceType::C5Metal)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .private_ip_address(ip)
+        .metadata_options(opts)
+        .tag_specifications(spec.build())
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string()
+}
+
+/// `overlayd status --json` of a lab node's `overlayd run` (through its control socket).
+pub fn daemon_status(overlayd: &Path, p: &str, node: &str) -> serde_json::Value {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &format!("{p}-{node}")])
+        .arg(overlayd)
+        .args([
+            "status",
+            "--json",
+            "--role",
+            "standalone",
+            "--address",
+            "10.99.0.1/24",
+            "--control-socket",
+            &format!("/run/overlay-lab/{p}/{node}/overlayd.sock"),
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("status of {node}: {}", text(&o)))
+}
+
 pub fn lab_bin() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_overlayctl")).with_file_name("overlay-lab")
 }
