@@ -59,6 +59,9 @@ impl EvpnSpec {
 /// The dynamic-neighbour limit of a reflector (FRR's default, 100, is the very limit this
 /// mode exists to pass).
 pub const LISTEN_LIMIT: u32 = 5000;
+/// zebra's netlink receive buffer (bytes), spawn mode; frr.service's `daemons` file has
+/// the same by default.
+pub const ZEBRA_NL_BUFSIZE: &str = "90000000";
 pub const CLIENTS: &str = "OVERLAY_CLIENTS";
 
 fn header(s: &mut String, spec: &EvpnSpec) {
@@ -214,6 +217,16 @@ pub struct EvpnStatus {
     /// Local and remote MACs of the VNI (type-2).
     pub local_macs: u32,
     pub remote_macs: u32,
+    /// zebra advertises the bridge's own MAC/IP (advertise-svi-ip: how the other nodes reach
+    /// this node's overlay address without flooding); None: not read.
+    #[serde(default)]
+    pub svi_advertised: Option<bool>,
+    /// Reads in a row that found it missing (see [`svi_repair_due`]).
+    #[serde(default)]
+    pub svi_missing_reads: u32,
+    /// Times overlayd had bgpd advertise it again.
+    #[serde(default)]
+    pub svi_readvertised: u64,
     /// FRR (re)starts by overlayd after the first.
     pub frr_restarts: u64,
     pub frr_pids: Vec<u32>,
@@ -394,6 +407,54 @@ pub fn parse_macs(v: &serde_json::Value) -> (u32, u32) {
     (local, remote)
 }
 
+/// Whether zebra holds the bridge's own MAC as a local MAC of the VNI (`show evpn mac vni
+/// <vni> json`: type local, intf the bridge) — what `advertise-svi-ip` puts there.
+pub fn parse_svi(v: &serde_json::Value, bridge: &str) -> bool {
+    v.get("macs").and_then(|m| m.as_object()).is_some_and(|m| {
+        m.values().any(|x| {
+            x.get("type").and_then(|t| t.as_str()) == Some("local")
+                && x.get("intf").and_then(|i| i.as_str()) == Some(bridge)
+        })
+    })
+}
+
+/// FRR loses `advertise-svi-ip` now and then when bgpd hands it to zebra before their
+/// connection is ready (FRRouting/frr#21441; in the lab about one node in 120 at a cold
+/// start): the node's own MAC/IP is then never advertised and every frame to its overlay
+/// address is flooded to every VTEP. Missing in two reads in a row (zebra had a read
+/// interval to do it itself) while zebra knows the VNI: (reads in a row, re-advertise now).
+pub fn svi_repair_due(prev_missing: u32, st: &EvpnStatus) -> (u32, bool) {
+    if st.svi_advertised != Some(false) || st.vnis == 0 || st.error.is_some() {
+        return (0, false);
+    }
+    let n = prev_missing + 1;
+    (n, n >= 2)
+}
+
+/// The vty lines that make bgpd hand `advertise-svi-ip` to zebra again (off, then on: the
+/// configuration ends as it was).
+pub fn svi_readvertise_lines(spec: &EvpnSpec) -> Vec<String> {
+    vec![
+        "enable".into(),
+        "configure terminal".into(),
+        format!("router bgp {}", spec.asn),
+        "address-family l2vpn evpn".into(),
+        "no advertise-svi-ip".into(),
+        "advertise-svi-ip".into(),
+        "exit-address-family".into(),
+        "end".into(),
+    ]
+}
+
+/// [`svi_readvertise_lines`] sent to the node's bgpd.
+pub fn svi_readvertise(spec: &EvpnSpec) -> Result<(), String> {
+    vty_session(
+        &vty_dir(spec).join("bgpd.vty"),
+        &svi_readvertise_lines(spec),
+    )
+    .map(|_| ())
+}
+
 /// Ask FRR for the state of `spec`'s speaker (blocking: three questions over vty sockets).
 pub fn read_status(spec: &EvpnSpec, st: &mut EvpnStatus) {
     st.asn = spec.asn;
@@ -430,6 +491,7 @@ pub fn read_status(spec: &EvpnSpec, st: &mut EvpnStatus) {
             let (l, r) = parse_macs(&v);
             st.local_macs = l;
             st.remote_macs = r;
+            st.svi_advertised = Some(parse_svi(&v, &spec.bridge));
         }
         Err(e) => errors.push(e),
     }
@@ -529,7 +591,15 @@ impl Supervisor {
             .arg(dir.join("zserv.api"))
             .arg("--vty_socket")
             .arg(dir)
+            // no TCP vty (2601/2605 on every address): the unix sockets are the only way in
+            .args(["-P", "0"])
             .stdin(std::process::Stdio::null());
+        if daemon == "zebra" {
+            // netlink receive buffer as Debian's frr `daemons` file sets it: the kernel's
+            // default (~200 KiB) overruns when a busy zebra falls behind a burst of FDB
+            // events, and a dropped event is a MAC that never reaches BGP
+            cmd.args(["-s", ZEBRA_NL_BUFSIZE]);
+        }
         use std::os::unix::process::CommandExt;
         // SAFETY: prctl only, async-signal-safe.
         unsafe {
@@ -911,5 +981,47 @@ mod tests {
         .unwrap();
         assert_eq!(parse_macs(&m), (1, 2));
         assert_eq!(parse_summary(&serde_json::Value::Null), (0, 0, vec![]));
+    }
+
+    #[test]
+    fn a_lost_svi_advertisement_is_repaired_on_the_second_read() {
+        // FRR 8.4's answer: the bridge's own MAC is local with intf = the bridge
+        let with: serde_json::Value = serde_json::from_str(
+            r#"{"numMacs":2,"macs":{"02:0f:0a:65:00:0a":{"type":"local","intf":"cloudbr0"},"c2:8d:33:26:2d:04":{"type":"local","intf":"vm2"}}}"#,
+        )
+        .unwrap();
+        let without: serde_json::Value = serde_json::from_str(
+            r#"{"numMacs":2,"macs":{"c2:8d:33:26:2d:04":{"type":"local","intf":"vm2"},"02:0f:0a:65:00:0b":{"type":"remote","remoteVtep":"10.0.0.11"}}}"#,
+        )
+        .unwrap();
+        assert!(parse_svi(&with, "cloudbr0"));
+        assert!(!parse_svi(&without, "cloudbr0"));
+        assert!(!parse_svi(&with, "cloudbr1"));
+        let st = EvpnStatus {
+            vnis: 1,
+            svi_advertised: Some(false),
+            ..Default::default()
+        };
+        // the first read after a start may be before zebra did it: only counted
+        assert_eq!(svi_repair_due(0, &st), (1, false));
+        assert_eq!(svi_repair_due(1, &st), (2, true));
+        // advertised, not read, no VNI yet, or FRR not answering: nothing to repair
+        for f in [
+            |s: &mut EvpnStatus| s.svi_advertised = Some(true),
+            |s: &mut EvpnStatus| s.svi_advertised = None,
+            |s: &mut EvpnStatus| s.vnis = 0,
+            |s: &mut EvpnStatus| s.error = Some("zebra: refused".into()),
+        ] {
+            let mut x = st.clone();
+            f(&mut x);
+            assert_eq!(svi_repair_due(5, &x), (0, false));
+        }
+        let lines = svi_readvertise_lines(&spec(false));
+        let at = |l: &str| lines.iter().position(|x| x == l).unwrap();
+        assert_eq!(lines[..2], ["enable", "configure terminal"]);
+        assert!(at("router bgp 65000") < at("address-family l2vpn evpn"));
+        // off, then on: the configuration ends as it was
+        assert_eq!(at("no advertise-svi-ip") + 1, at("advertise-svi-ip"));
+        assert_eq!(lines.last().unwrap(), "end");
     }
 }

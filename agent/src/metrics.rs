@@ -300,6 +300,11 @@ fn evpn_registry(e: &crate::evpn::EvpnStatus) -> Registry {
         r.register(name, help(h), ConstGauge::new(i64::from(v)));
     }
     r.register(
+        "overlayd_evpn_svi_readvertised",
+        help("Times overlayd had bgpd advertise the bridge's own MAC/IP again (FRR had lost advertise-svi-ip)."),
+        ConstGauge::new(e.svi_readvertised as i64),
+    );
+    r.register(
         "overlayd_evpn_frr_restarts",
         help("Times overlayd restarted FRR after the first start."),
         ConstGauge::new(e.frr_restarts as i64),
@@ -1004,6 +1009,7 @@ mod tests {
             local_macs: 3,
             remote_macs: 240,
             frr_restarts: 1,
+            svi_readvertised: 1,
             ..Default::default()
         });
         let out = m.render(&k);
@@ -1015,6 +1021,7 @@ mod tests {
             "overlayd_evpn_remote_macs 240",
             "overlayd_evpn_local_macs 3",
             "overlayd_evpn_frr_restarts 1",
+            "overlayd_evpn_svi_readvertised 1",
         ] {
             assert!(out.contains(want), "{want} missing:\n{out}");
         }

@@ -255,16 +255,76 @@ fn lost(c: std::process::Child, count: usize) -> Result<usize> {
     Ok(count.saturating_sub(received))
 }
 
-fn established(ns_dir: &Path) -> usize {
+/// The sessions at a node's bgpd by state (`show bgp l2vpn evpn summary json`).
+fn session_states(ns_dir: &Path) -> BTreeMap<String, usize> {
     let out = sh(&format!(
         "vtysh --vty_socket {} -c 'show bgp l2vpn evpn summary json'",
         ns_dir.display()
     ));
     let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-    v["peers"]
-        .as_object()
-        .map(|p| p.values().filter(|x| x["state"] == "Established").count())
+    let mut by = BTreeMap::new();
+    for p in v["peers"].as_object().into_iter().flat_map(|p| p.values()) {
+        *by.entry(p["state"].as_str().unwrap_or("?").to_string())
+            .or_insert(0) += 1;
+    }
+    by
+}
+
+fn established(ns_dir: &Path) -> usize {
+    session_states(ns_dir)
+        .get("Established")
+        .copied()
         .unwrap_or(0)
+}
+
+/// The nodes without an Established session to reflector `rr`, and how the first three
+/// see it (their bgpd's state and last reset, the kernel's TCP socket and ARP entry).
+fn clients_not_back(t: &Topology, rr: &Node) -> String {
+    let ip = rr.underlay_ip.to_string();
+    let mut bad = Vec::new();
+    for n in t.nodes.iter().filter(|n| n.name != rr.name) {
+        let dir = node_cmd::node_dir(&t.prefix, &n.name).join("frr");
+        let out = sh(&format!(
+            "vtysh --vty_socket {} -c 'show bgp neighbors {ip} json'",
+            dir.display()
+        ));
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let x = &v[&ip];
+        if x["bgpState"] != "Established" {
+            bad.push((n, x.clone()));
+        }
+    }
+    let mut out = vec![format!("{} node(s) not Established to {ip}", bad.len())];
+    for (n, x) in bad.iter().take(3) {
+        let tcp = sh(&format!(
+            "ip netns exec {} ss -tnH state all dst {ip}",
+            n.ns
+        ));
+        let arp = sh(&format!("ip -n {} neigh show {ip}", n.ns));
+        out.push(format!(
+            "{}: state {} (last reset: {}, established {} dropped {}), tcp [{}], arp [{}]",
+            n.name,
+            x["bgpState"].as_str().unwrap_or("?"),
+            x["lastResetDueTo"].as_str().unwrap_or("-"),
+            x["connectionsEstablished"],
+            x["connectionsDropped"],
+            tcp.split_whitespace().collect::<Vec<_>>().join(" "),
+            arp.trim()
+        ));
+    }
+    out.join("; ")
+}
+
+/// "118 Established, 4 Active" (what a reflector that is not back has).
+fn states_text(ns_dir: &Path) -> String {
+    let by = session_states(ns_dir);
+    if by.is_empty() {
+        return "no sessions (bgpd not answering?)".into();
+    }
+    by.iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every node's FDB against `owner` (MAC → its VTEP): (nodes complete, entries not from
@@ -273,7 +333,8 @@ fn fdb_census(
     t: &Topology,
     owner: &BTreeMap<String, Ipv4Addr>,
     nodes: usize,
-) -> (usize, usize, usize, String) {
+) -> (usize, usize, usize, String, BTreeMap<String, Vec<String>>) {
+    let mut absent: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut complete = 0;
     let mut not_bgp = 0usize;
     let mut flood_ok = 0;
@@ -287,7 +348,10 @@ fn fdb_census(
             }
             match f.macs.get(mac) {
                 Some((Some(d), true)) if *d == dst.to_string() => {}
-                _ => missing += 1,
+                _ => {
+                    missing += 1;
+                    absent.entry(mac.clone()).or_default().push(n.name.clone());
+                }
             }
         }
         not_bgp += f.macs.values().filter(|(_, ext)| !ext).count();
@@ -300,7 +364,58 @@ fn fdb_census(
             flood_ok += 1;
         }
     }
-    (complete, not_bgp, flood_ok, worst)
+    (complete, not_bgp, flood_ok, worst, absent)
+}
+
+/// Where the MACs missing from FDBs stopped (at most three): on the owner's bridge (the
+/// kernel learnt it), in the owner's zebra (local), in a missing node's zebra (remote: BGP
+/// delivered it, the kernel has no entry), or nowhere.
+fn diagnose_missing(
+    t: &Topology,
+    owner: &BTreeMap<String, Ipv4Addr>,
+    absent: &BTreeMap<String, Vec<String>>,
+) -> String {
+    let zebra_mac = |n: &Node, mac: &str| -> String {
+        let dir = node_cmd::node_dir(&t.prefix, &n.name).join("frr");
+        let out = sh(&format!(
+            "vtysh --vty_socket {} -c 'show evpn mac vni all mac {mac} json'",
+            dir.display()
+        ));
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        // {"100": {"type": "local"|"remote", ...}} or {} / an error text
+        v.as_object()
+            .and_then(|o| {
+                o.values()
+                    .find_map(|x| x["type"].as_str().map(str::to_string))
+            })
+            .unwrap_or_else(|| "absent".into())
+    };
+    let mut out = Vec::new();
+    for (mac, at) in absent.iter().take(3) {
+        let Some(o) = owner
+            .get(mac)
+            .and_then(|ip| t.nodes.iter().find(|n| n.underlay_ip == *ip))
+        else {
+            continue;
+        };
+        let on_bridge = sh(&format!("bridge -n {} fdb show br cloudbr0", o.ns))
+            .lines()
+            .any(|l| l.starts_with(mac.as_str()) && !l.contains("ethvxlan0"));
+        let first = t.nodes.iter().find(|n| at.first() == Some(&n.name));
+        out.push(format!(
+            "{mac} (of {}): missing at {} node(s); on its bridge: {}; its zebra: {}; zebra of {}: {}",
+            o.name,
+            at.len(),
+            if on_bridge { "yes" } else { "NO" },
+            zebra_mac(o, mac),
+            first.map(|n| n.name.as_str()).unwrap_or("?"),
+            first.map(|n| zebra_mac(n, mac)).unwrap_or_default()
+        ));
+    }
+    if absent.len() > 3 {
+        out.push(format!("{} MACs missing somewhere in all", absent.len()));
+    }
+    out.join("; ")
 }
 
 /// The kernel's neighbour table is one for all namespaces (`gc_thresh3`, 1024 by default),
@@ -442,7 +557,7 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
     let _ = crate::probe::probe_every(&eps, &pairs, Duration::from_secs(10), None);
     // then until every FDB is complete (at most 30 s)
     let t_fdb = Instant::now();
-    let (complete, not_bgp, flood_ok, worst) = loop {
+    let (complete, not_bgp, flood_ok, mut worst, absent) = loop {
         let c = fdb_census(&t, &owner, nodes);
         if (c.0 == nodes && c.1 == 0) || t_fdb.elapsed() > Duration::from_secs(30) {
             break c;
@@ -450,6 +565,11 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     };
     let fdb_s = t_fdb.elapsed().as_secs_f64();
+    if !absent.is_empty() {
+        let d = diagnose_missing(&t, &owner, &absent);
+        eprintln!("overlay-lab bench: evpn FDB incomplete: {d}");
+        worst = format!("{worst}; {d}");
+    }
     sec.check(
         "every node's FDB holds every remote node's and VM's MAC as installed from BGP (extern_learn, at its VTEP)",
         format!(
@@ -689,6 +809,15 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         let recovered = wait_until(Duration::from_secs(30), || {
             established(&rr_dir) >= nodes - 1
         });
+        if recovered.is_none() {
+            eprintln!(
+                "overlay-lab bench: evpn reflector {} after 30 s: {} (of {} sessions); {}",
+                rr.name,
+                states_text(&rr_dir),
+                nodes - 1,
+                clients_not_back(&t, rr)
+            );
+        }
         eprintln!(
             "overlay-lab bench: evpn reflector failure ({mode}): h↔h lost {lost_ab} × 20 ms, FDB of {} {before} → min {min_fdb}, join {:?}, reflector back after {:?} s",
             a.name, join, recovered
@@ -753,6 +882,14 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
             established(&rr_dir) >= t.nodes.len() - 1
         })
         .map(|s| s + wall);
+        if sessions.is_none() {
+            eprintln!(
+                "overlay-lab bench: evpn cold converge, reflector after 120 s: {} (of {} sessions); {}",
+                states_text(&rr_dir),
+                t.nodes.len() - 1,
+                node(&t, "router").map(|r| clients_not_back(&t, r)).unwrap_or_default()
+            );
+        }
         let mut kib = Vec::new();
         for nn in t.nodes.iter().filter(|x| x.name.starts_with('h')) {
             let (a, b) = node_rss(&nn.ns);
