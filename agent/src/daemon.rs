@@ -179,31 +179,8 @@ impl Loop {
             tokio::task::spawn_blocking(move || {
                 let mut st = crate::evpn::EvpnStatus::default();
                 crate::evpn::read_status(&spec, &mut st);
-                let prev = shared
-                    .status
-                    .lock()
-                    .unwrap()
-                    .evpn
-                    .as_ref()
-                    .map_or((0, 0), |o| (o.svi_missing_reads, o.svi_readvertised));
-                st.svi_readvertised = prev.1;
-                let (missing, due) = crate::evpn::svi_repair_due(prev.0, &st);
-                st.svi_missing_reads = missing;
-                if due {
-                    match crate::evpn::svi_readvertise(&spec) {
-                        Ok(()) => {
-                            tracing::warn!(
-                                bridge = %spec.bridge,
-                                "evpn: zebra was not advertising the bridge's MAC/IP (advertise-svi-ip lost at FRR's start); told bgpd again"
-                            );
-                            st.svi_readvertised += 1;
-                            st.svi_missing_reads = 0;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "evpn: re-advertising the bridge's MAC/IP")
-                        }
-                    }
-                }
+                let prev = shared.status.lock().unwrap().evpn.clone();
+                crate::evpn::repair_svi(&spec, prev.as_ref(), &mut st);
                 let mut s = shared.status.lock().unwrap();
                 if let Some(old) = &s.evpn {
                     st.frr_restarts = old.frr_restarts;

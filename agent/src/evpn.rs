@@ -455,6 +455,28 @@ pub fn svi_readvertise(spec: &EvpnSpec) -> Result<(), String> {
     .map(|_| ())
 }
 
+/// After a read (`st`; `prev` the one before): count a missing SVI advertisement and, when
+/// [`svi_repair_due`], tell bgpd again (blocking: one vty session).
+pub fn repair_svi(spec: &EvpnSpec, prev: Option<&EvpnStatus>, st: &mut EvpnStatus) {
+    st.svi_readvertised = prev.map_or(0, |p| p.svi_readvertised);
+    let (missing, due) = svi_repair_due(prev.map_or(0, |p| p.svi_missing_reads), st);
+    st.svi_missing_reads = missing;
+    if !due {
+        return;
+    }
+    match svi_readvertise(spec) {
+        Ok(()) => {
+            tracing::warn!(
+                bridge = %spec.bridge,
+                "evpn: zebra was not advertising the bridge's MAC/IP (advertise-svi-ip lost at FRR's start); told bgpd again"
+            );
+            st.svi_readvertised += 1;
+            st.svi_missing_reads = 0;
+        }
+        Err(e) => tracing::error!(error = %e, "evpn: re-advertising the bridge's MAC/IP"),
+    }
+}
+
 /// Ask FRR for the state of `spec`'s speaker (blocking: three questions over vty sockets).
 pub fn read_status(spec: &EvpnSpec, st: &mut EvpnStatus) {
     st.asn = spec.asn;
