@@ -181,6 +181,7 @@ impl Loop {
                 crate::evpn::read_status(&spec, &mut st);
                 let prev = shared.status.lock().unwrap().evpn.clone();
                 crate::evpn::repair_svi(&spec, prev.as_ref(), &mut st);
+                crate::evpn::repair_reflectors(&spec, prev.as_ref(), &mut st);
                 let mut s = shared.status.lock().unwrap();
                 if let Some(old) = &s.evpn {
                     st.frr_restarts = old.frr_restarts;

@@ -227,6 +227,16 @@ pub struct EvpnStatus {
     /// Times overlayd had bgpd advertise it again.
     #[serde(default)]
     pub svi_readvertised: u64,
+    /// Reflectors whose session is Established but that send this node nothing (see
+    /// [`silent_reflectors`]).
+    #[serde(default)]
+    pub silent_reflectors: Vec<Ipv4Addr>,
+    /// Reads in a row that found one (see [`reflector_reset_due`]).
+    #[serde(default)]
+    pub silent_reads: u32,
+    /// Times overlayd reset such a session (`clear bgp <reflector>`).
+    #[serde(default)]
+    pub reflector_resets: u64,
     /// FRR (re)starts by overlayd after the first.
     pub frr_restarts: u64,
     pub frr_pids: Vec<u32>,
@@ -364,6 +374,80 @@ pub fn parse_summary(v: &serde_json::Value) -> (u32, u32, Vec<String>) {
     (up, peers.len() as u32, down)
 }
 
+/// The reflectors among the sessions of `show bgp l2vpn evpn summary json` that have been
+/// Established for a hold time or longer and sent no route. Every reflector is a VTEP of the
+/// VNI itself (the router pair, the management node) and advertises at least its own
+/// type-3 route, so a healthy session never stays empty. An empty one is FRR's lost dynamic
+/// peer (FRRouting/frr#9929): when many clients reconnect at once (a reflector back from a
+/// power-off) the reflector now and then keeps a session alive with keepalives but drops it
+/// from its peer list, and sends that client no update again; the client's other reflectors
+/// hide it until they fail too.
+pub fn silent_reflectors(
+    v: &serde_json::Value,
+    reflectors: &[Ipv4Addr],
+    hold_secs: u16,
+) -> Vec<Ipv4Addr> {
+    let Some(peers) = v.get("peers").and_then(|p| p.as_object()) else {
+        return vec![];
+    };
+    reflectors
+        .iter()
+        .filter(|r| {
+            peers.get(&r.to_string()).is_some_and(|p| {
+                let n = |k: &str| p.get(k).and_then(|x| x.as_u64());
+                p.get("state").and_then(|s| s.as_str()) == Some("Established")
+                    && n("peerUptimeMsec").is_some_and(|ms| ms >= u64::from(hold_secs) * 1000)
+                    && n("pfxRcd") == Some(0)
+            })
+        })
+        .copied()
+        .collect()
+}
+
+/// A silent reflector in two reads in a row (a read interval for updates still on their
+/// way): (reads in a row, reset the sessions now).
+pub fn reflector_reset_due(prev_reads: u32, st: &EvpnStatus) -> (u32, bool) {
+    if st.silent_reflectors.is_empty() || st.error.is_some() {
+        return (0, false);
+    }
+    let n = prev_reads + 1;
+    (n, n >= 2)
+}
+
+/// The vty lines that reset the sessions to `silent` (a hard reset: the reflector drops
+/// its lost peer on the Cease, the client connects again within a second and gets the
+/// reflector's whole table).
+pub fn reflector_reset_lines(silent: &[Ipv4Addr]) -> Vec<String> {
+    let mut v = vec!["enable".to_string()];
+    v.extend(silent.iter().map(|r| format!("clear bgp {r}")));
+    v
+}
+
+/// After a read (`st`; `prev` the one before): count a silent reflector and, when
+/// [`reflector_reset_due`], reset the session (blocking: one vty session).
+pub fn repair_reflectors(spec: &EvpnSpec, prev: Option<&EvpnStatus>, st: &mut EvpnStatus) {
+    st.reflector_resets = prev.map_or(0, |p| p.reflector_resets);
+    let (reads, due) = reflector_reset_due(prev.map_or(0, |p| p.silent_reads), st);
+    st.silent_reads = reads;
+    if !due {
+        return;
+    }
+    match vty_session(
+        &vty_dir(spec).join("bgpd.vty"),
+        &reflector_reset_lines(&st.silent_reflectors),
+    ) {
+        Ok(_) => {
+            tracing::warn!(
+                reflectors = ?st.silent_reflectors,
+                "evpn: session Established but no route from the reflector (it lost this node as a peer, FRRouting/frr#9929); reset it"
+            );
+            st.reflector_resets += st.silent_reflectors.len() as u64;
+            st.silent_reads = 0;
+        }
+        Err(e) => tracing::error!(error = %e, "evpn: resetting a silent reflector's session"),
+    }
+}
+
 /// VNIs and remote VTEPs from `show evpn vni json` (an object keyed by VNI; a list in the
 /// detail view).
 pub fn parse_vnis(v: &serde_json::Value, vni: u32) -> (u32, u32) {
@@ -493,6 +577,7 @@ pub fn read_status(spec: &EvpnSpec, st: &mut EvpnStatus) {
             st.sessions_up = up;
             st.sessions = all;
             st.down = down;
+            st.silent_reflectors = silent_reflectors(&v, &spec.reflectors, spec.hold_secs);
         }
         Err(e) => errors.push(e),
     }
@@ -1003,6 +1088,40 @@ mod tests {
         .unwrap();
         assert_eq!(parse_macs(&m), (1, 2));
         assert_eq!(parse_summary(&serde_json::Value::Null), (0, 0, vec![]));
+    }
+
+    #[test]
+    fn a_reflector_that_lost_this_node_is_reset_on_the_second_read() {
+        let rr: Vec<Ipv4Addr> = vec!["10.0.0.4".parse().unwrap(), "10.0.4.4".parse().unwrap()];
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"peers":{
+                "10.0.0.4":{"state":"Established","peerUptimeMsec":29000,"pfxRcd":0},
+                "10.0.4.4":{"state":"Established","peerUptimeMsec":29000,"pfxRcd":244}}}"#,
+        )
+        .unwrap();
+        assert_eq!(silent_reflectors(&v, &rr, 9), vec![rr[0]]);
+        // just up (routes still on their way), down, or not a reflector: not silent
+        for p in [
+            r#"{"peers":{"10.0.0.4":{"state":"Established","peerUptimeMsec":3000,"pfxRcd":0}}}"#,
+            r#"{"peers":{"10.0.0.4":{"state":"Active","peerUptimeMsec":0,"pfxRcd":0}}}"#,
+            r#"{"peers":{"10.0.0.9":{"state":"Established","peerUptimeMsec":29000,"pfxRcd":0}}}"#,
+            r#"{}"#,
+        ] {
+            let v: serde_json::Value = serde_json::from_str(p).unwrap();
+            assert!(silent_reflectors(&v, &rr, 9).is_empty(), "{p}");
+        }
+        let mut st = EvpnStatus {
+            silent_reflectors: vec![rr[0]],
+            ..Default::default()
+        };
+        assert_eq!(reflector_reset_due(0, &st), (1, false));
+        assert_eq!(reflector_reset_due(1, &st), (2, true));
+        st.silent_reflectors.clear();
+        assert_eq!(reflector_reset_due(1, &st), (0, false));
+        assert_eq!(
+            reflector_reset_lines(&rr[..1]),
+            vec!["enable".to_string(), "clear bgp 10.0.0.4".to_string()]
+        );
     }
 
     #[test]

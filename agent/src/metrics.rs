@@ -305,6 +305,11 @@ fn evpn_registry(e: &crate::evpn::EvpnStatus) -> Registry {
         ConstGauge::new(e.svi_readvertised as i64),
     );
     r.register(
+        "overlayd_evpn_reflector_resets",
+        help("Times overlayd reset a reflector's session that was Established but sent no route (FRR had lost this node as a peer)."),
+        ConstGauge::new(e.reflector_resets as i64),
+    );
+    r.register(
         "overlayd_evpn_frr_restarts",
         help("Times overlayd restarted FRR after the first start."),
         ConstGauge::new(e.frr_restarts as i64),
@@ -1010,6 +1015,7 @@ mod tests {
             remote_macs: 240,
             frr_restarts: 1,
             svi_readvertised: 1,
+            reflector_resets: 2,
             ..Default::default()
         });
         let out = m.render(&k);
@@ -1022,6 +1028,7 @@ mod tests {
             "overlayd_evpn_local_macs 3",
             "overlayd_evpn_frr_restarts 1",
             "overlayd_evpn_svi_readvertised 1",
+            "overlayd_evpn_reflector_resets 2",
         ] {
             assert!(out.contains(want), "{want} missing:\n{out}");
         }

@@ -182,6 +182,21 @@ fn start(ctx: &Ctx, t: &Topology, n: &Node) -> Result<()> {
     Ok(())
 }
 
+/// Sessions to a reflector that the nodes' overlayd reset (Established, but the reflector
+/// had lost the node as a peer: `evpn.reflector_resets` in their status), summed.
+fn reflector_resets(t: &Topology) -> u64 {
+    t.nodes
+        .iter()
+        .map(|n| {
+            let sock = node_cmd::node_dir(&t.prefix, &n.name).join(bench_daemon::SOCKET);
+            bench_daemon::control(&sock, "status")
+                .ok()
+                .and_then(|v| v["evpn"]["reflector_resets"].as_u64())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 fn converged(t: &Topology, n: &Node) -> bool {
     let sock = node_cmd::node_dir(&t.prefix, &n.name).join(bench_daemon::SOCKET);
     bench_daemon::control(&sock, "status").is_ok_and(|v| v["converged"] == true)
@@ -277,39 +292,66 @@ fn established(ns_dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// The nodes without an Established session to reflector `rr`, and how the first three
-/// see it (their bgpd's state and last reset, the kernel's TCP socket and ARP entry).
+/// The nodes without an Established session at reflector `rr` (absent from its EVPN
+/// summary, or not Established there) and, for the first three, both sides' view: the
+/// client's bgpd (state, uptime, resets), the reflector's, the TCP sockets, and the
+/// reflector's log lines about that client.
 fn clients_not_back(t: &Topology, rr: &Node) -> String {
+    let rr_dir = node_cmd::node_dir(&t.prefix, &rr.name).join("frr");
+    let vty = |dir: &Path, cmd: &str| -> Value {
+        let out = sh(&format!("vtysh --vty_socket {} -c '{cmd}'", dir.display()));
+        serde_json::from_str(&out).unwrap_or(Value::Null)
+    };
+    let summary = vty(&rr_dir, "show bgp l2vpn evpn summary json");
+    let peers = summary["peers"].as_object().cloned().unwrap_or_default();
     let ip = rr.underlay_ip.to_string();
-    let mut bad = Vec::new();
-    for n in t.nodes.iter().filter(|n| n.name != rr.name) {
+    let bad: Vec<&Node> = t
+        .nodes
+        .iter()
+        .filter(|n| n.name != rr.name)
+        .filter(|n| {
+            peers.get(&n.underlay_ip.to_string()).map(|p| &p["state"])
+                != Some(&"Established".into())
+        })
+        .collect();
+    let mut out = vec![format!(
+        "{} node(s) not Established at {} ({ip})",
+        bad.len(),
+        rr.name
+    )];
+    let log =
+        std::fs::read_to_string(node_cmd::node_dir(&t.prefix, &rr.name).join(bench_daemon::LOG))
+            .unwrap_or_default();
+    for n in bad.iter().take(3) {
+        let cip = n.underlay_ip.to_string();
         let dir = node_cmd::node_dir(&t.prefix, &n.name).join("frr");
-        let out = sh(&format!(
-            "vtysh --vty_socket {} -c 'show bgp neighbors {ip} json'",
-            dir.display()
-        ));
-        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-        let x = &v[&ip];
-        if x["bgpState"] != "Established" {
-            bad.push((n, x.clone()));
-        }
-    }
-    let mut out = vec![format!("{} node(s) not Established to {ip}", bad.len())];
-    for (n, x) in bad.iter().take(3) {
+        let c = vty(&dir, &format!("show bgp neighbors {ip} json"));
+        let c = &c[&ip];
+        let r = vty(&rr_dir, &format!("show bgp neighbors {cip} json"));
+        let r = &r[&cip];
         let tcp = sh(&format!(
             "ip netns exec {} ss -tnH state all dst {ip}",
             n.ns
         ));
-        let arp = sh(&format!("ip -n {} neigh show {ip}", n.ns));
+        let rtcp = sh(&format!(
+            "ip netns exec {} ss -tnH state all dst {cip}",
+            rr.ns
+        ));
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&cip)).collect();
+        let tail = lines[lines.len().saturating_sub(4)..].join(" | ");
         out.push(format!(
-            "{}: state {} (last reset: {}, established {} dropped {}), tcp [{}], arp [{}]",
+            "{} ({cip}): client sees {} (up {} ms, established {} dropped {}, last reset {}, evpn prefixes accepted {}); reflector sees {}; client tcp [{}]; reflector tcp [{}]; reflector log [{}]",
             n.name,
-            x["bgpState"].as_str().unwrap_or("?"),
-            x["lastResetDueTo"].as_str().unwrap_or("-"),
-            x["connectionsEstablished"],
-            x["connectionsDropped"],
+            c["bgpState"].as_str().unwrap_or("?"),
+            c["bgpTimerUpMsec"],
+            c["connectionsEstablished"],
+            c["connectionsDropped"],
+            c["lastResetDueTo"].as_str().unwrap_or("-"),
+            c["addressFamilyInfo"]["l2VpnEvpn"]["acceptedPrefixCounter"],
+            r["bgpState"].as_str().unwrap_or("absent"),
             tcp.split_whitespace().collect::<Vec<_>>().join(" "),
-            arp.trim()
+            rtcp.split_whitespace().collect::<Vec<_>>().join(" "),
+            tail
         ));
     }
     out.join("; ")
@@ -766,6 +808,7 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         "reflector powered off (link cut + kill -9)",
     ] {
         let window = hold + 6.0;
+        let resets0 = reflector_resets(&t);
         let (s1, c1) = stream(&a.ns, b.overlay_ip, window)?;
         let (s2, c2) = stream(&b.ns, a.overlay_ip, window)?;
         std::thread::sleep(Duration::from_millis(1000));
@@ -806,23 +849,24 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
             wait_until(Duration::from_secs(30), || converged(&t, rr));
         }
         let rr_dir = node_cmd::node_dir(&t.prefix, &rr.name).join("frr");
-        let recovered = wait_until(Duration::from_secs(30), || {
+        let recovered = wait_until(Duration::from_secs(60), || {
             established(&rr_dir) >= nodes - 1
         });
         if recovered.is_none() {
             eprintln!(
-                "overlay-lab bench: evpn reflector {} after 30 s: {} (of {} sessions); {}",
+                "overlay-lab bench: evpn reflector {} after 60 s: {} (of {} sessions); {}",
                 rr.name,
                 states_text(&rr_dir),
                 nodes - 1,
                 clients_not_back(&t, rr)
             );
         }
+        let resets = reflector_resets(&t).saturating_sub(resets0);
         eprintln!(
-            "overlay-lab bench: evpn reflector failure ({mode}): h↔h lost {lost_ab} × 20 ms, FDB of {} {before} → min {min_fdb}, join {:?}, reflector back after {:?} s",
+            "overlay-lab bench: evpn reflector failure ({mode}): h↔h lost {lost_ab} × 20 ms, FDB of {} {before} → min {min_fdb}, join {:?}, reflector back after {:?} s, {resets} session(s) reset by overlayd",
             a.name, join, recovered
         );
-        rr_rows.push((mode, lost_ab, min_fdb, join, recovered));
+        rr_rows.push((mode, lost_ab, min_fdb, join, recovered, resets));
     }
     let mut tbl = Table::new(&[
         "reflector failure",
@@ -830,9 +874,10 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         &format!("FDB entries on {} (before {before})", a.name),
         "join meanwhile",
         "reflector back (all sessions)",
+        "sessions reset by overlayd",
     ]);
     let mut rr_ok = true;
-    for (mode, lost_ab, min_fdb, join, rec) in &rr_rows {
+    for (mode, lost_ab, min_fdb, join, rec, resets) in &rr_rows {
         // the dead reflector's own MAC goes after the hold time: one entry less is right
         rr_ok &= *lost_ab == 0 && *min_fdb + 1 >= before;
         if !mode.starts_with("FRR") {
@@ -846,6 +891,7 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
                 .unwrap_or_else(|| "-".into()),
             rec.map(|r| format!("{} s", f1(r)))
                 .unwrap_or_else(|| "NO".into()),
+            resets.to_string(),
         ]);
     }
     sec.tables.push(tbl);
@@ -863,8 +909,9 @@ pub(super) fn evpn(ctx: &Ctx, sec: &mut Section) -> Result<()> {
         "unknown_unicast_copies": uu, "control_copies": control, "cold_start_copies": cold_uu,
         "rss_mib": {"hosts": hs.to_json(), "reflectors": rs.to_json(), "overlayd": os.to_json()},
         "joins_s": join_s, "clean_leave_s": leave_s, "power_off_leave_s": off_s,
-        "reflector_failure": rr_rows.iter().map(|(m, l, f, j, r)| json!({
+        "reflector_failure": rr_rows.iter().map(|(m, l, f, j, r, x)| json!({
             "mode": m, "lost_20ms": l, "min_fdb": f, "join_s": j, "recovered_s": r,
+            "sessions_reset": x,
         })).collect::<Vec<_>>(),
     });
     lab::teardown(&p)?;
